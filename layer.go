@@ -1,0 +1,227 @@
+package quantstream
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream/quant"
+)
+
+// Schema metadata keys of a layer record. Part of the Arrow IPC dump format.
+const (
+	MetaLayerIndex  = "quantstream.layer_index"
+	MetaLayerPrefix = "quantstream.layer_prefix"
+)
+
+// Column positions of a layer record. Part of the Arrow IPC dump format.
+const (
+	ColName = iota
+	ColDType
+	ColShape
+	ColData
+)
+
+// ErrBadLayer is returned for a record that is not a well-formed layer.
+var ErrBadLayer = errors.New("quantstream: malformed layer record")
+
+// NonDecoder is the index of the layer that carries every tensor outside the
+// decoder blocks (embeddings, final norm, lm_head).
+const NonDecoder = -1
+
+// Tensor is a named tensor. In a Layer, Data points into the record's buffers and is
+// valid until the Layer is released.
+type Tensor struct {
+	Name string
+	quant.Tensor
+}
+
+// Layer is one unit of the stream: the tensors of one decoder block (or of the
+// non-decoder group), as an Arrow record batch with one row per tensor:
+// name utf8, dtype utf8, shape list<int64>, data large_binary.
+//
+// A Layer is reference counted like the record it wraps. Whoever holds a *Layer owns
+// one reference and must Release it exactly once, or hand it on. A stage that returns a
+// new Layer releases its input.
+type Layer struct {
+	rec    arrow.RecordBatch
+	index  int
+	prefix string
+	names  map[string]int
+}
+
+// LayerSchema returns the schema of a layer record with its metadata.
+func LayerSchema(index int, prefix string) *arrow.Schema {
+	md := arrow.NewMetadata(
+		[]string{MetaLayerIndex, MetaLayerPrefix},
+		[]string{strconv.Itoa(index), prefix},
+	)
+	return arrow.NewSchema([]arrow.Field{
+		{Name: "name", Type: arrow.BinaryTypes.String},
+		{Name: "dtype", Type: arrow.BinaryTypes.String},
+		{Name: "shape", Type: arrow.ListOf(arrow.PrimitiveTypes.Int64)},
+		{Name: "data", Type: arrow.BinaryTypes.LargeBinary},
+	}, &md)
+}
+
+// NewLayer builds a layer record from tensors, copying their data into buffers from
+// mem. The caller keeps ownership of the tensors' slices. Names must be unique.
+func NewLayer(mem memory.Allocator, index int, prefix string, tensors []Tensor) (*Layer, error) {
+	b := NewLayerBuilder(mem, index, prefix)
+	defer b.Release()
+	for _, t := range tensors {
+		if err := b.Append(t); err != nil {
+			return nil, err
+		}
+	}
+	return b.Finish()
+}
+
+// LayerBuilder appends tensors to a new layer record.
+type LayerBuilder struct {
+	index  int
+	prefix string
+	rb     *array.RecordBuilder
+	seen   map[string]bool
+}
+
+// NewLayerBuilder starts an empty layer.
+func NewLayerBuilder(mem memory.Allocator, index int, prefix string) *LayerBuilder {
+	return &LayerBuilder{
+		index:  index,
+		prefix: prefix,
+		rb:     array.NewRecordBuilder(mem, LayerSchema(index, prefix)),
+		seen:   map[string]bool{},
+	}
+}
+
+// Append copies t into the layer. It checks that the data length matches dtype and shape.
+func (b *LayerBuilder) Append(t Tensor) error {
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("tensor %q: %w", t.Name, err)
+	}
+	if b.seen[t.Name] {
+		return fmt.Errorf("%w: duplicate tensor %q", ErrBadLayer, t.Name)
+	}
+	b.seen[t.Name] = true
+	b.rb.Field(ColName).(*array.StringBuilder).Append(t.Name)
+	b.rb.Field(ColDType).(*array.StringBuilder).Append(t.DType.String())
+	lb := b.rb.Field(ColShape).(*array.ListBuilder)
+	lb.Append(true)
+	vb := lb.ValueBuilder().(*array.Int64Builder)
+	vb.AppendValues(t.Shape, nil)
+	b.rb.Field(ColData).(*array.BinaryBuilder).Append(t.Data)
+	return nil
+}
+
+// Finish returns the layer; the builder may not be used afterwards except for Release.
+func (b *LayerBuilder) Finish() (*Layer, error) {
+	rec := b.rb.NewRecordBatch()
+	l, err := LayerFromRecord(rec)
+	rec.Release()
+	return l, err
+}
+
+// Release frees the builder's buffers.
+func (b *LayerBuilder) Release() { b.rb.Release() }
+
+// LayerFromRecord views rec as a Layer, checking its schema. The Layer retains rec;
+// the caller keeps its own reference.
+func LayerFromRecord(rec arrow.RecordBatch) (*Layer, error) {
+	s := rec.Schema()
+	if s.NumFields() != 4 ||
+		s.Field(ColName).Type.ID() != arrow.STRING ||
+		s.Field(ColDType).Type.ID() != arrow.STRING ||
+		s.Field(ColShape).Type.ID() != arrow.LIST ||
+		s.Field(ColData).Type.ID() != arrow.LARGE_BINARY {
+		return nil, fmt.Errorf("%w: schema %v", ErrBadLayer, s)
+	}
+	md := s.Metadata()
+	idx, err := strconv.Atoi(md.Values()[md.FindKey(MetaLayerIndex)])
+	if md.FindKey(MetaLayerIndex) < 0 || err != nil {
+		return nil, fmt.Errorf("%w: no %s metadata", ErrBadLayer, MetaLayerIndex)
+	}
+	prefix := ""
+	if i := md.FindKey(MetaLayerPrefix); i >= 0 {
+		prefix = md.Values()[i]
+	}
+	l := &Layer{rec: rec, index: idx, prefix: prefix, names: make(map[string]int, rec.NumRows())}
+	names := rec.Column(ColName).(*array.String)
+	dtypes := rec.Column(ColDType).(*array.String)
+	for i := 0; i < int(rec.NumRows()); i++ {
+		n := names.Value(i)
+		if _, dup := l.names[n]; dup {
+			return nil, fmt.Errorf("%w: duplicate tensor %q", ErrBadLayer, n)
+		}
+		if _, err := quant.ParseDType(dtypes.Value(i)); err != nil {
+			return nil, fmt.Errorf("%w: tensor %q: %v", ErrBadLayer, n, err)
+		}
+		l.names[n] = i
+	}
+	rec.Retain()
+	return l, nil
+}
+
+// Record returns the underlying record without retaining it.
+func (l *Layer) Record() arrow.RecordBatch { return l.rec }
+
+// Index is the decoder block number, or NonDecoder.
+func (l *Layer) Index() int { return l.index }
+
+// Prefix is the common name prefix, e.g. "model.layers.12.".
+func (l *Layer) Prefix() string { return l.prefix }
+
+// Len is the number of tensors.
+func (l *Layer) Len() int { return int(l.rec.NumRows()) }
+
+// Tensor returns row i. Its Data aliases the record and is valid until Release.
+func (l *Layer) Tensor(i int) Tensor {
+	names := l.rec.Column(ColName).(*array.String)
+	dtypes := l.rec.Column(ColDType).(*array.String)
+	shapes := l.rec.Column(ColShape).(*array.List)
+	data := l.rec.Column(ColData).(*array.LargeBinary)
+	dt, _ := quant.ParseDType(dtypes.Value(i)) // validated in LayerFromRecord
+	start, end := shapes.ValueOffsets(i)
+	vals := shapes.ListValues().(*array.Int64).Int64Values()[start:end]
+	shape := make([]int64, len(vals))
+	copy(shape, vals)
+	return Tensor{Name: names.Value(i), Tensor: quant.Tensor{DType: dt, Shape: shape, Data: data.Value(i)}}
+}
+
+// Lookup finds a tensor by full name.
+func (l *Layer) Lookup(name string) (Tensor, bool) {
+	i, ok := l.names[name]
+	if !ok {
+		return Tensor{}, false
+	}
+	return l.Tensor(i), true
+}
+
+// Tensors returns every tensor in row order (views, valid until Release).
+func (l *Layer) Tensors() []Tensor {
+	out := make([]Tensor, l.Len())
+	for i := range out {
+		out[i] = l.Tensor(i)
+	}
+	return out
+}
+
+// DataBytes is the total size of the tensors' data.
+func (l *Layer) DataBytes() int64 {
+	data := l.rec.Column(ColData).(*array.LargeBinary)
+	n := data.Len()
+	if n == 0 {
+		return 0
+	}
+	return int64(data.ValueOffset(n) - data.ValueOffset(0))
+}
+
+// Retain adds a reference.
+func (l *Layer) Retain() { l.rec.Retain() }
+
+// Release drops a reference; the tensors' data must not be used after the last one.
+func (l *Layer) Release() { l.rec.Release() }
