@@ -1,0 +1,196 @@
+package pipeline
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/quant"
+)
+
+// LayerInfo is a layer's headers: everything about it that is known before its data
+// is read.
+type LayerInfo struct {
+	Index   int
+	Prefix  string
+	Tensors []quantstream.TensorInfo
+}
+
+// Plan is what a run will do, computed from headers alone: every layer's tensors
+// after every stage, their sizes, and the bytes each layer is charged against the
+// memory budget. A writer can lay out its output from the last step before any
+// tensor is read.
+type Plan struct {
+	Layers []LayerPlan
+
+	// TotalBytes is the sum of the layers' source sizes: the denominator of Progress.
+	TotalBytes int64
+	// MaxCharge is the largest Charge[0] of any layer: the smallest MaxMemory that
+	// can run this plan.
+	MaxCharge int64
+}
+
+// LayerPlan is one layer's plan. Steps[0] and Bytes[0] describe the layer as the
+// source yields it; Steps[k] and Bytes[k] describe it after stage k (1-based).
+//
+// Charge[k] is what the layer holds of the budget while it waits for or runs
+// through stage k+1 (0-based k), and Charge[len(Stages)] what it holds at the sink:
+//
+//	Charge[n] = Bytes[n]
+//	Charge[k] = max(Bytes[k] + Bytes[k+1], Charge[k+1])
+//
+// because a stage holds its input and its output at once until it releases the input,
+// and a charge, once lowered, must never need to rise again.
+type LayerPlan struct {
+	LayerInfo
+	Steps  [][]quantstream.TensorInfo
+	Bytes  []int64
+	Charge []int64
+}
+
+// NewPlan plans layers through stages by calling each stage's Plan. Errors are
+// *StageError values naming the stage ("source" for the layers' own headers).
+func NewPlan(layers []LayerInfo, stages ...quantstream.Stage) (*Plan, error) {
+	p := &Plan{Layers: make([]LayerPlan, len(layers))}
+	n := len(stages)
+	for i, li := range layers {
+		lp := &p.Layers[i]
+		lp.LayerInfo = li
+		lp.Steps = make([][]quantstream.TensorInfo, n+1)
+		lp.Bytes = make([]int64, n+1)
+		lp.Charge = make([]int64, n+1)
+		lp.Steps[0] = li.Tensors
+		b, err := planBytes(li.Tensors)
+		if err != nil {
+			return nil, &StageError{Stage: sourceName, Layer: li.Index, Err: err}
+		}
+		lp.Bytes[0] = b
+		for k, s := range stages {
+			var out []quantstream.TensorInfo
+			err := protect(func() (err error) {
+				// A stage must not see, nor be able to change, another step's slice.
+				out, err = s.Plan(li.Index, slices.Clone(lp.Steps[k]))
+				return err
+			})
+			if err == nil {
+				b, err = planBytes(out)
+			}
+			if err != nil {
+				return nil, &StageError{Stage: s.Name(), Layer: li.Index, Err: err}
+			}
+			lp.Steps[k+1], lp.Bytes[k+1] = out, b
+		}
+		lp.Charge[n] = lp.Bytes[n]
+		for k := n - 1; k >= 0; k-- {
+			c, ok := addBytes(lp.Bytes[k], lp.Bytes[k+1])
+			if !ok {
+				return nil, &StageError{Stage: stages[k].Name(), Layer: li.Index,
+					Err: fmt.Errorf("%w: input and output size overflow", ErrBadPlan)}
+			}
+			lp.Charge[k] = max(c, lp.Charge[k+1])
+		}
+		var ok bool
+		if p.TotalBytes, ok = addBytes(p.TotalBytes, lp.Bytes[0]); !ok {
+			return nil, &StageError{Stage: sourceName, Layer: li.Index,
+				Err: fmt.Errorf("%w: total size overflows", ErrBadPlan)}
+		}
+		p.MaxCharge = max(p.MaxCharge, lp.Charge[0])
+	}
+	return p, nil
+}
+
+// Check returns an error wrapping ErrOverBudget, naming the first layer that needs
+// more than maxMemory bytes and how many it needs. maxMemory 0 means no limit.
+func (p *Plan) Check(maxMemory int64) error {
+	if maxMemory <= 0 {
+		return nil
+	}
+	for _, lp := range p.Layers {
+		if lp.Charge[0] > maxMemory {
+			return fmt.Errorf("%w: layer %d needs %d bytes in flight (data bytes per step %v), MaxMemory is %d; the largest layer needs %d",
+				ErrOverBudget, lp.Index, lp.Charge[0], lp.Bytes, maxMemory, p.MaxCharge)
+		}
+	}
+	return nil
+}
+
+// planBytes is the data size of tensors, validating each header: data and plans
+// come from files, so no size may be trusted to fit before it is checked.
+func planBytes(ts []quantstream.TensorInfo) (int64, error) {
+	seen := make(map[string]bool, len(ts))
+	var total int64
+	for _, t := range ts {
+		if seen[t.Name] {
+			return 0, fmt.Errorf("%w: duplicate tensor %q", ErrBadPlan, t.Name)
+		}
+		seen[t.Name] = true
+		n, err := tensorBytes(t)
+		if err != nil {
+			return 0, err
+		}
+		var ok bool
+		if total, ok = addBytes(total, n); !ok {
+			return 0, fmt.Errorf("%w: layer size overflows at tensor %q", ErrBadPlan, t.Name)
+		}
+	}
+	return total, nil
+}
+
+func tensorBytes(t quantstream.TensorInfo) (int64, error) {
+	dt, err := quant.ParseDType(t.DType)
+	if err != nil {
+		return 0, fmt.Errorf("%w: tensor %q: %w", ErrBadPlan, t.Name, err)
+	}
+	numel := int64(1)
+	for _, d := range t.Shape {
+		if d < 0 {
+			return 0, fmt.Errorf("%w: tensor %q: negative dimension in shape %v", ErrBadPlan, t.Name, t.Shape)
+		}
+		if d != 0 && numel > math.MaxInt64/d {
+			return 0, fmt.Errorf("%w: tensor %q: shape %v overflows", ErrBadPlan, t.Name, t.Shape)
+		}
+		numel *= d
+	}
+	n, ok := dt.ByteLen(numel)
+	if !ok {
+		return 0, fmt.Errorf("%w: tensor %q: %d elements of %s do not fill whole bytes or overflow", ErrBadPlan, t.Name, numel, dt)
+	}
+	return n, nil
+}
+
+func addBytes(a, b int64) (int64, bool) {
+	if a > math.MaxInt64-b {
+		return 0, false
+	}
+	return a + b, true
+}
+
+// check verifies that l is what step k of the plan promised.
+func (lp *LayerPlan) check(k int, l *quantstream.Layer) error {
+	if l == nil {
+		return fmt.Errorf("%w: no layer", ErrPlanMismatch)
+	}
+	if l.Index() != lp.Index {
+		return fmt.Errorf("%w: layer index %d, planned %d", ErrPlanMismatch, l.Index(), lp.Index)
+	}
+	want := lp.Steps[k]
+	if l.Len() != len(want) {
+		return fmt.Errorf("%w: %d tensors, planned %d", ErrPlanMismatch, l.Len(), len(want))
+	}
+	for _, w := range want {
+		t, ok := l.Lookup(w.Name)
+		if !ok {
+			return fmt.Errorf("%w: tensor %q missing", ErrPlanMismatch, w.Name)
+		}
+		if t.DType.String() != w.DType || !slices.Equal(t.Shape, w.Shape) {
+			return fmt.Errorf("%w: tensor %q is %s %v, planned %s %v", ErrPlanMismatch, w.Name, t.DType, t.Shape, w.DType, w.Shape)
+		}
+		// Shape and dtype were validated when planned, so this cannot fail here.
+		n, _ := tensorBytes(w)
+		if int64(len(t.Data)) != n {
+			return fmt.Errorf("%w: tensor %q has %d data bytes, planned %d", ErrPlanMismatch, w.Name, len(t.Data), n)
+		}
+	}
+	return nil
+}
