@@ -1,0 +1,11 @@
+//go:build linux
+
+package arrowio
+
+import "golang.org/x/sys/unix"
+
+// exchange swaps two paths atomically (renameat2 RENAME_EXCHANGE), so that the
+// output directory is at every instant either the old one or the new one.
+func exchange(a, b string) error {
+	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
+}

@@ -1,0 +1,132 @@
+package arrowio
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/quant"
+)
+
+// ReadLayer reads the tensors of li into a new Layer, one row per tensor in li's
+// order. The tensor bytes are read with pread straight into one data buffer
+// allocated from mem, which becomes the large_binary column as it is: no copy after
+// the read. The caller owns the returned Layer and must Release it; on error
+// nothing stays allocated.
+//
+// ReadLayer is safe to call concurrently (on the same or different layers).
+func ReadLayer(ctx context.Context, mem memory.Allocator, li LayerInfo) (*quantstream.Layer, error) {
+	var total int64
+	for _, t := range li.Tensors {
+		total += t.Size()
+	}
+	hdrs := make([]TensorHeader, len(li.Tensors))
+	for i, t := range li.Tensors {
+		hdrs[i] = t.TensorHeader
+	}
+	return buildLayer(mem, li.Index, li.Prefix, hdrs, total, func(data []byte, offs []int64) error {
+		// Read in file order, so that a layer spread over a shard is read front to back.
+		order := make([]int, len(li.Tensors))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortFunc(order, func(a, b int) int {
+			ta, tb := li.Tensors[a], li.Tensors[b]
+			return cmp.Or(cmp.Compare(ta.File.Path, tb.File.Path), cmp.Compare(ta.Begin, tb.Begin))
+		})
+		for _, i := range order {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			t := li.Tensors[i]
+			if err := t.File.ReadInto(t.TensorHeader, data[offs[i]:offs[i+1]]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ReadLayer reads one of c.Layers(); see the function ReadLayer.
+func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li LayerInfo) (*quantstream.Layer, error) {
+	return ReadLayer(ctx, mem, li)
+}
+
+// buildLayer assembles a layer record around a data buffer of total bytes that fill
+// writes into; offs[i]:offs[i+1] is row i's slice of it.
+func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorHeader, total int64,
+	fill func(data []byte, offs []int64) error) (*quantstream.Layer, error) {
+	n := len(hdrs)
+	if total < 0 || int64(int(total)) != total {
+		return nil, fmt.Errorf("arrowio: layer %d: %d bytes do not fit in memory", index, total)
+	}
+	offsets := memory.NewResizableBuffer(mem)
+	defer offsets.Release()
+	offsets.Resize((n + 1) * arrow.Int64SizeBytes)
+	offs := arrow.Int64Traits.CastFromBytes(offsets.Bytes())
+	data := memory.NewResizableBuffer(mem)
+	defer data.Release()
+	data.Resize(int(total))
+	var pos int64
+	for i, h := range hdrs {
+		offs[i] = pos
+		pos += h.Size()
+	}
+	offs[n] = pos
+	if err := fill(data.Bytes(), offs); err != nil {
+		return nil, err
+	}
+
+	ad := array.NewData(arrow.BinaryTypes.LargeBinary, n, []*memory.Buffer{nil, offsets, data}, nil, 0, 0)
+	dataCol := array.NewLargeBinaryData(ad)
+	ad.Release()
+	defer dataCol.Release()
+
+	nb := array.NewStringBuilder(mem)
+	defer nb.Release()
+	db := array.NewStringBuilder(mem)
+	defer db.Release()
+	sb := array.NewListBuilder(mem, arrow.PrimitiveTypes.Int64)
+	defer sb.Release()
+	vb := sb.ValueBuilder().(*array.Int64Builder)
+	for _, h := range hdrs {
+		nb.Append(h.Name)
+		db.Append(h.DType.String())
+		sb.Append(true)
+		vb.AppendValues(h.Shape, nil)
+	}
+	names, dtypes, shapes := nb.NewArray(), db.NewArray(), sb.NewArray()
+	defer names.Release()
+	defer dtypes.Release()
+	defer shapes.Release()
+
+	rec := array.NewRecordBatch(quantstream.LayerSchema(index, prefix), []arrow.Array{names, dtypes, shapes, dataCol}, int64(n))
+	defer rec.Release()
+	return quantstream.LayerFromRecord(rec)
+}
+
+// LayerHeaders returns the headers of a layer's tensors (Begin/End relative to the
+// layer's data column), for writing or checking without touching the data.
+func LayerHeaders(l *quantstream.Layer) []TensorHeader {
+	out := make([]TensorHeader, l.Len())
+	var pos int64
+	for i := range out {
+		t := l.Tensor(i)
+		n := int64(len(t.Data))
+		out[i] = TensorHeader{Name: t.Name, DType: t.DType, Shape: t.Shape, Begin: pos, End: pos + n}
+		pos += n
+	}
+	return out
+}
+
+// checkShape reports whether data's length matches dtype and shape.
+func checkShape(dt quant.DType, shape []int64, n int64) bool {
+	want, ok := byteLen(dt, shape)
+	return ok && want == n
+}
