@@ -1,0 +1,59 @@
+# quantstream — the one entry point for building, testing and measuring.
+GO        ?= go
+PKGS      ?= ./...
+BENCHTIME ?= 1s
+FUZZTIME  ?= 30s
+BIN       ?= bin
+
+.PHONY: all build test race bench fuzz lint check examples testdata demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Unit tests, golden parity (unit, modules, e2e) and fuzz seed corpora, with the race detector.
+test:
+	$(GO) test -race -count=1 $(PKGS)
+
+race: test
+
+# Benchmarks print MB/s of input (b.SetBytes). CI runs them once with BENCHTIME=1x.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+# Real fuzzing: every Fuzz target for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$target"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+# Build and run every example on the tiny test models.
+examples: build
+	@set -e; for d in examples/*/; do \
+	  echo "== $$d"; $(GO) run ./$$d -in testdata/tiny_llama -out $$(mktemp -d)/out; \
+	done
+
+# Regenerate the tiny test models (deterministic: a fixed seed).
+testdata:
+	$(GO) run ./cmd/gentestdata -out testdata
+
+# The README's first command: convert the tiny model.
+demo: build
+	rm -rf out/tiny_llama_nvfp4
+	$(BIN)/quantstream convert --in testdata/tiny_llama --out out/tiny_llama_nvfp4 --recipe W4A16_NVFP4_CFG
+
+# What CI runs.
+check: lint test examples
+	$(MAKE) bench BENCHTIME=1x
+
+clean:
+	rm -rf $(BIN) out

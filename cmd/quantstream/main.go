@@ -1,0 +1,82 @@
+// Command quantstream converts LLM checkpoints into ModelOpt-compatible quantized
+// checkpoints layer by layer, and checks itself against ModelOpt golden sets.
+//
+//	quantstream convert --in DIR [--in DIR …] --out DIR [flags]
+//	quantstream plan    --in DIR [--in DIR …] [flags]
+//	quantstream parity  [--group unit|modules|e2e] DIR…
+//	quantstream dump-arrow --in DIR [--in DIR …] --out FILE.arrow
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: quantstream <command> [flags]
+
+commands:
+  convert      convert a checkpoint (passthrough, calibrated ModelOpt state, saved
+               ModelOpt checkpoint or data-free recipe) into a new directory
+  plan         print the conversion plan and its problems without reading tensor data
+  parity       run ModelOpt golden manifests and report PASS/FAIL per case
+  dump-arrow   write the layer stream as an Arrow IPC stream file
+  version      print the version
+
+Run 'quantstream <command> -h' for the flags of a command.
+`
+
+// errUsage marks a command-line mistake: exit status 2 and no stack of wrapping.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "convert":
+		err = cmdConvert(ctx, args[1:], stdout, stderr)
+	case "plan":
+		err = cmdPlan(ctx, args[1:], stdout, stderr)
+	case "parity":
+		err = cmdParity(ctx, args[1:], stdout, stderr)
+	case "dump-arrow":
+		err = cmdDumpArrow(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "quantstream", version)
+		return 0
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "quantstream: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "quantstream:", err)
+		return 2
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "quantstream: interrupted; no output was written")
+		return 130
+	default:
+		fmt.Fprintln(stderr, "quantstream:", err)
+		return 1
+	}
+}
+
+const version = "0.1.0-dev"

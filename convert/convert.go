@@ -1,0 +1,200 @@
+// Package convert is quantstream's main job as a library call: open a checkpoint
+// (several directories overlaid), plan the conversion from headers alone, stream the
+// layers through the export stages and write a sharded checkpoint atomically.
+// The quantstream CLI is a thin layer over Run and Plan.
+package convert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/pipeline"
+	"github.com/quantstream/quantstream/quant"
+)
+
+// ErrNoInput is returned when Options names no input directory.
+var ErrNoInput = errors.New("convert: no input directory")
+
+// Options describe one conversion.
+type Options struct {
+	// Inputs are overlaid in order: a tensor or side file in a later directory
+	// replaces the one of the same name in an earlier one.
+	Inputs []string
+	// Out is the output directory. It is written atomically: nothing appears there
+	// unless the whole conversion succeeds.
+	Out string
+	// Overwrite allows replacing a non-empty Out.
+	Overwrite bool
+
+	// Workers per stage (0: GOMAXPROCS). The output bytes do not depend on it.
+	Workers int
+	// MaxMemory bounds tensor bytes in flight (0: no bound).
+	MaxMemory int64
+	// MaxShardSize splits the output shards (0: 5 GB, like save_pretrained).
+	MaxShardSize int64
+
+	// Recipe is a ModelOpt preset name or recipe YAML path for data-free
+	// conversion; empty means: use the calibration state found in Inputs, or
+	// pass through when there is none.
+	Recipe string
+	// KVCache is a KV-cache preset combined with Recipe (e.g. FP8_KV_CFG).
+	KVCache string
+	// DivMode reproduces exports made on CPU (DivIEEE, default) or CUDA (DivCUDA).
+	DivMode quant.DivMode
+
+	// Stages run after the export stages, e.g. a user's own checks.
+	Stages []quantstream.Stage
+
+	// Allocator for layer buffers (nil: Go allocator).
+	Allocator memory.Allocator
+	// Progress is called after each layer is written.
+	Progress func(pipeline.Progress)
+}
+
+// Summary is what a finished conversion reports.
+type Summary struct {
+	Mode          string         `json:"mode"` // passthrough, export, data-free
+	Layers        int            `json:"layers"`
+	Tensors       int            `json:"tensors_out"`
+	BytesIn       int64          `json:"bytes_in"`
+	BytesOut      int64          `json:"bytes_out"`
+	Shards        int            `json:"shards"`
+	Seconds       float64        `json:"seconds"`
+	GBPerSecond   float64        `json:"gb_per_second"`
+	PeakRSSBytes  int64          `json:"peak_rss_bytes"`
+	MaxChargeB    int64          `json:"max_layer_charge_bytes"`
+	ModulesPerFmt map[string]int `json:"modules_per_format,omitempty"`
+	Unquantized   []string       `json:"unquantized,omitempty"`
+	FilledAmax    []string       `json:"filled_expert_amax,omitempty"`
+	QuantAlgo     string         `json:"quant_algo,omitempty"`
+	Warnings      []string       `json:"warnings,omitempty"`
+}
+
+// job is a prepared conversion: the stages to run and the extra files to write.
+type job struct {
+	mode      string
+	stages    []quantstream.Stage
+	sideFiles map[string][]byte // generated files (config.json, hf_quant_config.json)
+	summary   Summary
+}
+
+// Run converts opt.Inputs into opt.Out.
+func Run(ctx context.Context, opt Options) (*Summary, error) {
+	start := time.Now()
+	if len(opt.Inputs) == 0 {
+		return nil, ErrNoInput
+	}
+	mem := opt.Allocator
+	if mem == nil {
+		mem = memory.NewGoAllocator()
+	}
+	ck, err := arrowio.OpenCheckpoint(opt.Inputs...)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	j, err := prepare(ck, opt, mem)
+	if err != nil {
+		return nil, err
+	}
+	p := &pipeline.Pipeline{
+		Source:    newCheckpointSource(ck, mem),
+		Stages:    append(j.stages, opt.Stages...),
+		Workers:   opt.Workers,
+		MaxMemory: opt.MaxMemory,
+		Progress:  opt.Progress,
+	}
+	plan, err := p.Plan()
+	if err != nil {
+		return nil, err
+	}
+	out := finalTensors(plan)
+	w, err := arrowio.Create(opt.Out, out, arrowio.WriteOptions{
+		PlanOptions: arrowio.PlanOptions{MaxShardSize: opt.MaxShardSize},
+		Overwrite:   opt.Overwrite,
+	})
+	if err != nil {
+		return nil, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			w.Abort()
+		}
+	}()
+	p.Sink = writerSink{w}
+	if err := p.Run(ctx); err != nil {
+		return nil, err
+	}
+	side := ck.SideFiles()
+	for name := range j.sideFiles {
+		delete(side, name)
+	}
+	if err := w.CopySideFiles(side); err != nil {
+		return nil, err
+	}
+	for name, data := range j.sideFiles {
+		if err := w.WriteSideFile(name, data); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Commit(); err != nil {
+		return nil, err
+	}
+	committed = true
+
+	s := j.summary
+	s.Mode = j.mode
+	s.Layers = len(plan.Layers)
+	s.Tensors = len(out)
+	s.BytesIn = plan.TotalBytes
+	for _, t := range out {
+		s.BytesOut += infoBytes(t)
+	}
+	s.Shards = len(w.Plan().Shards)
+	s.Seconds = time.Since(start).Seconds()
+	if s.Seconds > 0 {
+		s.GBPerSecond = float64(s.BytesIn) / 1e9 / s.Seconds
+	}
+	s.PeakRSSBytes = PeakRSS()
+	s.MaxChargeB = plan.MaxCharge
+	return &s, nil
+}
+
+func infoBytes(t quantstream.TensorInfo) int64 {
+	dt, err := quant.ParseDType(t.DType)
+	if err != nil {
+		return 0
+	}
+	n, _ := dt.ByteLen(quant.Numel(t.Shape))
+	return n
+}
+
+// PeakRSS is the process's peak resident set size so far, in bytes (0 where the
+// OS does not say).
+func PeakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	if runtime.GOOS == "darwin" {
+		return ru.Maxrss
+	}
+	return ru.Maxrss * 1024
+}
+
+// prepare decides what the conversion does from the inputs and options.
+func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, error) {
+	if opt.Recipe != "" || opt.KVCache != "" {
+		return nil, fmt.Errorf("convert: recipes are not wired yet")
+	}
+	return &job{mode: "passthrough"}, nil
+}

@@ -1,0 +1,117 @@
+package convert
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/pipeline"
+)
+
+// PlanReport is a conversion planned from headers and configs alone.
+type PlanReport struct {
+	Mode     string
+	Layers   []pipeline.LayerPlan
+	Shards   *arrowio.Plan
+	BytesIn  int64
+	BytesOut int64
+	// MinMemory is the smallest --max-memory that can run this plan.
+	MinMemory int64
+	// Problems lists everything that would stop the conversion, all at once.
+	Problems []string
+	Summary  Summary
+}
+
+// MakePlan plans a conversion without reading tensor data.
+func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
+	if len(opt.Inputs) == 0 {
+		return nil, ErrNoInput
+	}
+	ck, err := arrowio.OpenCheckpoint(opt.Inputs...)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	r := &PlanReport{}
+	j, err := prepare(ck, opt, memory.NewGoAllocator())
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+		return r, nil
+	}
+	r.Mode = j.mode
+	r.Summary = j.summary
+	p := &pipeline.Pipeline{Source: newCheckpointSource(ck, nil), Stages: append(j.stages, opt.Stages...), Workers: opt.Workers}
+	plan, err := p.Plan()
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+		return r, nil
+	}
+	r.Layers = plan.Layers
+	r.BytesIn = plan.TotalBytes
+	r.MinMemory = plan.MaxCharge
+	if err := plan.Check(opt.MaxMemory); err != nil {
+		r.Problems = append(r.Problems, err.Error())
+	}
+	tensors := finalTensors(plan)
+	for _, t := range tensors {
+		r.BytesOut += infoBytes(t)
+	}
+	sp, err := arrowio.PlanShards(tensors, arrowio.PlanOptions{MaxShardSize: opt.MaxShardSize})
+	if err != nil {
+		r.Problems = append(r.Problems, err.Error())
+	}
+	r.Shards = sp
+	return r, nil
+}
+
+func finalTensors(plan *pipeline.Plan) (out []quantstream.TensorInfo) {
+	for _, lp := range plan.Layers {
+		out = append(out, lp.Steps[len(lp.Steps)-1]...)
+	}
+	return out
+}
+
+// Print writes the plan for a person: one line per layer, the shards, the problems.
+func (r *PlanReport) Print(w io.Writer) {
+	fmt.Fprintf(w, "mode: %s\n", r.Mode)
+	for _, lp := range r.Layers {
+		last := lp.Steps[len(lp.Steps)-1]
+		name := fmt.Sprintf("layer %d", lp.Index)
+		if lp.Prefix == "" {
+			name = "non-decoder tensors"
+		}
+		fmt.Fprintf(w, "%-22s %4d tensors in, %4d out, %s in, %s out\n", name, len(lp.Steps[0]), len(last), HumanBytes(lp.Bytes[0]), HumanBytes(lp.Bytes[len(lp.Bytes)-1]))
+	}
+	if r.Shards != nil {
+		for _, s := range r.Shards.Shards {
+			fmt.Fprintf(w, "shard %s: %d tensors, %s\n", s.Name, len(s.Tensors), HumanBytes(s.Size()))
+		}
+	}
+	fmt.Fprintf(w, "bytes in %s, out %s; needs --max-memory >= %s\n", HumanBytes(r.BytesIn), HumanBytes(r.BytesOut), HumanBytes(r.MinMemory))
+	if len(r.Problems) == 0 {
+		fmt.Fprintln(w, "no problems found")
+		return
+	}
+	fmt.Fprintf(w, "%d problem(s):\n", len(r.Problems))
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  - %s\n", p)
+	}
+}
+
+// HumanBytes formats a byte count with binary units (1.50 GiB).
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
