@@ -69,6 +69,11 @@ func Create(dir string, tensors []quantstream.TensorInfo, opts WriteOptions) (*W
 		return nil, fmt.Errorf("arrowio: output %s: %w", dir, err)
 	}
 	w := &Writer{dir: dir, tmp: tmp, opts: opts, plan: plan, state: make(map[string]int, len(tensors))}
+	// MkdirTemp makes the directory private; the output is an ordinary directory.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("arrowio: %w", err)
+	}
 	for _, s := range plan.Shards {
 		path := filepath.Join(tmp, s.Name)
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)

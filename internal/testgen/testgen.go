@@ -1,0 +1,353 @@
+// Package testgen writes synthetic, deterministic Hugging Face checkpoints for tests
+// and benchmarks: the tiny committed ones under testdata/ (see cmd/gentestdata) and
+// large Llama-shaped ones generated on the fly for throughput benchmarks.
+//
+// Tensor data is a pure function of (seed, tensor name), so output bytes do not
+// depend on the order or concurrency of the writes, and it is streamed: no tensor
+// is ever held whole in memory.
+package testgen
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
+)
+
+// LlamaConfig is the shape of a Llama-style decoder.
+type LlamaConfig struct {
+	Layers, Hidden, Intermediate, Heads, KVHeads, Vocab int
+}
+
+// HeadDim is Hidden / Heads.
+func (c LlamaConfig) HeadDim() int { return c.Hidden / c.Heads }
+
+// MoEConfig is the shape of a Qwen3-MoE-style decoder: every layer's MLP is a
+// router (mlp.gate) and Experts experts of MoEIntermediate width.
+type MoEConfig struct {
+	LlamaConfig
+	Experts, MoEIntermediate, TopK int
+}
+
+func bf16(name string, shape ...int) quantstream.TensorInfo {
+	s := make([]int64, len(shape))
+	for i, d := range shape {
+		s[i] = int64(d)
+	}
+	return quantstream.TensorInfo{Name: name, DType: "BF16", Shape: s}
+}
+
+func attention(p string, c LlamaConfig, qkNorm bool) []quantstream.TensorInfo {
+	hd := c.HeadDim()
+	out := []quantstream.TensorInfo{
+		bf16(p+"self_attn.q_proj.weight", c.Heads*hd, c.Hidden),
+		bf16(p+"self_attn.k_proj.weight", c.KVHeads*hd, c.Hidden),
+		bf16(p+"self_attn.v_proj.weight", c.KVHeads*hd, c.Hidden),
+		bf16(p+"self_attn.o_proj.weight", c.Hidden, c.Heads*hd),
+	}
+	if qkNorm {
+		out = append(out, bf16(p+"self_attn.q_norm.weight", hd), bf16(p+"self_attn.k_norm.weight", hd))
+	}
+	return out
+}
+
+// LlamaTensors lists a LlamaForCausalLM state dict (untied lm_head) in
+// state-dict order, the order save_pretrained shards in.
+func LlamaTensors(c LlamaConfig) []quantstream.TensorInfo {
+	out := []quantstream.TensorInfo{bf16("model.embed_tokens.weight", c.Vocab, c.Hidden)}
+	for l := range c.Layers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		out = append(out, attention(p, c, false)...)
+		out = append(out,
+			bf16(p+"mlp.gate_proj.weight", c.Intermediate, c.Hidden),
+			bf16(p+"mlp.up_proj.weight", c.Intermediate, c.Hidden),
+			bf16(p+"mlp.down_proj.weight", c.Hidden, c.Intermediate),
+			bf16(p+"input_layernorm.weight", c.Hidden),
+			bf16(p+"post_attention_layernorm.weight", c.Hidden),
+		)
+	}
+	return append(out, bf16("model.norm.weight", c.Hidden), bf16("lm_head.weight", c.Vocab, c.Hidden))
+}
+
+// MoETensors lists a Qwen3MoeForCausalLM state dict with per-expert weights
+// (mlp.experts.N.{gate,up,down}_proj.weight) and the router mlp.gate.weight.
+func MoETensors(c MoEConfig) []quantstream.TensorInfo {
+	out := []quantstream.TensorInfo{bf16("model.embed_tokens.weight", c.Vocab, c.Hidden)}
+	for l := range c.Layers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		out = append(out, attention(p, c.LlamaConfig, true)...)
+		out = append(out, bf16(p+"mlp.gate.weight", c.Experts, c.Hidden))
+		for e := range c.Experts {
+			q := fmt.Sprintf("%smlp.experts.%d.", p, e)
+			out = append(out,
+				bf16(q+"gate_proj.weight", c.MoEIntermediate, c.Hidden),
+				bf16(q+"up_proj.weight", c.MoEIntermediate, c.Hidden),
+				bf16(q+"down_proj.weight", c.Hidden, c.MoEIntermediate),
+			)
+		}
+		out = append(out, bf16(p+"input_layernorm.weight", c.Hidden), bf16(p+"post_attention_layernorm.weight", c.Hidden))
+	}
+	return append(out, bf16("model.norm.weight", c.Hidden), bf16("lm_head.weight", c.Vocab, c.Hidden))
+}
+
+// TensorData returns a reader of n bytes of deterministic BF16 data for a tensor:
+// norm weights are 1 + small noise, everything else small signed values of
+// magnitude 2^-9..2^-5, like initialised weights. Other dtypes get random bytes.
+func TensorData(seed uint64, t quantstream.TensorInfo, n int64) io.Reader {
+	h := fnv.New64a()
+	h.Write([]byte(t.Name))
+	return &dataReader{
+		rng:  rand.NewPCG(seed, h.Sum64()),
+		left: n,
+		bf16: t.DType == "BF16",
+		norm: strings.HasSuffix(t.Name, "norm.weight"),
+	}
+}
+
+type dataReader struct {
+	rng        *rand.PCG
+	left       int64
+	bf16, norm bool
+	pend       [8]byte
+	npend      int
+}
+
+func (r *dataReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n := 0
+	for n < len(p) {
+		if r.npend == 0 {
+			binary.LittleEndian.PutUint64(r.pend[:], r.word())
+			r.npend = 8
+		}
+		c := copy(p[n:], r.pend[8-r.npend:])
+		r.npend -= c
+		n += c
+	}
+	r.left -= int64(n)
+	return n, nil
+}
+
+// word returns 8 bytes: four BF16 values, or raw bytes for other dtypes.
+func (r *dataReader) word() uint64 {
+	x := r.rng.Uint64()
+	if !r.bf16 {
+		return x
+	}
+	var w uint64
+	for i := range 4 {
+		b := uint16(x >> (16 * i))
+		var v uint16
+		if r.norm {
+			v = 0x3F80 | b&0x7 // 1 + k/128, k < 8
+		} else {
+			sign := b & 0x8000
+			exp := uint16(118 + (b>>7)&3) // 2^-9 .. 2^-6 scale
+			v = sign | exp<<7 | b&0x7F
+		}
+		w |= uint64(v) << (16 * i)
+	}
+	return w
+}
+
+// WriteCheckpoint writes tensors (in state-dict order) with TensorData contents
+// into dir through arrowio's sharded writer, plus side files (name → bytes), and
+// commits. Tensor data is streamed.
+func WriteCheckpoint(dir string, tensors []quantstream.TensorInfo, seed uint64, opts arrowio.WriteOptions, side map[string][]byte) error {
+	w, err := arrowio.Create(dir, tensors, opts)
+	if err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		_, h, _ := w.Plan().Lookup(t.Name)
+		if err := w.WriteTensorFrom(t.Name, TensorData(seed, t, h.Size())); err != nil {
+			w.Abort()
+			return err
+		}
+	}
+	for name, data := range side {
+		if err := w.WriteSideFile(name, data); err != nil {
+			w.Abort()
+			return err
+		}
+	}
+	return w.Commit()
+}
+
+// SyntheticLlama picks a Llama shape whose BF16 checkpoint is close to (at most)
+// size bytes with no tensor above maxTensor bytes: the widest hidden size (up to
+// 4096) that fits two layers, then as many layers as fit.
+func SyntheticLlama(size, maxTensor int64) (LlamaConfig, error) {
+	for _, h := range []int{4096, 2048, 1024, 512, 256, 128} {
+		c := LlamaConfig{Hidden: h, Intermediate: h * 8 / 3 / 128 * 128, Heads: h / 128, KVHeads: max(1, h/512), Vocab: 32000}
+		if c.Heads == 0 {
+			c.Heads = 1
+		}
+		if v := maxTensor / int64(2*h) / 256 * 256; int64(c.Vocab) > v {
+			c.Vocab = int(v)
+		}
+		if c.Vocab == 0 || int64(c.Intermediate)*int64(h)*2 > maxTensor || int64(h)*int64(h)*2 > maxTensor {
+			continue
+		}
+		base := checkpointBytes(LlamaTensors(c))
+		c.Layers = 1
+		per := checkpointBytes(LlamaTensors(c)) - base
+		if base+2*per > size {
+			continue
+		}
+		c.Layers = int((size - base) / per)
+		return c, nil
+	}
+	return LlamaConfig{}, fmt.Errorf("testgen: no Llama shape fits %d bytes with tensors ≤ %d bytes", size, maxTensor)
+}
+
+func checkpointBytes(ts []quantstream.TensorInfo) int64 {
+	var n int64
+	for _, t := range ts {
+		e := int64(2)
+		for _, d := range t.Shape {
+			e *= d
+		}
+		n += e
+	}
+	return n
+}
+
+// WriteSyntheticLlama writes a Llama-shaped BF16 checkpoint of about size bytes
+// (tensors ≤ maxTensor bytes) to dir, streaming; see SyntheticLlama.
+func WriteSyntheticLlama(dir string, size, maxTensor int64, opts arrowio.WriteOptions) (LlamaConfig, error) {
+	c, err := SyntheticLlama(size, maxTensor)
+	if err != nil {
+		return c, err
+	}
+	return c, WriteCheckpoint(dir, LlamaTensors(c), 1, opts, map[string][]byte{"config.json": LlamaConfigJSON(c)})
+}
+
+// LlamaConfigJSON is a transformers config.json for c.
+func LlamaConfigJSON(c LlamaConfig) []byte {
+	return marshal(map[string]any{
+		"architectures":           []string{"LlamaForCausalLM"},
+		"model_type":              "llama",
+		"attention_bias":          false,
+		"bos_token_id":            1,
+		"eos_token_id":            2,
+		"dtype":                   "bfloat16",
+		"head_dim":                c.HeadDim(),
+		"hidden_act":              "silu",
+		"hidden_size":             c.Hidden,
+		"intermediate_size":       c.Intermediate,
+		"max_position_embeddings": 256,
+		"mlp_bias":                false,
+		"num_attention_heads":     c.Heads,
+		"num_hidden_layers":       c.Layers,
+		"num_key_value_heads":     c.KVHeads,
+		"rms_norm_eps":            1e-5,
+		"rope_parameters":         map[string]any{"rope_theta": 10000.0, "rope_type": "default"},
+		"tie_word_embeddings":     false,
+		"vocab_size":              c.Vocab,
+	})
+}
+
+// MoEConfigJSON is a transformers config.json for c (Qwen3-MoE).
+func MoEConfigJSON(c MoEConfig) []byte {
+	return marshal(map[string]any{
+		"architectures":           []string{"Qwen3MoeForCausalLM"},
+		"model_type":              "qwen3_moe",
+		"attention_bias":          false,
+		"decoder_sparse_step":     1,
+		"dtype":                   "bfloat16",
+		"head_dim":                c.HeadDim(),
+		"hidden_act":              "silu",
+		"hidden_size":             c.Hidden,
+		"intermediate_size":       c.Intermediate,
+		"max_position_embeddings": 256,
+		"mlp_only_layers":         []int{},
+		"moe_intermediate_size":   c.MoEIntermediate,
+		"norm_topk_prob":          true,
+		"num_attention_heads":     c.Heads,
+		"num_experts":             c.Experts,
+		"num_experts_per_tok":     c.TopK,
+		"num_hidden_layers":       c.Layers,
+		"num_key_value_heads":     c.KVHeads,
+		"rms_norm_eps":            1e-6,
+		"rope_parameters":         map[string]any{"rope_theta": 10000.0, "rope_type": "default"},
+		"tie_word_embeddings":     false,
+		"vocab_size":              c.Vocab,
+	})
+}
+
+// GenerationConfigJSON is a minimal generation_config.json.
+func GenerationConfigJSON() []byte {
+	return marshal(map[string]any{"bos_token_id": 1, "eos_token_id": 2, "do_sample": false})
+}
+
+// TokenizerJSON is a tiny word-level tokenizer.json stand-in with vocab entries.
+func TokenizerJSON(vocab int) []byte {
+	v := map[string]int{"<unk>": 0, "<s>": 1, "</s>": 2}
+	for i := 3; i < vocab; i++ {
+		v[fmt.Sprintf("t%d", i)] = i
+	}
+	return marshal(map[string]any{
+		"version":        "1.0",
+		"added_tokens":   []any{},
+		"normalizer":     nil,
+		"pre_tokenizer":  map[string]any{"type": "Whitespace"},
+		"model":          map[string]any{"type": "WordLevel", "vocab": v, "unk_token": "<unk>"},
+		"post_processor": nil,
+		"decoder":        nil,
+	})
+}
+
+func marshal(v any) []byte {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(err) // only fixed, marshalable values reach here
+	}
+	return append(b, '\n')
+}
+
+// TinyLlama and TinyMoE are the shapes of the committed test checkpoints.
+var (
+	TinyLlama = LlamaConfig{Layers: 3, Hidden: 128, Intermediate: 352, Heads: 4, KVHeads: 2, Vocab: 512}
+	TinyMoE   = MoEConfig{
+		LlamaConfig: LlamaConfig{Layers: 2, Hidden: 64, Intermediate: 128, Heads: 4, KVHeads: 2, Vocab: 256},
+		Experts:     8, MoEIntermediate: 32, TopK: 2,
+	}
+)
+
+// TinyShardSize splits the tiny checkpoints into two shards.
+const TinyShardSize = 800_000
+
+// WriteTinyLlama writes testdata/tiny_llama: TinyLlama in two shards with an
+// index, config.json, generation_config.json and a tokenizer.json stand-in.
+func WriteTinyLlama(dir string, overwrite bool) error {
+	return WriteCheckpoint(dir, LlamaTensors(TinyLlama), 1,
+		arrowio.WriteOptions{PlanOptions: arrowio.PlanOptions{MaxShardSize: TinyShardSize}, Overwrite: overwrite},
+		map[string][]byte{
+			"config.json":            LlamaConfigJSON(TinyLlama),
+			"generation_config.json": GenerationConfigJSON(),
+			"tokenizer.json":         TokenizerJSON(64),
+		})
+}
+
+// WriteTinyMoE writes testdata/tiny_moe: TinyMoE in two shards with an index.
+func WriteTinyMoE(dir string, overwrite bool) error {
+	return WriteCheckpoint(dir, MoETensors(TinyMoE), 2,
+		arrowio.WriteOptions{PlanOptions: arrowio.PlanOptions{MaxShardSize: 200_000}, Overwrite: overwrite},
+		map[string][]byte{
+			"config.json":            MoEConfigJSON(TinyMoE),
+			"generation_config.json": GenerationConfigJSON(),
+			"tokenizer.json":         TokenizerJSON(64),
+		})
+}
