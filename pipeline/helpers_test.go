@@ -43,7 +43,9 @@ func (tr *tracker) add(n int64) {
 
 // layerSpec is the headers of test layer i: a F16 weight whose row count varies, so
 // layers differ in size, and a BF16 norm that the test stages leave alone.
-func layerSpec(i, n int) pipeline.LayerInfo {
+func layerSpec(i, n int) pipeline.LayerInfo { return layerSpecCols(i, n, 32) }
+
+func layerSpecCols(i, n int, cols int64) pipeline.LayerInfo {
 	index := i
 	if i == n-1 {
 		index = quantstream.NonDecoder
@@ -51,8 +53,8 @@ func layerSpec(i, n int) pipeline.LayerInfo {
 	prefix := fmt.Sprintf("model.layers.%d.", index)
 	rows := int64(8 + (i%3)*8)
 	return pipeline.LayerInfo{Index: index, Prefix: prefix, Tensors: []quantstream.TensorInfo{
-		{Name: prefix + "w", DType: "F16", Shape: []int64{rows, 32}},
-		{Name: prefix + "norm", DType: "BF16", Shape: []int64{32}},
+		{Name: prefix + "w", DType: "F16", Shape: []int64{rows, cols}},
+		{Name: prefix + "norm", DType: "BF16", Shape: []int64{cols}},
 	}}
 }
 
@@ -68,9 +70,13 @@ type testSource struct {
 }
 
 func newTestSource(mem memory.Allocator, tr *tracker, n int) *testSource {
+	return newTestSourceCols(mem, tr, n, 32)
+}
+
+func newTestSourceCols(mem memory.Allocator, tr *tracker, n int, cols int64) *testSource {
 	s := &testSource{mem: mem, tr: tr}
 	for i := range n {
-		s.infos = append(s.infos, layerSpec(i, n))
+		s.infos = append(s.infos, layerSpecCols(i, n, cols))
 	}
 	return s
 }
@@ -100,8 +106,14 @@ func (s *testSource) Next(ctx context.Context) (*quantstream.Layer, error) {
 		}
 		n, _ := dt.ByteLen(quant.Numel(ti.Shape))
 		data := make([]byte, n)
-		for j := range data {
-			data[j] = byte(pos*31 + k*7 + j*13)
+		// A 251-byte period (prime) keeps layers distinct at the cost of one copy per
+		// period rather than arithmetic per byte, so benchmarks measure the stages.
+		var period [251]byte
+		for j := range period {
+			period[j] = byte(pos*31 + k*7 + j*13)
+		}
+		for j := 0; j < len(data); j += len(period) {
+			copy(data[j:], period[:])
 		}
 		ts = append(ts, quantstream.Tensor{Name: ti.Name, Tensor: quant.Tensor{DType: dt, Shape: ti.Shape, Data: data}})
 	}
@@ -235,3 +247,7 @@ func dataBytes(l *quantstream.Layer) int64 {
 	}
 	return n
 }
+
+type discardSink struct{}
+
+func (discardSink) Write(context.Context, *quantstream.Layer) error { return nil }

@@ -70,7 +70,7 @@ func NewPlan(layers []LayerInfo, stages ...quantstream.Stage) (*Plan, error) {
 			var out []quantstream.TensorInfo
 			err := protect(func() (err error) {
 				// A stage must not see, nor be able to change, another step's slice.
-				out, err = s.Plan(li.Index, slices.Clone(lp.Steps[k]))
+				out, err = s.Plan(li.Index, cloneInfos(lp.Steps[k]))
 				return err
 			})
 			if err == nil {
@@ -157,6 +157,14 @@ func tensorBytes(t quantstream.TensorInfo) (int64, error) {
 		return 0, fmt.Errorf("%w: tensor %q: %d elements of %s do not fill whole bytes or overflow", ErrBadPlan, t.Name, numel, dt)
 	}
 	return n, nil
+}
+
+func cloneInfos(ts []quantstream.TensorInfo) []quantstream.TensorInfo {
+	out := slices.Clone(ts)
+	for i := range out {
+		out[i].Shape = slices.Clone(out[i].Shape)
+	}
+	return out
 }
 
 func addBytes(a, b int64) (int64, bool) {
