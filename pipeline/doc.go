@@ -68,7 +68,8 @@
 // different layers. Every send watches the run's context. The first error cancels
 // that context; from then on every goroutine drains its input, releasing each layer,
 // until its input is closed, so no sender is left blocked and no layer is lost. Run
-// returns after every goroutine it started has exited, with the first error.
+// returns after every goroutine it started has exited, with the first error; it
+// therefore waits for a Next, Process or Write in progress, which must watch ctx.
 //
 // StageFlow puts one Stage into a go-streams flow of your own; there errors travel
 // downstream as *StageError elements instead of stopping the stream.

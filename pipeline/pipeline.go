@@ -83,7 +83,7 @@ func (p *Pipeline) Plan() (*Plan, error) {
 	return plan, nil
 }
 
-// Stats returns what the budget saw during the last Run.
+// Stats returns what the budget saw during the last Run; call it after Run returns.
 func (p *Pipeline) Stats() Stats { return p.stats }
 
 // Run plans the conversion, refuses it if a layer cannot fit in MaxMemory, then
@@ -92,8 +92,9 @@ func (p *Pipeline) Stats() Stats { return p.stats }
 // The first error wins and is returned as a *StageError naming the stage (or
 // "source", "sink") and the layer; a panic becomes an error wrapping ErrPanic. After
 // an error or when ctx is done, every layer in flight is released. Run returns only
-// after every goroutine it started has exited. If ctx ends the run, Run returns
-// context.Cause(ctx).
+// after every goroutine it started has exited, so it waits for calls in progress to
+// Source.Next, Stage.Process and Sink.Write: those must watch ctx. If ctx ends the
+// run, Run returns context.Cause(ctx).
 func (p *Pipeline) Run(ctx context.Context) error {
 	plan, err := p.Plan()
 	if err != nil {
@@ -131,7 +132,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 	}
 	sink := &sinkFlow{run: r, sink: p.Sink, in: make(chan any), done: make(chan struct{})}
-	go sink.write()
+	sink.wg.Go(sink.write)
 	if last == nil {
 		src.To(sink)
 	} else {
@@ -141,6 +142,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	for _, f := range flows {
 		f.wg.Wait()
 	}
+	sink.wg.Wait()
 	p.stats = r.budget.stats()
 
 	r.mu.Lock()
@@ -261,6 +263,7 @@ type sinkFlow struct {
 	sink    Sink
 	in      chan any
 	done    chan struct{}
+	wg      sync.WaitGroup
 	written int // read by Run after done is closed
 	bytes   int64
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -390,4 +391,37 @@ func TestRunEmptySource(t *testing.T) {
 	if len(f.sink.order) != 0 {
 		t.Errorf("sink got %v", f.sink.order)
 	}
+	f.mem.AssertSize(t, 0)
+}
+
+// identity hands its input on unchanged, the other way a stage may return.
+type identity struct{ calls atomic.Int32 }
+
+func (*identity) Name() string { return "identity" }
+
+func (*identity) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
+	return in, nil
+}
+
+func (s *identity) Process(_ context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
+	s.calls.Add(1)
+	return l, nil
+}
+
+func TestRunPassThroughStage(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, 6, 2)
+		id := &identity{}
+		f.p.Stages = []quantstream.Stage{id, f.widen, id, f.pack, id}
+		if err := f.p.Run(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if n := id.calls.Load(); n != 18 {
+			t.Errorf("identity called %d times, want 18", n)
+		}
+		if want := wantOrder(6); !slices.Equal(f.sink.order, want) {
+			t.Errorf("order %v, want %v", f.sink.order, want)
+		}
+		f.mem.AssertSize(t, 0)
+	})
 }
