@@ -155,7 +155,7 @@ func ParseHeader(buf []byte, dataSize int64, file string) (*Header, error) {
 		}
 		t, err := checkEntry(name, e, dataSize)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, file, err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, file, err)
 		}
 		h.byName[name] = len(h.Tensors)
 		h.Tensors = append(h.Tensors, t)
