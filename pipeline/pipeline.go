@@ -15,10 +15,10 @@ import (
 
 // Source yields the layers of a checkpoint in order.
 type Source interface {
-	// Layers returns the headers of every layer Next will yield, in the same order.
-	// It is called once, before the first Next. Pipeline plans and charges the memory
-	// budget from these headers, and fails the run with ErrPlanMismatch if a layer
-	// read later differs from its headers.
+	// Layers returns the headers of every layer Next will yield, in the same order,
+	// the same each time it is called. Pipeline.Plan calls it, before any Next. The
+	// pipeline plans and charges the memory budget from these headers, and fails the
+	// run with ErrPlanMismatch if a layer read later differs from its headers.
 	Layers() []LayerInfo
 
 	// Next reads the next layer; the caller owns it and must Release it. Pipeline
