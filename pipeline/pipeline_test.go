@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -238,8 +239,14 @@ func TestRunStopsCleanly(t *testing.T) {
 					}
 					f := newFixture(t, layers, workers)
 					tc.setup(f, cancel)
+					before := runtime.NumGoroutine()
 					err := f.p.Run(ctx)
 					f.idle(t)
+					// Let any leftover goroutine of the bubble block or exit, then count.
+					synctest.Wait()
+					if after := runtime.NumGoroutine(); after != before {
+						t.Errorf("%d goroutines before Run, %d after", before, after)
+					}
 					switch {
 					case tc.wantIs == nil && err != nil:
 						t.Fatalf("Run: %v", err)
@@ -260,7 +267,7 @@ func TestRunStopsCleanly(t *testing.T) {
 					}
 					f.mem.AssertSize(t, 0)
 				})
-				// synctest.Test fails if any goroutine of the bubble is left blocked.
+				// synctest.Test also fails if any goroutine of the bubble is left blocked.
 			})
 		}
 	}
