@@ -55,7 +55,7 @@ type Pipeline struct {
 	Workers int
 
 	// MaxMemory bounds the data bytes of layers in flight (see the package
-	// documentation for what is counted); 0 means no byte limit.
+	// documentation for what is counted); 0 or less means no byte limit.
 	MaxMemory int64
 
 	// MaxLayers bounds the layers in flight, the reorder buffer included; 0 means
@@ -115,7 +115,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		ctx:      ctx,
 		cancel:   cancel,
 		plan:     plan,
-		budget:   newBudget(p.MaxMemory, maxLayers),
+		budget:   newBudget(max(p.MaxMemory, 0), maxLayers),
 		progress: p.Progress,
 	}
 
@@ -153,6 +153,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	case sink.written == len(plan.Layers):
 		return nil
 	default:
+		// Layers go missing only after a failure or a cancelled ctx, so this is the
+		// parent's cause.
 		return context.Cause(ctx)
 	}
 }

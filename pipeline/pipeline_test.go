@@ -307,6 +307,7 @@ func TestRunMemoryBudget(t *testing.T) {
 		{name: "five largest layers", maxMemory: 5 * plan.MaxCharge},
 		{name: "layer limit only", maxLayers: 3},
 		{name: "default layer limit"},
+		{name: "negative MaxMemory is no limit", maxMemory: -1},
 	}
 	for _, tc := range tests {
 		for _, workers := range []int{1, 4} {
