@@ -141,9 +141,13 @@ func LayerFromRecord(rec arrow.RecordBatch) (*Layer, error) {
 		return nil, fmt.Errorf("%w: schema %v", ErrBadLayer, s)
 	}
 	md := s.Metadata()
-	idx, err := strconv.Atoi(md.Values()[md.FindKey(MetaLayerIndex)])
-	if md.FindKey(MetaLayerIndex) < 0 || err != nil {
+	k := md.FindKey(MetaLayerIndex)
+	if k < 0 {
 		return nil, fmt.Errorf("%w: no %s metadata", ErrBadLayer, MetaLayerIndex)
+	}
+	idx, err := strconv.Atoi(md.Values()[k])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s %q: %v", ErrBadLayer, MetaLayerIndex, md.Values()[k], err)
 	}
 	prefix := ""
 	if i := md.FindKey(MetaLayerPrefix); i >= 0 {
@@ -213,11 +217,11 @@ func (l *Layer) Tensors() []Tensor {
 // DataBytes is the total size of the tensors' data.
 func (l *Layer) DataBytes() int64 {
 	data := l.rec.Column(ColData).(*array.LargeBinary)
-	n := data.Len()
-	if n == 0 {
+	if data.Len() == 0 {
 		return 0
 	}
-	return int64(data.ValueOffset(n) - data.ValueOffset(0))
+	offs := data.ValueOffsets()
+	return offs[len(offs)-1] - offs[0]
 }
 
 // Retain adds a reference.

@@ -14,7 +14,9 @@ type TensorInfo struct {
 // the headers of a layer to the headers Process will produce, without data, so that
 // output files can be laid out before any tensor is read.
 //
-// A Stage must be safe for concurrent use on different layers.
+// Process owns its input in every case: on success it returns it or releases it; on
+// error it releases it (and returns a nil Layer); a stage that may panic releases
+// its input in a defer. A Stage must be safe for concurrent use on different layers.
 type Stage interface {
 	Name() string
 	Plan(layer int, in []TensorInfo) ([]TensorInfo, error)
