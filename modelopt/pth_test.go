@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/quantstream/quantstream/quant"
 )
 
 // savedCases are the golden e2e cases that have a saved/ folder with modelopt_state.pth.
@@ -110,6 +114,117 @@ func TestDecodeMatchesSavedDecoded(t *testing.T) {
 			}
 			if d := jsonDiff("$", parseJSONNumbers(t, got), parseJSONNumbers(t, want)); d != "" {
 				t.Errorf("decoded modelopt_state differs from saved_decoded: %s", d)
+			}
+		})
+	}
+}
+
+// quantizerDiff compares the attributes ModelOpt's export reads.
+func quantizerDiff(got, want *quant.Quantizer, withClass bool) string {
+	var d []string
+	if got.Enabled != want.Enabled {
+		d = append(d, fmt.Sprintf("enabled %v want %v", got.Enabled, want.Enabled))
+	}
+	if got.NumBits != want.NumBits {
+		d = append(d, fmt.Sprintf("num_bits %v want %v", got.NumBits, want.NumBits))
+	}
+	if !slices.Equal(got.Axis, want.Axis) || got.AxisTuple != want.AxisTuple {
+		d = append(d, fmt.Sprintf("axis %v(tuple %v) want %v(tuple %v)", got.Axis, got.AxisTuple, want.Axis, want.AxisTuple))
+	}
+	if !blockSizesEqual(got.BlockSizes, want.BlockSizes) {
+		d = append(d, fmt.Sprintf("block_sizes %+v want %+v", got.BlockSizes, want.BlockSizes))
+	}
+	if got.FakeQuant != want.FakeQuant || got.Unsigned != want.Unsigned || got.NarrowRange != want.NarrowRange {
+		d = append(d, fmt.Sprintf("fake_quant/unsigned/narrow_range %v/%v/%v want %v/%v/%v",
+			got.FakeQuant, got.Unsigned, got.NarrowRange, want.FakeQuant, want.Unsigned, want.NarrowRange))
+	}
+	if (got.MaxBound == nil) != (want.MaxBound == nil) || (got.MaxBound != nil && *got.MaxBound != *want.MaxBound) {
+		d = append(d, fmt.Sprintf("maxbound %v want %v", fmtPtr(got.MaxBound), fmtPtr(want.MaxBound)))
+	}
+	if withClass && got.Class != want.Class {
+		d = append(d, fmt.Sprintf("class %s want %s", got.Class, want.Class))
+	}
+	return strings.Join(d, "; ")
+}
+
+func fmtPtr(p *float64) string {
+	if p == nil {
+		return "nil"
+	}
+	return fmt.Sprint(*p)
+}
+
+func blockSizesEqual(a, b *quant.BlockSizes) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.Type != b.Type || a.FourOverSix != b.FourOverSix || !maps.Equal(a.Dims, b.Dims) {
+		return false
+	}
+	if (a.ScaleBits == nil) != (b.ScaleBits == nil) {
+		return false
+	}
+	return a.ScaleBits == nil || *a.ScaleBits == *b.ScaleBits
+}
+
+// rawQuantizers reads the quantizers.json fields LoadQuantizersJSON does not keep.
+func rawQuantizers(t *testing.T, path string) map[string]struct {
+	Class            string  `json:"class"`
+	AmaxShape        []int64 `json:"amax_shape"`
+	HasPreQuantScale bool    `json:"has_pre_quant_scale"`
+} {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]struct {
+		Class            string  `json:"class"`
+		AmaxShape        []int64 `json:"amax_shape"`
+		HasPreQuantScale bool    `json:"has_pre_quant_scale"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestStateTableMatchesQuantizersJSON(t *testing.T) {
+	for _, name := range savedCases {
+		t.Run(name, func(t *testing.T) {
+			st, err := ReadSavedDir(goldenE2E(name, "saved"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			qpath := goldenE2E(name, "input", "quantizers.json")
+			want, err := LoadQuantizersJSON(qpath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw := rawQuantizers(t, qpath)
+			if g, w := st.Quantizers.Names(), want.Names(); !slices.Equal(g, w) {
+				t.Fatalf("quantizer names differ:\n got %v\nwant %v", g, w)
+			}
+			for _, qn := range want.Names() {
+				g, w := st.Quantizers[qn], want[qn]
+				// The state does not record HardDisabledTensorQuantizer (nn.Embedding's
+				// input slot); every other class is derived from it.
+				withClass := w.Class != "HardDisabledTensorQuantizer"
+				if d := quantizerDiff(g, w, withClass); d != "" {
+					t.Errorf("%s: %s", qn, d)
+				}
+				x := st.Extra[qn]
+				r := raw[qn]
+				amax, has := x.Buffers["_amax"]
+				if has != (r.AmaxShape != nil) || (has && !slices.Equal(amax.Shape, r.AmaxShape)) {
+					t.Errorf("%s: _amax buffer %v (%v), quantizers.json amax_shape %v", qn, amax.Shape, has, r.AmaxShape)
+				}
+				if x.HasBuffer("_pre_quant_scale") != r.HasPreQuantScale {
+					t.Errorf("%s: _pre_quant_scale %v, quantizers.json %v", qn, x.HasBuffer("_pre_quant_scale"), r.HasPreQuantScale)
+				}
+			}
+			if st.CalibMode == "quantize" {
+				t.Errorf("calibration mode not found: %v", st.Modes)
 			}
 		})
 	}
