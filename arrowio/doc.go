@@ -1,0 +1,70 @@
+// Package arrowio is quantstream's format code: safetensors files and checkpoints
+// in, Arrow layer records in between, sharded safetensors checkpoints out, and an
+// Arrow IPC dump of layers for inspection. It knows nothing about quantization.
+//
+// # The safetensors file
+//
+//	┌──────────────┬───────────────────────────────┬──────────────────────────┐
+//	│ N: uint64 LE │ JSON header, N bytes          │ data section             │
+//	│ (8 bytes)    │ {"__metadata__":{…},          │ tensors back to back,    │
+//	│              │  "name":{"dtype":"BF16",      │ row-major little-endian; │
+//	│              │   "shape":[…],                │ data_offsets are         │
+//	│              │   "data_offsets":[b,e]},…}    │ relative to its start    │
+//	│              │ space-padded to N % 8 == 0    │                          │
+//	└──────────────┴───────────────────────────────┴──────────────────────────┘
+//
+// Reading is bounded and validated before any data is touched: N ≤ MaxHeaderSize
+// and inside the file, the header valid UTF-8 JSON with nothing after it but
+// whitespace, every dtype known (quant.ParseDType), every byte length equal to
+// elements × dtype width (with overflow checks), tensors contiguous,
+// non-overlapping and covering the data section exactly, no duplicate names.
+// Failures wrap ErrCorrupt (or ErrHeaderTooLarge) and name the file and tensor.
+// Tensor data is read with pread (io.ReaderAt) into buffers the caller or its
+// allocator owns; a file is never loaded whole.
+//
+// # Checkpoints and layers
+//
+// OpenCheckpoint overlays one or more directories (a base checkpoint, then a
+// calibration directory whose tensors replace or add to it), reads only headers,
+// and groups tensors into layers: every tensor named <prefix>layers.N.… is in
+// decoder layer N, everything else in the non-decoder group
+// (quantstream.NonDecoder). Layers() lists decoder layers by ascending N and the
+// non-decoder group last; tensors within a layer are sorted by name. Grouping does
+// not depend on how tensors are spread over shards.
+//
+// ReadLayer turns a layer into a quantstream.Layer (one Arrow record: name, dtype,
+// shape, data large_binary). The data column's buffer is allocated once from the
+// caller's memory.Allocator and the tensors are pread straight into it.
+//
+// # Writing
+//
+// The writer plans first: from the full ordered list of output headers
+// (quantstream.TensorInfo) PlanShards assigns tensors to shards as save_pretrained
+// does and lays each shard out as safetensors' own writer does (descending dtype
+// alignment, then name), so output is byte-identical to transformers' for the
+// same tensors and order. Create writes every header, then WriteTensor /
+// WriteTensorFrom / WriteLayer put data at planned offsets in any order, from any
+// goroutine. Commit checks that every planned tensor was written exactly once,
+// syncs, writes model.safetensors.index.json last (when there are several
+// shards), and renames the temporary directory <out>.tmp-XXXX into place
+// (exchanging it with an existing output atomically on Linux). Abort removes it.
+// An existing non-empty output is refused unless WriteOptions.Overwrite is set.
+//
+// Sizes: ParseSize reads decimal units (KB, MB, GB, TB: powers of 1000, as
+// transformers' "5GB" default) and binary units (KiB, MiB, GiB, TiB: powers of
+// 1024). Shards are split on the sum of tensor bytes, headers excluded.
+//
+// # Ownership and concurrency
+//
+// A File, a Checkpoint and its TensorRefs are read-only after opening and safe for
+// concurrent use; Close them when done. ReadLayer returns a Layer the caller owns
+// and must Release; on error nothing stays allocated. Writer and DumpWriter never
+// retain the slices or Layers they are given. A Writer's data methods are safe for
+// concurrent use; Commit and Abort must not race with them.
+//
+// # Arrow IPC dump
+//
+// DumpWriter writes layers as one Arrow IPC stream (one record batch per layer);
+// the schema carries "quantstream.dump" metadata and each batch carries its layer
+// index and prefix as custom metadata. DumpReader reads it back into Layers.
+package arrowio
