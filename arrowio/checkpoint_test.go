@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -238,7 +239,7 @@ func TestReadLayerCancelled(t *testing.T) {
 }
 
 // TestTestdataUpToDate regenerates the committed tiny checkpoints and expects the
-// same bytes (run `go run ./cmd/gentestdata -update` after changing the generator).
+// same bytes (run `go run ./cmd/gentestdata -out testdata` after changing the generator).
 func TestTestdataUpToDate(t *testing.T) {
 	tmp := t.TempDir()
 	if err := testgen.WriteTinyLlama(filepath.Join(tmp, "tiny_llama"), false); err != nil {
@@ -260,8 +261,67 @@ func TestTestdataUpToDate(t *testing.T) {
 			got, _ := os.ReadFile(filepath.Join(tmp, d, e.Name()))
 			want, err := os.ReadFile(filepath.Join("..", "testdata", d, e.Name()))
 			if err != nil || !bytes.Equal(got, want) {
-				t.Errorf("testdata/%s/%s is stale (%v); run go run ./cmd/gentestdata -update", d, e.Name(), err)
+				t.Errorf("testdata/%s/%s is stale (%v); run go run ./cmd/gentestdata -out testdata", d, e.Name(), err)
 			}
+		}
+	}
+}
+
+func TestCopySideFiles(t *testing.T) {
+	c := openCheckpoint(t, filepath.Join("..", "testdata", "tiny_llama"))
+	out := filepath.Join(t.TempDir(), "out")
+	infos := c.Layers()[0].Infos()
+	w, err := arrowio.Create(out, infos, arrowio.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.Layers()[0].Tensors {
+		if err := w.WriteTensorFrom(r.Name, r.File.Section(r.TensorHeader)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.CopySideFiles(c.SideFiles()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for name, src := range c.SideFiles() {
+		got, _ := os.ReadFile(filepath.Join(out, name))
+		want, _ := os.ReadFile(src)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s not copied", name)
+		}
+	}
+	if len(c.SideFiles()) != 3 {
+		t.Errorf("side files %v", c.SideFiles())
+	}
+}
+
+// TestReadLayersConcurrently reads every layer from several goroutines at once
+// (run with -race).
+func TestReadLayersConcurrently(t *testing.T) {
+	c := openCheckpoint(t, filepath.Join("..", "testdata", "tiny_moe"))
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	errs := make(chan error, 4*len(c.Layers()))
+	var wg sync.WaitGroup
+	for range 4 {
+		for _, li := range c.Layers() {
+			wg.Go(func() {
+				l, err := c.ReadLayer(t.Context(), mem, li)
+				if err == nil {
+					l.Release()
+				}
+				errs <- err
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -111,20 +111,6 @@ func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorHea
 	return quantstream.LayerFromRecord(rec)
 }
 
-// LayerHeaders returns the headers of a layer's tensors (Begin/End relative to the
-// layer's data column), for writing or checking without touching the data.
-func LayerHeaders(l *quantstream.Layer) []TensorHeader {
-	out := make([]TensorHeader, l.Len())
-	var pos int64
-	for i := range out {
-		t := l.Tensor(i)
-		n := int64(len(t.Data))
-		out[i] = TensorHeader{Name: t.Name, DType: t.DType, Shape: t.Shape, Begin: pos, End: pos + n}
-		pos += n
-	}
-	return out
-}
-
 // checkShape reports whether data's length matches dtype and shape.
 func checkShape(dt quant.DType, shape []int64, n int64) bool {
 	want, ok := byteLen(dt, shape)

@@ -3,13 +3,13 @@
 // with an index) and tiny_moe (Qwen3-MoE-shaped, router plus per-expert weights,
 // two shards with an index). Output is deterministic (fixed seeds, data a function
 // of the tensor name), so rerunning it changes nothing unless the generator or
-// the writer changed; arrowio's tests check the committed files against it.
+// the writer changed; arrowio's TestTestdataUpToDate checks the committed files.
 //
-// Usage, from the repository root:
+// Usage, from the repository root (or make testdata):
 //
-//	go run ./cmd/gentestdata -update
+//	go run ./cmd/gentestdata -out testdata
 //
-// Without -update it writes into a new temporary directory and prints its path.
+// Each checkpoint directory is replaced as a whole, atomically.
 package main
 
 import (
@@ -22,23 +22,15 @@ import (
 )
 
 func main() {
-	update := flag.Bool("update", false, "replace testdata/tiny_llama and testdata/tiny_moe")
-	out := flag.String("out", "testdata", "directory to write tiny_llama and tiny_moe into (with -update)")
+	out := flag.String("out", "testdata", "directory to write tiny_llama and tiny_moe into")
 	flag.Parse()
-	if err := run(*update, *out); err != nil {
+	if err := run(*out); err != nil {
 		fmt.Fprintln(os.Stderr, "gentestdata:", err)
 		os.Exit(1)
 	}
 }
 
-func run(update bool, out string) error {
-	if !update {
-		tmp, err := os.MkdirTemp("", "gentestdata-")
-		if err != nil {
-			return err
-		}
-		out = tmp
-	}
+func run(out string) error {
 	if err := testgen.WriteTinyLlama(filepath.Join(out, "tiny_llama"), true); err != nil {
 		return err
 	}
