@@ -37,7 +37,7 @@ func ExampleOpenCheckpoint() {
 	// Output:
 	// layer 0 "model.layers.0.": 23 tensors
 	// layer 1 "model.layers.1.": 23 tensors
-	// layer -1 "": 4 tensors
+	// layer -1 "": 3 tensors
 	// BF16 [256 512] 262144
 }
 
@@ -73,8 +73,8 @@ func ExampleCreate() {
 		fmt.Println(e.Name())
 	}
 	// Output:
-	// model-00001-of-00002.safetensors 192
-	// model-00002-of-00002.safetensors 160
+	// model-00001-of-00002.safetensors 144
+	// model-00002-of-00002.safetensors 244
 	// config.json
 	// model-00001-of-00002.safetensors
 	// model-00002-of-00002.safetensors
