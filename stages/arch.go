@@ -1,0 +1,160 @@
+package stages
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// FusionRule names modules of one parent that read the same input tensor in the
+// Hugging Face forward (ModelOpt finds them with a dummy forward; we know them by name).
+// Members are the module names relative to the parent; Norm is the sibling norm
+// (relative to the decoder layer) whose output is that input, "" when the input is not
+// a norm's output object (routed expert slices, reshaped views).
+type FusionRule struct {
+	Parent  string   // relative to the layer: "self_attn", "mlp", "mlp.shared_expert", "mlp.experts.*"
+	Members []string // e.g. q_proj, k_proj, v_proj
+	Norm    string   // e.g. input_layernorm
+}
+
+// PrequantRule is one fuse_prequant_to_linear pattern: the pre_quant_scale of Source
+// is folded into the output rows of Target (both under Parent). Only for nvfp4_awq.
+type PrequantRule struct {
+	Parent, Source, Target string
+}
+
+// Arch is the name rules of one architecture family.
+type Arch struct {
+	Family string
+	// Names from config.json, for messages.
+	Architecture, ModelType string
+	Fusion                  []FusionRule
+	Prequant                []PrequantRule
+	// Routers are the unquantized MoE router names relative to the MoE block (gate,
+	// router, shared_expert_gate); MoEBlocks are the MoE block names relative to a layer.
+	MoEBlocks []string
+	Routers   []string
+	// GateUp is the (gate, up) expert projection pair for sync_moe_gate_up_amax.
+	GateUp [2]string
+	// OnePlusNorm: Gemma-style norms that scale by (1 + w).
+	OnePlusNorm bool
+}
+
+// ModelConfig is the part of config.json the export reads.
+type ModelConfig struct {
+	Architectures     []string `json:"architectures"`
+	ModelType         string   `json:"model_type"`
+	Dtype             string   `json:"dtype"`
+	TorchDtype        string   `json:"torch_dtype"`
+	QLoraRank         *int     `json:"q_lora_rank"`
+	TieWordEmbeddings bool     `json:"tie_word_embeddings"`
+	TextConfig        *ModelConfig `json:"text_config"`
+}
+
+// ParseModelConfig decodes config.json.
+func ParseModelConfig(b []byte) (*ModelConfig, error) {
+	var c ModelConfig
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%w: config.json: %v", ErrConfig, err)
+	}
+	return &c, nil
+}
+
+var llamaAttn = FusionRule{Parent: "self_attn", Members: []string{"q_proj", "k_proj", "v_proj"}, Norm: "input_layernorm"}
+
+// families maps model_type to its rules. Keep the comments on why a group exists: the
+// rules stand in for ModelOpt's "same input tensor object" discovery.
+var families = map[string]func(c *ModelConfig) *Arch{
+	"llama":   denseLlama("post_attention_layernorm", false, true),
+	"mistral": denseLlama("post_attention_layernorm", false, false),
+	"qwen2":   denseLlama("post_attention_layernorm", false, false),
+	// Qwen3 is in fuse_prequant_to_linear's class table (Qwen3Attention, Qwen3MLP).
+	"qwen3": denseLlama("post_attention_layernorm", false, true),
+	"gemma": denseLlama("post_attention_layernorm", true, false),
+	// Gemma 2/3 feed the MLP from pre_feedforward_layernorm.
+	"gemma2":      denseLlama("pre_feedforward_layernorm", true, false),
+	"gemma3_text": denseLlama("pre_feedforward_layernorm", true, false),
+	"gemma3":      denseLlama("pre_feedforward_layernorm", true, false),
+	"mixtral": func(c *ModelConfig) *Arch {
+		// Experts receive a routed slice of the norm output, so no norm fold.
+		return &Arch{Family: "mixtral", Fusion: []FusionRule{llamaAttn,
+			{Parent: "block_sparse_moe.experts.*", Members: []string{"w1", "w3"}},
+			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}}},
+			MoEBlocks: []string{"block_sparse_moe", "mlp"}, Routers: []string{"gate"},
+			GateUp: [2]string{"w1", "w3"}}
+	},
+	"qwen2_moe": qwenMoE(false),
+	"qwen3_moe": qwenMoE(true),
+	"deepseek_v3": func(c *ModelConfig) *Arch {
+		a := []string{"q_a_proj", "kv_a_proj_with_mqa"}
+		if c.QLoraRank == nil {
+			a = []string{"q_proj", "kv_a_proj_with_mqa"}
+		}
+		return &Arch{Family: "deepseek_v3", Fusion: []FusionRule{
+			{Parent: "self_attn", Members: a, Norm: "input_layernorm"},
+			{Parent: "mlp", Members: []string{"gate_proj", "up_proj"}, Norm: "post_attention_layernorm"},
+			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}},
+			// DeepseekV3MoE hands the un-reshaped norm output to the shared experts.
+			{Parent: "mlp.shared_experts", Members: []string{"gate_proj", "up_proj"}, Norm: "post_attention_layernorm"},
+		}, MoEBlocks: []string{"mlp"}, Routers: []string{"gate"}, GateUp: [2]string{"gate_proj", "up_proj"}}
+	},
+}
+
+func denseLlama(mlpNorm string, onePlus, prequant bool) func(*ModelConfig) *Arch {
+	return func(c *ModelConfig) *Arch {
+		a := &Arch{Family: "llama", OnePlusNorm: onePlus, Fusion: []FusionRule{llamaAttn,
+			{Parent: "mlp", Members: []string{"gate_proj", "up_proj"}, Norm: mlpNorm}}}
+		if prequant {
+			a.Prequant = []PrequantRule{{"self_attn", "o_proj", "v_proj"}, {"mlp", "down_proj", "up_proj"}}
+		}
+		return a
+	}
+}
+
+func qwenMoE(prequant bool) func(*ModelConfig) *Arch {
+	return func(c *ModelConfig) *Arch {
+		a := &Arch{Family: "qwen_moe", Fusion: []FusionRule{llamaAttn,
+			// dense (mlp_only) layers
+			{Parent: "mlp", Members: []string{"gate_proj", "up_proj"}, Norm: "post_attention_layernorm"},
+			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}},
+			// The MoE block reshapes the norm output before the shared expert: no norm fold.
+			{Parent: "mlp.shared_expert", Members: []string{"gate_proj", "up_proj"}},
+		}, MoEBlocks: []string{"mlp"}, Routers: []string{"gate", "shared_expert_gate"},
+			GateUp: [2]string{"gate_proj", "up_proj"}}
+		if prequant {
+			a.Prequant = []PrequantRule{{"self_attn", "o_proj", "v_proj"}, {"mlp", "down_proj", "up_proj"}}
+		}
+		return a
+	}
+}
+
+// DetectArch picks the family from config.json's model_type (falling back to the
+// architectures class names). An unknown family is an error, never a guess.
+func DetectArch(c *ModelConfig) (*Arch, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: no config.json", ErrUnknownArch)
+	}
+	mt := c.ModelType
+	if mt == "" && c.TextConfig != nil {
+		mt = c.TextConfig.ModelType
+	}
+	f, ok := families[mt]
+	if !ok {
+		for _, a := range c.Architectures {
+			for k, g := range families {
+				if strings.EqualFold(strings.TrimSuffix(strings.TrimSuffix(a, "ForCausalLM"), "ForConditionalGeneration"), strings.ReplaceAll(k, "_", "")) {
+					f, ok, mt = g, true, k
+				}
+			}
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: model_type %q, architectures %v", ErrUnknownArch, c.ModelType, c.Architectures)
+	}
+	a := f(c)
+	a.ModelType = mt
+	if len(c.Architectures) > 0 {
+		a.Architecture = c.Architectures[0]
+	}
+	return a, nil
+}

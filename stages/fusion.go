@@ -1,0 +1,316 @@
+package stages
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/quantstream/quantstream/quant"
+)
+
+// PreprocessLinearFusion is ModelOpt's preprocess_linear_fusion on modules that read
+// the same input (§6): AWQ pre_quant_scales are averaged and the weights rescaled with
+// a recalibrated weight amax; unless resmoothOnly, per-tensor input amax, per-tensor
+// weight amax and the second stage of W4A8 become the group maximum.
+func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool) error {
+	if len(mods) == 0 {
+		return nil
+	}
+	for _, m := range mods[1:] {
+		if m.Format != mods[0].Format {
+			return fmt.Errorf("%w: fused modules %s (%s) and %s (%s) differ in format", ErrIncomplete, mods[0].Name, mods[0].Format, m.Name, m.Format)
+		}
+	}
+	if mods[0].PQS != "" {
+		if err := resmooth(ts, mods); err != nil {
+			return err
+		}
+	}
+	if resmoothOnly || ts.planning() {
+		return nil
+	}
+	if hasQuant(mods[0].IQ) && mods[0].IAmax != "" {
+		if err := shareMax(ts, mods, func(m *Module) string { return m.IAmax }); err != nil {
+			return err
+		}
+	}
+	wq := mods[0].WQ
+	switch {
+	case wq != nil && len(wq.Sequential) > 0:
+		if last := wq.Sequential[len(wq.Sequential)-1]; last.Enabled && mods[0].WAmax1 != "" {
+			return shareMax(ts, mods, func(m *Module) string { return m.WAmax1 })
+		}
+	case hasQuant(wq) && mods[0].WAmax != "" && numel(ts.hdr[mods[0].WAmax].Shape) == 1:
+		return shareMax(ts, mods, func(m *Module) string { return m.WAmax })
+	}
+	return nil
+}
+
+// shareMax sets a scalar buffer of every module to the group's maximum, keeping each
+// buffer's dtype.
+func shareMax(ts *tensorSet, mods []*Module, buf func(*Module) string) error {
+	var best float32
+	for i, m := range mods {
+		name := buf(m)
+		if name == "" {
+			return fmt.Errorf("%w: %s has no buffer while %s has", ErrMissingAmax, m.Name, buf(mods[0]))
+		}
+		v, err := ts.scalar(name)
+		if err != nil {
+			return err
+		}
+		if i == 0 || v > best || v != v {
+			best = v
+		}
+	}
+	for _, m := range mods {
+		h := ts.hdr[buf(m)]
+		ts.setFloats(buf(m), h.DType, h.Shape, []float32{best})
+	}
+	return nil
+}
+
+// resmooth averages the group's pre_quant_scales (float32 sum, IEEE division by n,
+// rounded to the scale dtype: torch.mean of a half-precision tensor on CPU) and
+// rescales each module whose scale differs.
+func resmooth(ts *tensorSet, mods []*Module) error {
+	if strings.Contains(mods[0].Format, "svdquant") {
+		return fmt.Errorf("%w: SVDQuant resmoothing needs an SVD (LAPACK-dependent)", ErrUnsupported)
+	}
+	if ts.planning() {
+		return nil
+	}
+	var sum []float32
+	pdt := ts.hdr[mods[0].PQS].DType
+	for _, m := range mods {
+		if m.PQS == "" {
+			return fmt.Errorf("%w: %s has no pre_quant_scale while %s has", ErrIncomplete, m.Name, mods[0].Name)
+		}
+		p, err := ts.floats(m.PQS)
+		if err != nil {
+			return err
+		}
+		if sum == nil {
+			sum = make([]float32, len(p))
+		}
+		if len(p) != len(sum) {
+			return fmt.Errorf("%w: pre_quant_scale %s has %d elements, want %d", ErrShape, m.PQS, len(p), len(sum))
+		}
+		for i, v := range p {
+			sum[i] = sum[i] + v
+		}
+	}
+	avg := make([]float32, len(sum))
+	for i, s := range sum {
+		avg[i] = roundTo(s/float32(len(mods)), pdt)
+	}
+	avgBytes := encode(avg, pdt)
+	for _, m := range mods {
+		t, _ := ts.get(m.PQS)
+		if t.DType == pdt && bytes.Equal(t.Data, avgBytes) {
+			continue
+		}
+		if err := updatePreQuantScale(ts, m, avg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// updatePreQuantScale is _update_pre_quant_scale: w = f32(f32(w*old)/new) cast back,
+// the buffer takes the new scale, and the weight amax is recalibrated.
+func updatePreQuantScale(ts *tensorSet, m *Module, scale []float32) error {
+	old, err := ts.floats(m.PQS)
+	if err != nil {
+		return err
+	}
+	wh := ts.hdr[m.Weight]
+	w, err := ts.floats(m.Weight)
+	if err != nil {
+		return err
+	}
+	cols := len(old)
+	if cols == 0 || len(w)%cols != 0 {
+		return fmt.Errorf("%w: weight %s %v with pre_quant_scale of %d", ErrShape, m.Weight, wh.Shape, cols)
+	}
+	for i := range w {
+		c := i % cols
+		x := float32(w[i] * old[c])
+		w[i] = roundTo(x/scale[c], wh.DType)
+	}
+	ts.setFloats(m.Weight, wh.DType, wh.Shape, w)
+	ph := ts.hdr[m.PQS]
+	ts.setFloats(m.PQS, ph.DType, ph.Shape, scale)
+	return recalibrateWeightAmax(ts, m, w)
+}
+
+// recalibrateWeightAmax re-collects the weight amax with the quantizer's own
+// reduction: per tensor, per output row (axis 0) or per last-axis block; a W4A8 chain
+// calibrates both stages on the weight.
+func recalibrateWeightAmax(ts *tensorSet, m *Module, w []float32) error {
+	qs := []*quant.Quantizer{m.WQ}
+	bufs := []string{m.WAmax}
+	if m.WQ != nil && len(m.WQ.Sequential) > 0 {
+		qs = m.WQ.Sequential
+		bufs = []string{m.WAmax, m.WAmax1}
+	}
+	rows := int(ts.hdr[m.Weight].Shape[0])
+	for i, q := range qs {
+		if i >= len(bufs) || bufs[i] == "" || q == nil || !q.Enabled {
+			continue
+		}
+		h := ts.hdr[bufs[i]]
+		n := int(numel(h.Shape))
+		var a []float32
+		switch {
+		case n == 1:
+			a = []float32{absMax(w)}
+		case len(w)%n == 0 && (n == rows || q.BlockSizes.Last() > 0):
+			per := len(w) / n
+			a = make([]float32, n)
+			for j := range a {
+				a[j] = absMax(w[j*per : (j+1)*per])
+			}
+		default:
+			return fmt.Errorf("%w: cannot recalibrate amax %s %v of weight %s", ErrUnsupported, bufs[i], h.Shape, m.Weight)
+		}
+		ts.setFloats(bufs[i], h.DType, h.Shape, a)
+	}
+	return nil
+}
+
+// fusePrequantLayernorm is fuse_prequant_layernorm: the group's (shared) pre_quant_scale
+// is folded into the norm that feeds it (w*p, or (w+1)*p-1 for Gemma-style norms, each
+// op rounded to its dtype), and removed from the modules.
+func fusePrequantLayernorm(ts *tensorSet, norm string, onePlus bool, mods []*Module) error {
+	if len(mods) == 0 || mods[0].PQS == "" {
+		return nil
+	}
+	if !ts.planning() {
+		p, err := ts.floats(mods[0].PQS)
+		if err != nil {
+			return err
+		}
+		pdt := ts.hdr[mods[0].PQS].DType
+		for _, part := range []string{norm + ".weight", norm + ".bias"} {
+			if !ts.has(part) {
+				continue
+			}
+			h := ts.hdr[part]
+			w, err := ts.floats(part)
+			if err != nil {
+				return err
+			}
+			if len(w) != len(p) {
+				return fmt.Errorf("%w: norm %s has %d elements, pre_quant_scale %d", ErrShape, part, len(w), len(p))
+			}
+			rdt := promote(h.DType, pdt)
+			for i := range w {
+				if onePlus && strings.HasSuffix(part, ".weight") {
+					x := roundTo(w[i]+1, h.DType)
+					x = roundTo(x*p[i], rdt)
+					w[i] = roundTo(roundTo(x-1, rdt), h.DType)
+				} else {
+					w[i] = roundTo(roundTo(w[i]*p[i], rdt), h.DType)
+				}
+			}
+			ts.setFloats(part, h.DType, h.Shape, w)
+		}
+	}
+	for _, m := range mods {
+		if m.PQS != "" {
+			ts.del(m.PQS)
+			m.PQS = ""
+		}
+	}
+	return nil
+}
+
+// promote is torch's result dtype of two dimensioned float tensors.
+func promote(a, b quant.DType) quant.DType {
+	if a == b {
+		return a
+	}
+	if a == quant.F64 || b == quant.F64 {
+		return quant.F64
+	}
+	return quant.F32
+}
+
+// fusePrequantToLinear is fuse_prequant_to_linear for one pattern (nvfp4_awq only): the
+// source's pre_quant_scale scales the target's output rows, when its length equals the
+// target's output size; the source's scale is then dropped.
+func fusePrequantToLinear(ts *tensorSet, src, tgt *Module) error {
+	if src.PQS == "" {
+		return nil
+	}
+	wh := ts.hdr[tgt.Weight]
+	if len(wh.Shape) != 2 || numel(ts.hdr[src.PQS].Shape) != wh.Shape[0] {
+		return nil // ModelOpt skips with a warning (grouped heads)
+	}
+	if !ts.planning() {
+		p, err := ts.floats(src.PQS)
+		if err != nil {
+			return err
+		}
+		w, err := ts.floats(tgt.Weight)
+		if err != nil {
+			return err
+		}
+		cols := int(wh.Shape[1])
+		for i := range w {
+			w[i] = roundTo(w[i]*p[i/cols], wh.DType)
+		}
+		ts.setFloats(tgt.Weight, wh.DType, wh.Shape, w)
+		if tgt.Bias != "" {
+			bh := ts.hdr[tgt.Bias]
+			b, err := ts.floats(tgt.Bias)
+			if err != nil {
+				return err
+			}
+			for i := range b {
+				b[i] = roundTo(b[i]*p[i], bh.DType)
+			}
+			ts.setFloats(tgt.Bias, bh.DType, bh.Shape, b)
+		}
+		if err := recalibrateWeightAmax(ts, tgt, w); err != nil {
+			return err
+		}
+	}
+	ts.del(src.PQS)
+	src.PQS = ""
+	return nil
+}
+
+// adjustAttnAmax is adjust_attn_amax_values on scalar weight amaxes: every child whose
+// name contains "q", "k" or "v" gets the maximum of them.
+func adjustAttnAmax(amax map[string]float32, order []string) (map[string]float32, error) {
+	var best float32
+	var hit []string
+	for _, name := range order {
+		if _, ok := amax[name]; !ok {
+			continue
+		}
+		for _, letter := range []string{"q", "k", "v"} {
+			if strings.Contains(name, letter) {
+				hit = append(hit, name)
+				best = float32(math.Max(float64(best), float64(amax[name])))
+			}
+		}
+	}
+	if len(hit) == 0 {
+		return nil, fmt.Errorf("%w: no q/k/v child with a weight amax", ErrMissingAmax)
+	}
+	if !(best > 0) {
+		return nil, fmt.Errorf("%w: q/k/v amax maximum %v is not positive", ErrMissingAmax, best)
+	}
+	out := map[string]float32{}
+	for k, v := range amax {
+		out[k] = v
+	}
+	for _, n := range hit {
+		out[n] = best
+	}
+	return out, nil
+}

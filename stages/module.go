@@ -1,0 +1,274 @@
+package stages
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/quantstream/quantstream/quant"
+)
+
+// Errors a caller can act on.
+var (
+	ErrUnknownArch   = errors.New("stages: unknown architecture")
+	ErrConfig        = errors.New("stages: bad model config")
+	ErrMissingAmax   = errors.New("stages: missing amax")
+	ErrShape         = errors.New("stages: bad shape")
+	ErrDType         = errors.New("stages: unsupported dtype")
+	ErrUnsupported   = errors.New("stages: unsupported quantizer")
+	ErrIncomplete    = errors.New("stages: incomplete module group")
+	ErrPlanMismatch  = errors.New("stages: layer does not match the plan")
+	ErrKVCacheFormat = errors.New("stages: unsupported kv cache format")
+)
+
+// Quantizers is where quantizer attributes come from: modelopt.Table satisfies it, and
+// so can any other source (a decoded modelopt_state, a recipe applied data-free).
+type Quantizers interface {
+	// Get returns the quantizer of a module name such as
+	// "model.layers.0.self_attn.q_proj.weight_quantizer"; a chain stored as
+	// "<name>.0", "<name>.1" comes back as one Sequential quantizer.
+	Get(name string) (*quant.Quantizer, bool)
+	// Names lists every quantizer name, sorted.
+	Names() []string
+}
+
+// Module is one quantizable weight of a layer with its quantizers and the names of
+// its quantizer buffers in the layer (empty when the buffer is absent).
+type Module struct {
+	Name   string // "model.layers.0.self_attn.q_proj"
+	Parent string // "model.layers.0.self_attn"
+	Proj   string // "q_proj"
+	Weight string // "<Name>.weight"
+
+	WQ, IQ *quant.Quantizer // nil when the module has no such quantizer
+	Format string           // ModelOpt format string, "" for None
+	Block  int              // get_weight_block_size
+
+	WAmax, WAmax1, IAmax, PQS, Bias string
+
+	// Expert is the expert index for per-expert modules, else -1. FromFused marks a
+	// module cut out of a transformers-5 fused experts tensor (§7.4).
+	Expert    int
+	FromFused bool
+}
+
+var layerRe = regexp.MustCompile(`^(.*?(?:^|\.)layers\.(\d+)\.)`)
+
+// LayerOf returns the decoder layer index and prefix of a tensor name
+// ("model.layers.3.mlp.up_proj.weight" -> 3, "model.layers.3."), or NonDecoder (-1).
+func LayerOf(name string) (int, string) {
+	m := layerRe.FindStringSubmatch(name)
+	if m == nil {
+		return -1, ""
+	}
+	n, err := strconv.Atoi(m[2])
+	if err != nil {
+		return -1, ""
+	}
+	return n, m[1]
+}
+
+func hasQuant(q *quant.Quantizer) bool { return q != nil && q.Enabled }
+
+func bitsIs(q *quant.Quantizer, b quant.NumBits) bool { return q != nil && q.NumBits == b }
+
+// representative is the quantizer whose attributes classify the module (element 0 of a chain).
+func representative(q *quant.Quantizer) *quant.Quantizer {
+	if q != nil && len(q.Sequential) > 0 {
+		return q.Sequential[0]
+	}
+	return q
+}
+
+// QuantizationFormat is get_quantization_format for one weight (§3.3): wq and iq may be
+// nil; hasPQS says the input quantizer holds a _pre_quant_scale; fused says the module
+// was flagged fused_with_prequant.
+func QuantizationFormat(wq, iq *quant.Quantizer, hasPQS, fused bool) (string, error) {
+	if wq == nil || !wq.Enabled {
+		return "", nil
+	}
+	if len(wq.Sequential) > 0 {
+		s := wq.Sequential
+		if len(s) != 2 || s[0].NumBits != quant.BitsInt4 || s[1].NumBits != quant.BitsE4M3 || s[0].BlockSizes.Last() <= 0 {
+			return "", fmt.Errorf("%w: sequential quantizer is not W4A8 AWQ", ErrUnsupported)
+		}
+		return "w4a8_awq", nil
+	}
+	bs := wq.BlockSizes
+	switch wq.NumBits {
+	case quant.BitsInt4:
+		if bs.Last() <= 0 {
+			return "", fmt.Errorf("%w: INT4 weight without a last-axis block size", ErrUnsupported)
+		}
+		return "int4_awq", nil
+	case quant.BitsInt8:
+		if hasQuant(iq) {
+			return "int8_sq", nil
+		}
+		return "int8_wo", nil
+	case quant.BitsE4M3:
+		if bs != nil && len(bs.Dims) > 0 {
+			if bs.Last() <= 0 {
+				return "", fmt.Errorf("%w: FP8 block quantizer without a last-axis block", ErrUnsupported)
+			}
+			if bs.Dynamic() && bs.ScaleBits != nil && *bs.ScaleBits == quant.BitsE8M0 {
+				return "mxfp8", nil
+			}
+			if wq.FakeQuant {
+				return "fp8_pb_wo", nil
+			}
+			return "fp8_pb_real", nil
+		}
+		if len(wq.Axis) == 1 && !wq.AxisTuple && wq.Axis[0] == 0 {
+			return "fp8_pc_pt", nil
+		}
+		return "fp8", nil
+	case quant.BitsE2M1:
+		var sb quant.NumBits
+		if bs != nil && bs.ScaleBits != nil {
+			sb = *bs.ScaleBits
+		}
+		dyn := bs.Dynamic()
+		switch {
+		case iq != nil && strings.Contains(wq.Class, "SVDQuant"):
+			return "nvfp4_svdquant", nil
+		case iq != nil && hasPQS:
+			return "nvfp4_awq", nil
+		case fused:
+			return "nvfp4_awq", nil
+		case !hasQuant(iq) && sb == quant.BitsE4M3:
+			return "w4a16_nvfp4", nil
+		case iq == nil:
+			return "", fmt.Errorf("%w: NVFP4/MXFP4 weight without an input quantizer", ErrUnsupported)
+		case dyn && sb == quant.BitsE8M0 && iq.Enabled && iq.NumBits == quant.BitsE4M3 && iq.BlockSizes == nil:
+			return "w4a8_mxfp4_fp8", nil
+		case dyn && sb == quant.BitsE4M3 && iq.Enabled && iq.NumBits == quant.BitsE4M3 && iq.BlockSizes == nil:
+			return "w4a8_nvfp4_fp8", nil
+		case sb == quant.BitsE4M3:
+			return "nvfp4", nil
+		case sb == quant.BitsE8M0:
+			return "mxfp4", nil
+		}
+	}
+	return "", fmt.Errorf("%w: num_bits %v", ErrUnsupported, wq.NumBits)
+}
+
+// WeightBlockSize is get_weight_block_size.
+func WeightBlockSize(wq *quant.Quantizer) int {
+	q := representative(wq)
+	if q == nil || !wq.Enabled || q.BlockSizes == nil {
+		return 0
+	}
+	return q.BlockSizes.Last()
+}
+
+// quantizerNames maps a weight attribute to its quantizer names: "weight" ->
+// weight_quantizer / input_quantizer, other names -> "<w>_weight_quantizer".
+func quantizerNames(mod, attr string) (wq, iq string) {
+	if attr == "weight" {
+		return mod + ".weight_quantizer", mod + ".input_quantizer"
+	}
+	return mod + "." + attr + "_weight_quantizer", mod + "." + attr + "_input_quantizer"
+}
+
+// discoverModules finds the linear-like modules of one layer: every "<m>.weight" that
+// has a weight or input quantizer in qs. names holds the layer's tensor names.
+func discoverModules(names map[string]TensorHeader, qs Quantizers) ([]*Module, error) {
+	var mods []*Module
+	var errs []error
+	keys := sortedKeys(names)
+	for _, n := range keys {
+		if !strings.HasSuffix(n, ".weight") || strings.Contains(n, "_quantizer") {
+			continue
+		}
+		mod := strings.TrimSuffix(n, ".weight")
+		wqn, iqn := quantizerNames(mod, "weight")
+		wq, okW := qs.Get(wqn)
+		iq, okI := qs.Get(iqn)
+		if !okW && !okI {
+			continue
+		}
+		m := &Module{Name: mod, Weight: n, Expert: -1}
+		m.Parent, m.Proj = splitLast(mod)
+		if okW {
+			m.WQ = wq
+		}
+		if okI {
+			m.IQ = iq
+		}
+		m.fillBuffers(names)
+		if e, ok := expertIndex(mod); ok {
+			m.Expert = e
+		}
+		if err := m.classify(); err != nil {
+			errs = append(errs, fmt.Errorf("module %s: %w", mod, err))
+			continue
+		}
+		mods = append(mods, m)
+	}
+	return mods, errors.Join(errs...)
+}
+
+func (m *Module) fillBuffers(names map[string]TensorHeader) {
+	has := func(n string) string {
+		if _, ok := names[n]; ok {
+			return n
+		}
+		return ""
+	}
+	wq := m.Name + ".weight_quantizer"
+	if m.WQ != nil && len(m.WQ.Sequential) > 0 {
+		m.WAmax = has(wq + ".0._amax")
+		m.WAmax1 = has(wq + ".1._amax")
+	} else {
+		m.WAmax = has(wq + "._amax")
+	}
+	m.IAmax = has(m.Name + ".input_quantizer._amax")
+	m.PQS = has(m.Name + ".input_quantizer._pre_quant_scale")
+	m.Bias = has(m.Name + ".bias")
+}
+
+func (m *Module) classify() error {
+	f, err := QuantizationFormat(m.WQ, m.IQ, m.PQS != "", false)
+	if err != nil {
+		return err
+	}
+	m.Format = f
+	if f != "" {
+		m.Block = WeightBlockSize(m.WQ)
+	}
+	return nil
+}
+
+var expertRe = regexp.MustCompile(`(?:^|\.)experts\.(\d+)$`)
+
+// expertIndex finds e in "<...>.experts.<e>.<proj>".
+func expertIndex(mod string) (int, bool) {
+	parent, _ := splitLast(mod)
+	m := expertRe.FindStringSubmatch(parent)
+	if m == nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(m[1])
+	return n, err == nil
+}
+
+func splitLast(name string) (string, string) {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return "", name
+	}
+	return name[:i], name[i+1:]
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

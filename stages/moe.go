@@ -1,0 +1,331 @@
+package stages
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/quantstream/quantstream/quant"
+)
+
+// overlay adds quantizers for the per-expert modules cut out of fused experts.
+type overlay struct {
+	Quantizers
+	extra map[string]*quant.Quantizer
+}
+
+func (o *overlay) Get(name string) (*quant.Quantizer, bool) {
+	if q, ok := o.extra[name]; ok {
+		return q, true
+	}
+	return o.Quantizers.Get(name)
+}
+
+// fusedExperts is a transformers-5 experts container: gate_up_proj [E, 2F, H] (or
+// up_proj [E, F, H] when not gated) and down_proj [E, H, F], one weight quantizer per
+// expert in "<proj>_weight_quantizers.<e>" and one input quantizer per projection.
+type fusedExperts struct {
+	name        string // "model.layers.0.mlp.experts"
+	first       string // "gate_up_proj" or "up_proj"
+	gated       bool
+	experts     int
+	first3, dn3 []int64
+}
+
+// findFused finds fused expert containers among the layer's tensors.
+func findFused(ts *tensorSet, qs Quantizers) ([]*fusedExperts, error) {
+	var out []*fusedExperts
+	for _, n := range sortedKeys(ts.hdr) {
+		container, attr := splitLast(n)
+		if !strings.HasSuffix(container, "experts") || (attr != "gate_up_proj" && attr != "up_proj") {
+			continue
+		}
+		if attr == "up_proj" && ts.has(container+".gate_up_proj") {
+			continue
+		}
+		_, plural := qs.Get(container + "." + attr + "_weight_quantizers.0")
+		_, single := qs.Get(container + "." + attr + "_weight_quantizer")
+		if !plural {
+			if single {
+				return nil, fmt.Errorf("%w: %s: batched-matmul experts (Llama-4/GPT-OSS) are not supported yet", ErrUnsupported, container)
+			}
+			continue
+		}
+		f := &fusedExperts{name: container, first: attr, gated: attr == "gate_up_proj"}
+		f.first3 = ts.hdr[n].Shape
+		dn, ok := ts.hdr[container+".down_proj"]
+		if !ok || len(f.first3) != 3 || len(dn.Shape) != 3 || dn.Shape[0] != f.first3[0] {
+			return nil, fmt.Errorf("%w: fused experts %s: %s %v with down_proj %v", ErrIncomplete, container, attr, f.first3, dn.Shape)
+		}
+		if f.gated && f.first3[1]%2 != 0 {
+			return nil, fmt.Errorf("%w: fused experts %s: gate_up_proj rows %d not even", ErrShape, container, f.first3[1])
+		}
+		f.dn3 = dn.Shape
+		f.experts = int(f.first3[0])
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+type expertSlice struct {
+	proj    string // gate_proj, up_proj, down_proj
+	src     string // fused attribute: gate_up_proj, up_proj, down_proj
+	row0    int64
+	rows    int64
+	cols    int64
+	srcRows int64
+}
+
+func (f *fusedExperts) slices() []expertSlice {
+	r, c := f.first3[1], f.first3[2]
+	var s []expertSlice
+	if f.gated {
+		s = append(s, expertSlice{"gate_proj", f.first, 0, r / 2, c, r}, expertSlice{"up_proj", f.first, r / 2, r / 2, c, r})
+	} else {
+		s = append(s, expertSlice{"up_proj", f.first, 0, r, c, r})
+	}
+	return append(s, expertSlice{"down_proj", "down_proj", 0, f.dn3[1], f.dn3[2], f.dn3[1]})
+}
+
+// expand replaces the fused tensors and their quantizer buffers by per-expert weights
+// "<name>.<e>.<proj>.weight" with weight and input amax buffers, and registers the
+// per-expert quantizers in ov (§7.4). Amax rules: a missing or all-zero first-projection
+// amax becomes max|gate_up_proj[e]| shared by gate and up; a per-channel or per-block
+// amax is split by rows in proportion; a still-missing or zero amax becomes max|slice|.
+func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
+	for e := range f.experts {
+		es := strconv.Itoa(e)
+		// The first projection's amax, shared by its halves.
+		firstQ := f.name + "." + f.first + "_weight_quantizers." + es
+		var firstAmax []float32
+		var firstAmaxHdr TensorHeader
+		if q, _ := qs.Get(firstQ); hasQuant(q) && !ts.planning() {
+			if ts.has(firstQ + "._amax") {
+				v, err := ts.floats(firstQ + "._amax")
+				if err != nil {
+					return err
+				}
+				firstAmax, firstAmaxHdr = v, ts.hdr[firstQ+"._amax"]
+			}
+			if allZero(firstAmax) {
+				w, err := f.expert(ts, f.first, e, 0, f.first3[1], f.first3[1], f.first3[2])
+				if err != nil {
+					return err
+				}
+				firstAmax = []float32{absMax(w)}
+				firstAmaxHdr = TensorHeader{DType: quant.F32}
+			}
+		}
+		for _, sl := range f.slices() {
+			mod := f.name + "." + es + "." + sl.proj
+			wqName := f.name + "." + sl.src + "_weight_quantizers." + es
+			iqName := f.name + "." + sl.src + "_input_quantizer"
+			wq, okW := qs.Get(wqName)
+			iq, okI := qs.Get(iqName)
+			if okW {
+				c := *wq // deep enough: the fields a stage reads are values or shared read-only
+				ov.extra[mod+".weight_quantizer"] = &c
+			}
+			if okI {
+				ov.extra[mod+".input_quantizer"] = iq
+			}
+			wdt := ts.hdr[f.name+"."+sl.src].DType
+			ts.setHeader(mod+".weight", wdt, []int64{sl.rows, sl.cols})
+			if hasQuant(wq) {
+				ts.setHeader(mod+".weight_quantizer._amax", quant.F32, nil)
+			}
+			if okI && ts.has(iqName+"._amax") {
+				h := ts.hdr[iqName+"._amax"]
+				ts.setHeader(mod+".input_quantizer._amax", h.DType, h.Shape)
+			}
+			if ts.planning() {
+				continue
+			}
+			w, err := f.expert(ts, sl.src, e, sl.row0, sl.rows, sl.srcRows, sl.cols)
+			if err != nil {
+				return err
+			}
+			ts.data[mod+".weight"] = quant.Tensor{DType: wdt, Shape: []int64{sl.rows, sl.cols}, Data: f.expertBytes(ts, sl.src, e, sl.row0, sl.rows, sl.srcRows, sl.cols)}
+			if hasQuant(wq) {
+				var amax []float32
+				hdr := TensorHeader{DType: quant.F32}
+				if sl.src == f.first {
+					amax, hdr = splitRows(firstAmax, sl.row0, sl.rows, sl.srcRows), firstAmaxHdr
+				} else if ts.has(wqName + "._amax") {
+					v, err := ts.floats(wqName + "._amax")
+					if err != nil {
+						return err
+					}
+					amax, hdr = v, ts.hdr[wqName+"._amax"]
+				}
+				if allZero(amax) {
+					amax, hdr = []float32{absMax(w)}, TensorHeader{DType: quant.F32}
+				}
+				shape := hdr.Shape
+				if len(amax) != int(numel(shape)) {
+					shape = []int64{int64(len(amax)), 1}
+				}
+				ts.setFloats(mod+".weight_quantizer._amax", hdr.DType, shape, amax)
+			}
+			if okI && ts.has(iqName+"._amax") {
+				ts.data[mod+".input_quantizer._amax"] = ts.data[iqName+"._amax"]
+			}
+		}
+	}
+	// The fused tensors and their buffers are consumed.
+	for _, n := range sortedKeys(ts.hdr) {
+		if n == f.name+"."+f.first || n == f.name+".down_proj" ||
+			strings.HasPrefix(n, f.name+"."+f.first+"_") || strings.HasPrefix(n, f.name+".down_proj_") {
+			ts.del(n)
+		}
+	}
+	return nil
+}
+
+func (f *fusedExperts) expertBytes(ts *tensorSet, src string, e int, row0, rows, srcRows, cols int64) []byte {
+	t := ts.data[f.name+"."+src]
+	es := int64(t.DType.Size())
+	off := ((int64(e)*srcRows + row0) * cols) * es
+	return t.Data[off : off+rows*cols*es]
+}
+
+func (f *fusedExperts) expert(ts *tensorSet, src string, e int, row0, rows, srcRows, cols int64) ([]float32, error) {
+	t := ts.data[f.name+"."+src]
+	if t.DType.Size() == 0 || int64(len(t.Data)) != numel(t.Shape)*int64(t.DType.Size()) {
+		return nil, fmt.Errorf("%w: fused experts tensor %q", ErrShape, f.name+"."+src)
+	}
+	return floats(quant.Tensor{DType: t.DType, Shape: []int64{rows, cols}, Data: f.expertBytes(ts, src, e, row0, rows, srcRows, cols)})
+}
+
+// splitRows slices a per-row or per-block amax of a fused projection to rows
+// [row0, row0+rows) of srcRows; a scalar amax is shared.
+func splitRows(a []float32, row0, rows, srcRows int64) []float32 {
+	if len(a) <= 1 || int64(len(a))%srcRows != 0 {
+		return slices.Clone(a)
+	}
+	per := int64(len(a)) / srcRows
+	return slices.Clone(a[row0*per : (row0+rows)*per])
+}
+
+func allZero(a []float32) bool {
+	for _, v := range a {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// fillExpertInputAmax is set_expert_quantizer_amax for the input quantizers of
+// iterable experts (§7.2 step 1): per MoE block and projection, every enabled,
+// non-dynamic input quantizer whose amax is missing or all zero gets the max of the
+// others (0.5 when none has one). It returns the names it filled, sorted.
+func fillExpertInputAmax(ts *tensorSet, mods []*Module) ([]string, error) {
+	type key struct{ block, proj string }
+	batches := map[key][]*Module{}
+	var keys []key
+	for _, m := range mods {
+		if m.Expert < 0 || m.FromFused || !hasQuant(m.IQ) || m.IQ.Dynamic || m.IQ.BlockSizes.Dynamic() {
+			continue
+		}
+		block, _ := splitLast(m.Parent)
+		k := key{block, m.Proj}
+		if _, ok := batches[k]; !ok {
+			keys = append(keys, k)
+		}
+		batches[k] = append(batches[k], m)
+	}
+	var filled []string
+	for _, k := range keys {
+		batch := batches[k]
+		var have bool
+		var best float32
+		var missing []*Module
+		for _, m := range batch {
+			if m.IAmax == "" {
+				missing = append(missing, m)
+				continue
+			}
+			if ts.planning() {
+				continue
+			}
+			v, err := ts.floats(m.IAmax)
+			if err != nil {
+				return nil, err
+			}
+			if allZero(v) {
+				missing = append(missing, m)
+				continue
+			}
+			a := maxOf(v)
+			if !have || a > best {
+				best, have = a, true
+			}
+		}
+		if !have {
+			best = 0.5
+		}
+		for _, m := range missing {
+			name := m.Name + ".input_quantizer._amax"
+			m.IAmax = name
+			filled = append(filled, name)
+			if ts.planning() {
+				ts.setHeader(name, quant.F32, nil)
+			} else {
+				ts.setFloats(name, quant.F32, nil, []float32{best})
+			}
+		}
+	}
+	slices.Sort(filled)
+	return filled, nil
+}
+
+func maxOf(v []float32) float32 {
+	m := v[0]
+	for _, x := range v[1:] {
+		if x > m || x != x {
+			m = x
+		}
+	}
+	return m
+}
+
+// syncGateUpAmax is sync_moe_gate_up_amax: for iterable experts with a separate gate
+// and up projection, differing weight amaxes both become their element-wise max.
+func syncGateUpAmax(ts *tensorSet, mods []*Module, pair [2]string) error {
+	if pair[0] == "" || ts.planning() {
+		return nil
+	}
+	byName := map[string]*Module{}
+	for _, m := range mods {
+		byName[m.Name] = m
+	}
+	for _, g := range mods {
+		if g.Expert < 0 || g.FromFused || g.Proj != pair[0] {
+			continue
+		}
+		u := byName[g.Parent+"."+pair[1]]
+		if u == nil || g.WAmax == "" || u.WAmax == "" {
+			continue
+		}
+		a, err := ts.floats(g.WAmax)
+		if err != nil {
+			return err
+		}
+		b, err := ts.floats(u.WAmax)
+		if err != nil {
+			return err
+		}
+		if len(a) != len(b) || slices.Equal(a, b) {
+			continue
+		}
+		for i := range a {
+			a[i] = max(a[i], b[i])
+		}
+		ha, hb := ts.hdr[g.WAmax], ts.hdr[u.WAmax]
+		ts.setFloats(g.WAmax, ha.DType, ha.Shape, a)
+		ts.setFloats(u.WAmax, hb.DType, hb.Shape, a)
+	}
+	return nil
+}

@@ -1,0 +1,536 @@
+package stages
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/quant"
+)
+
+// Options tune an export. The zero value reproduces the golden files (PyTorch on CPU).
+type Options struct {
+	// DType is the export dtype weights are cast to before quantization
+	// (`weight.to(dtype)`); Invalid takes config.json's dtype, else each weight's own.
+	DType quant.DType
+	// Div selects CPU (IEEE) or CUDA (reciprocal) division by constants (spec §1.6).
+	Div quant.DivMode
+	// ProducerVersion goes into hf_quant_config.json; "" means ModelOptVersion.
+	ProducerVersion string
+}
+
+// LayerPlan is the export of one layer, from headers only.
+type LayerPlan struct {
+	Index   int    // decoder layer, or quantstream.NonDecoder
+	Prefix  string // "model.layers.3."
+	Inputs  []quantstream.TensorInfo
+	Outputs []quantstream.TensorInfo // sorted by name
+	Modules []*Module                // quantized modules, by name
+	Filled  []string                 // expert input amax buffers that will be filled (§7.2 step 1)
+}
+
+// Plan is a whole export computed from tensor headers, config.json and the quantizer
+// table before any tensor data is read.
+type Plan struct {
+	Arch   *Arch
+	Layers []*LayerPlan // NonDecoder first, then by index
+	// QuantConfig is hf_quant_config.json's content (get_quant_config), nil when
+	// nothing is quantized (ModelOpt then writes no such file).
+	QuantConfig Obj
+	ModelFormat string              // first quantized module's format in module order
+	KVFormat    string              // KV cache format or ""
+	Modules     map[string][]string // format -> sorted module names (fused experts: per expert)
+	// Problems lists everything wrong with the inputs, all at once; NewPlan returns
+	// them joined.
+	Problems []error
+
+	dtype  quant.DType
+	opts   Options
+	qs     Quantizers
+	layers map[int]*LayerPlan
+}
+
+// NewPlan plans an export. inputs are the headers of every input tensor (all shards
+// merged, later shards already winning), configJSON the model's config.json, qs the
+// quantizer attributes. It returns the plan and, when there are problems, also an
+// error joining them (the plan is still filled as far as possible).
+func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, opts Options) (*Plan, error) {
+	p := &Plan{opts: opts, qs: qs, Modules: map[string][]string{}, layers: map[int]*LayerPlan{}}
+	if opts.ProducerVersion == "" {
+		p.opts.ProducerVersion = ModelOptVersion
+	}
+	cfg, err := ParseModelConfig(configJSON)
+	if err != nil {
+		return p, err
+	}
+	if p.Arch, err = DetectArch(cfg); err != nil {
+		return p, err
+	}
+	p.dtype = opts.DType
+	if p.dtype == quant.Invalid {
+		p.dtype = configDType(cfg)
+	}
+	for _, t := range inputs {
+		idx, prefix := LayerOf(t.Name)
+		lp := p.layers[idx]
+		if lp == nil {
+			lp = &LayerPlan{Index: idx, Prefix: prefix}
+			p.layers[idx] = lp
+			p.Layers = append(p.Layers, lp)
+		}
+		lp.Inputs = append(lp.Inputs, t)
+	}
+	sort.Slice(p.Layers, func(i, j int) bool { return p.Layers[i].Index < p.Layers[j].Index })
+
+	var cmods []ConfigModule
+	var routers []string
+	// The model-level format (needed by nvfp4_awq folding) comes from module order,
+	// which spans layers: discover first, then plan each layer.
+	for _, lp := range p.Layers {
+		ts, err := headerSet(lp.Inputs)
+		if err != nil {
+			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
+			continue
+		}
+		mods, _, err := p.discover(ts)
+		if err != nil {
+			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
+			continue
+		}
+		cmods = append(cmods, configModules(mods)...)
+		routers = append(routers, p.routers(lp, ts, mods)...)
+	}
+	sort.SliceStable(cmods, func(i, j int) bool { return moduleLess(cmods[i].Name, cmods[j].Name) })
+	for _, m := range cmods {
+		if m.Format != "" {
+			p.ModelFormat = m.Format
+			break
+		}
+	}
+	kv, err := kvFormat(qs, inputs)
+	if err != nil {
+		p.Problems = append(p.Problems, err)
+	}
+	p.KVFormat = kv
+	for _, lp := range p.Layers {
+		ts, err := headerSet(lp.Inputs)
+		if err != nil {
+			continue
+		}
+		mods, filled, err := p.run(ts, lp)
+		if err != nil {
+			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
+			continue
+		}
+		lp.Outputs = infos(ts)
+		lp.Filled = filled
+		for _, m := range mods {
+			if m.Format != "" {
+				lp.Modules = append(lp.Modules, m)
+				p.Modules[m.Format] = append(p.Modules[m.Format], m.Name)
+			}
+		}
+	}
+	for _, v := range p.Modules {
+		sort.Strings(v)
+	}
+	qc := QuantConfig(cmods, routers, p.KVFormat, p.opts.ProducerVersion)
+	q, _ := qc.Get("quantization")
+	algo, _ := q.(Obj).Get("quant_algo")
+	if algo != nil || p.KVFormat != "" {
+		p.QuantConfig = qc
+	}
+	return p, errors.Join(p.Problems...)
+}
+
+// Layer returns the plan of a layer index, or nil.
+func (p *Plan) Layer(index int) *LayerPlan { return p.layers[index] }
+
+// HFQuantConfigJSON is hf_quant_config.json as ModelOpt writes it (indent 4, no
+// trailing newline), or nil when nothing is quantized.
+func (p *Plan) HFQuantConfigJSON() ([]byte, error) {
+	if p.QuantConfig == nil {
+		return nil, nil
+	}
+	return MarshalPython(p.QuantConfig)
+}
+
+// ConfigJSON returns configJSON with "quantization_config" set from the plan
+// (unchanged when nothing is quantized).
+func (p *Plan) ConfigJSON(configJSON []byte) ([]byte, error) {
+	if p.QuantConfig == nil {
+		return configJSON, nil
+	}
+	return WriteConfigJSON(configJSON, p.QuantConfig)
+}
+
+func configDType(c *ModelConfig) quant.DType {
+	s := c.Dtype
+	if s == "" {
+		s = c.TorchDtype
+	}
+	switch s {
+	case "bfloat16":
+		return quant.BF16
+	case "float16":
+		return quant.F16
+	case "float32":
+		return quant.F32
+	}
+	return quant.Invalid
+}
+
+func headerSet(in []quantstream.TensorInfo) (*tensorSet, error) {
+	ts := &tensorSet{hdr: make(map[string]TensorHeader, len(in))}
+	for _, t := range in {
+		dt, err := quant.ParseDType(t.DType)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		if _, dup := ts.hdr[t.Name]; dup {
+			return nil, fmt.Errorf("%w: duplicate tensor %q", ErrPlanMismatch, t.Name)
+		}
+		ts.hdr[t.Name] = TensorHeader{DType: dt, Shape: slices.Clone(t.Shape)}
+	}
+	return ts, nil
+}
+
+func infos(ts *tensorSet) []quantstream.TensorInfo {
+	out := make([]quantstream.TensorInfo, 0, len(ts.hdr))
+	for _, n := range sortedKeys(ts.hdr) {
+		h := ts.hdr[n]
+		shape := h.Shape
+		if shape == nil {
+			shape = []int64{}
+		}
+		out = append(out, quantstream.TensorInfo{Name: n, DType: h.DType.String(), Shape: slices.Clone(shape)})
+	}
+	return out
+}
+
+// discover expands fused experts and finds the layer's modules.
+func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
+	ov := &overlay{Quantizers: p.qs, extra: map[string]*quant.Quantizer{}}
+	fused, err := findFused(ts, p.qs)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, f := range fused {
+		if err := f.expand(ts, p.qs, ov); err != nil {
+			return nil, nil, err
+		}
+	}
+	mods, err := discoverModules(ts.hdr, ov)
+	for _, m := range mods {
+		for _, f := range fused {
+			if strings.HasPrefix(m.Name, f.name+".") {
+				m.FromFused = true
+			}
+		}
+	}
+	return mods, fused, err
+}
+
+// run performs every export step on one layer: on headers while planning, on data
+// while processing (§7.2 steps 1-4 and 6, then §8.4).
+func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
+	mods, _, err := p.discover(ts)
+	if err != nil {
+		return nil, nil, err
+	}
+	byName := map[string]*Module{}
+	for _, m := range mods {
+		byName[m.Name] = m
+	}
+	filled, err := fillExpertInputAmax(ts, mods)
+	if err != nil {
+		return nil, nil, err
+	}
+	if lp.Index != quantstream.NonDecoder {
+		if strings.Contains(p.ModelFormat, "nvfp4_awq") {
+			for _, r := range p.Arch.Prequant {
+				src, tgt := byName[lp.Prefix+r.Parent+"."+r.Source], byName[lp.Prefix+r.Parent+"."+r.Target]
+				if src == nil || tgt == nil || src.Format == "" || tgt.Format == "" {
+					continue
+				}
+				if err := fusePrequantToLinear(ts, src, tgt); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		if strings.Contains(p.ModelFormat, "awq") || p.ModelFormat == "nvfp4_svdquant" {
+			for _, batch := range expertBatches(mods) {
+				if batch[0].PQS == "" {
+					continue
+				}
+				if err := preprocessLinearFusion(ts, batch, true); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		for _, g := range p.fusionGroups(lp, byName) {
+			if err := preprocessLinearFusion(ts, g.mods, false); err != nil {
+				return nil, nil, err
+			}
+			if strings.Contains(g.mods[0].Format, "awq") && g.norm != "" && ts.has(g.norm+".weight") {
+				if err := fusePrequantLayernorm(ts, g.norm, p.Arch.OnePlusNorm, g.mods); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+		if err := syncGateUpAmax(ts, mods, p.Arch.GateUp); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, m := range mods {
+		if m.Format == "" {
+			continue
+		}
+		dt := p.dtype
+		if dt == quant.Invalid {
+			dt = ts.hdr[m.Weight].DType
+		}
+		if err := exportModule(ts, m, dt, p.opts.Div); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := postprocess(ts, e4m3Max, p.KVFormat, p.opts.Div); err != nil {
+		return nil, nil, err
+	}
+	return mods, filled, nil
+}
+
+type fusionGroup struct {
+	mods []*Module
+	norm string
+}
+
+// fusionGroups instantiates the family's rules in one layer: groups of more than one
+// enabled quantized module whose format is fused (every format but fp8 and fp8_pb_real).
+func (p *Plan) fusionGroups(lp *LayerPlan, byName map[string]*Module) []fusionGroup {
+	var out []fusionGroup
+	for _, r := range p.Arch.Fusion {
+		var parents []string
+		if strings.HasSuffix(r.Parent, ".*") {
+			re := regexp.MustCompile("^" + regexp.QuoteMeta(lp.Prefix+strings.TrimSuffix(r.Parent, "*")) + `(\d+)$`)
+			seen := map[string]bool{}
+			for _, m := range byName {
+				if re.MatchString(m.Parent) && !seen[m.Parent] && !m.FromFused {
+					seen[m.Parent] = true
+					parents = append(parents, m.Parent)
+				}
+			}
+			sort.Slice(parents, func(i, j int) bool { return moduleLess(parents[i], parents[j]) })
+		} else {
+			parents = []string{lp.Prefix + r.Parent}
+		}
+		for _, par := range parents {
+			var g []*Module
+			for _, mem := range r.Members {
+				if m := byName[par+"."+mem]; m != nil && m.Format != "" && !m.FromFused {
+					g = append(g, m)
+				}
+			}
+			if len(g) < 2 || g[0].Format == "fp8" || g[0].Format == "fp8_pb_real" {
+				continue
+			}
+			norm := ""
+			if r.Norm != "" {
+				norm = lp.Prefix + r.Norm
+			}
+			out = append(out, fusionGroup{g, norm})
+		}
+	}
+	return out
+}
+
+// expertBatches groups per-expert modules (not cut from fused tensors) by MoE block
+// and projection name, experts in index order.
+func expertBatches(mods []*Module) [][]*Module {
+	idx := map[string]int{}
+	var out [][]*Module
+	for _, m := range mods {
+		if m.Expert < 0 || m.FromFused || m.Format == "" {
+			continue
+		}
+		block, _ := splitLast(m.Parent)
+		k := block + "\x00" + m.Proj
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], m)
+	}
+	for _, b := range out {
+		sort.Slice(b, func(i, j int) bool { return b[i].Expert < b[j].Expert })
+	}
+	return out
+}
+
+// configModules turns a layer's modules into get_quant_config entries: modules cut
+// from a fused experts tensor count once, as their container (expert 0 represents it).
+func configModules(mods []*Module) []ConfigModule {
+	var out []ConfigModule
+	seen := map[string]bool{}
+	for _, m := range mods {
+		name := m.Name
+		if m.FromFused {
+			block, _ := splitLast(m.Parent)
+			name = block
+			if seen[name] || m.Expert != 0 {
+				continue
+			}
+			if _, proj := splitLast(m.Name); proj != "gate_proj" && proj != "up_proj" {
+				continue
+			}
+		}
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		f := m.Format
+		if f == "nvfp4" && m.WQ != nil && m.WQ.Class == "NVFP4StaticQuantizer" {
+			f = "nvfp4_static"
+		}
+		b := 0
+		if f != "" {
+			b = m.Block
+		}
+		out = append(out, ConfigModule{Name: name, Format: f, Block: b})
+	}
+	return out
+}
+
+// routers lists the layer's unquantized MoE routers (_get_unquantized_moe_router_names).
+func (p *Plan) routers(lp *LayerPlan, ts *tensorSet, mods []*Module) []string {
+	if lp.Index == quantstream.NonDecoder {
+		return nil
+	}
+	byName := map[string]*Module{}
+	for _, m := range mods {
+		byName[m.Name] = m
+	}
+	var out []string
+	for _, blk := range p.Arch.MoEBlocks {
+		b := lp.Prefix + blk
+		hasExperts := false
+		for n := range ts.hdr {
+			if strings.HasPrefix(n, b+".experts.") {
+				hasExperts = true
+				break
+			}
+		}
+		if !hasExperts {
+			continue
+		}
+		for _, r := range p.Arch.Routers {
+			name := b + "." + r
+			if !ts.has(name + ".weight") {
+				continue
+			}
+			if m := byName[name]; m != nil && m.Format != "" {
+				continue
+			}
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// kvFormat is get_kv_cache_dtype over every module owning an enabled k_bmm, v_bmm or
+// output quantizer; all of them must agree.
+func kvFormat(qs Quantizers, inputs []quantstream.TensorInfo) (string, error) {
+	have := map[string]bool{}
+	for _, t := range inputs {
+		have[t.Name] = true
+	}
+	type owner struct {
+		bits   []string
+		affine bool
+	}
+	owners := map[string]*owner{}
+	var order []string
+	for _, n := range qs.Names() {
+		parent, q := splitLast(n)
+		if q != "k_bmm_quantizer" && q != "v_bmm_quantizer" && q != "output_quantizer" {
+			continue
+		}
+		qq, _ := qs.Get(n)
+		if !hasQuant(qq) {
+			continue
+		}
+		o := owners[parent]
+		if o == nil {
+			o = &owner{affine: true}
+			owners[parent] = o
+			order = append(order, parent)
+		}
+		label := ""
+		switch qq.NumBits {
+		case quant.BitsE4M3:
+			label = "e4m3"
+		case quant.BitsE2M1:
+			label = "e2m1"
+		case quant.BitsInt8:
+			label = "int8"
+		default:
+			label = strconv.Itoa(qq.NumBits.M)
+		}
+		o.bits = append(o.bits, label)
+		o.affine = o.affine && have[n+"._bias_value"]
+	}
+	var kv string
+	for i, name := range order {
+		d := KVCacheDType(owners[name].bits, owners[name].affine)
+		if i == 0 {
+			kv = d
+		} else if d != kv {
+			return kv, fmt.Errorf("%w: mixed precision kv cache (%s is %q, others %q)", ErrKVCacheFormat, name, d, kv)
+		}
+	}
+	return kv, nil
+}
+
+// rank orders module name components as Hugging Face registers them, standing in for
+// named_modules() order (which only matters for MIXED_PRECISION group numbering and
+// the model-level format).
+var rank = map[string]int{
+	"model": 0, "embed_tokens": 0, "layers": 1, "norm": 2, "lm_head": 9,
+	"self_attn": 0, "attn": 0, "mlp": 1, "block_sparse_moe": 1, "feed_forward": 1,
+	"q_proj": 0, "q_a_proj": 0, "q_b_proj": 1, "k_proj": 2, "kv_a_proj_with_mqa": 2, "kv_b_proj": 3,
+	"v_proj": 4, "o_proj": 5,
+	"gate": 0, "router": 0, "experts": 1, "shared_expert": 2, "shared_experts": 2, "shared_expert_gate": 3,
+	"gate_proj": 0, "up_proj": 1, "down_proj": 2, "w1": 0, "w2": 1, "w3": 2, "gate_up_proj": 0,
+}
+
+func moduleLess(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(pa) && i < len(pb); i++ {
+		x, y := pa[i], pb[i]
+		if x == y {
+			continue
+		}
+		nx, ex := strconv.Atoi(x)
+		ny, ey := strconv.Atoi(y)
+		if ex == nil && ey == nil {
+			return nx < ny
+		}
+		rx, okx := rank[x]
+		ry, oky := rank[y]
+		if okx && oky && rx != ry {
+			return rx < ry
+		}
+		if okx != oky {
+			return okx
+		}
+		return x < y
+	}
+	return len(pa) < len(pb)
+}

@@ -1,0 +1,102 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/quant"
+)
+
+// Stage runs a Plan's export on layers: unified HF export of one decoder layer (or the
+// non-decoder group) per Process call. It is safe for concurrent use on different
+// layers and its output does not depend on the order or parallelism of calls.
+type Stage struct {
+	plan *Plan
+	mem  memory.Allocator
+}
+
+var _ quantstream.Stage = (*Stage)(nil)
+
+// NewStage returns the export stage of p; output layers are allocated from mem.
+func NewStage(p *Plan, mem memory.Allocator) *Stage { return &Stage{plan: p, mem: mem} }
+
+// Name is the stage's name in pipeline errors.
+func (s *Stage) Name() string { return "export" }
+
+// Plan maps a layer's input headers to its output headers (sorted by name).
+func (s *Stage) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
+	ts, err := headerSet(in)
+	if err != nil {
+		return nil, err
+	}
+	_, prefix := LayerOf(firstName(in))
+	if _, _, err := s.plan.run(ts, &LayerPlan{Index: layer, Prefix: prefix}); err != nil {
+		return nil, err
+	}
+	return infos(ts), nil
+}
+
+func firstName(in []quantstream.TensorInfo) string {
+	for _, t := range in {
+		if idx, _ := LayerOf(t.Name); idx != quantstream.NonDecoder {
+			return t.Name
+		}
+	}
+	return ""
+}
+
+// Process exports one layer. It takes ownership of l and releases it (also on error);
+// the returned layer belongs to the caller. Output tensors are in name order, exactly
+// as Plan lists them.
+func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstream.Layer, err error) {
+	defer l.Release()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("stages: layer %d: panic: %v", l.Index(), r)
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	in := l.Tensors()
+	infosIn := make([]quantstream.TensorInfo, len(in))
+	ts := &tensorSet{hdr: make(map[string]TensorHeader, len(in)), data: make(map[string]quant.Tensor, len(in))}
+	for i, t := range in {
+		infosIn[i] = quantstream.TensorInfo{Name: t.Name, DType: t.DType.String(), Shape: t.Shape}
+		ts.set(t.Name, t.Tensor)
+	}
+	want, err := s.Plan(l.Index(), infosIn)
+	if err != nil {
+		return nil, err
+	}
+	lp := &LayerPlan{Index: l.Index(), Prefix: l.Prefix()}
+	if _, lp.Prefix = LayerOf(firstName(infosIn)); l.Index() == quantstream.NonDecoder {
+		lp.Prefix = ""
+	}
+	if _, _, err := s.plan.run(ts, lp); err != nil {
+		return nil, err
+	}
+	got := infos(ts)
+	if !sameInfos(got, want) {
+		return nil, fmt.Errorf("%w: layer %d produced headers that differ from its plan", ErrPlanMismatch, l.Index())
+	}
+	b := quantstream.NewLayerBuilder(s.mem, l.Index(), l.Prefix())
+	defer b.Release()
+	for _, h := range got {
+		t := ts.data[h.Name]
+		if err := b.Append(quantstream.Tensor{Name: h.Name, Tensor: t}); err != nil {
+			return nil, err
+		}
+	}
+	return b.Finish()
+}
+
+func sameInfos(a, b []quantstream.TensorInfo) bool {
+	return slices.EqualFunc(a, b, func(x, y quantstream.TensorInfo) bool {
+		return x.Name == y.Name && x.DType == y.DType && slices.Equal(x.Shape, y.Shape)
+	})
+}

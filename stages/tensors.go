@@ -1,0 +1,84 @@
+package stages
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/quantstream/quantstream/quant"
+)
+
+// TensorHeader is what the planner knows of a tensor before its data is read.
+type TensorHeader struct {
+	DType quant.DType
+	Shape []int64
+}
+
+// tensorSet is the working state of one layer: headers always, data when processing.
+// Input data is never written: a step that changes a tensor stores a new one.
+type tensorSet struct {
+	hdr  map[string]TensorHeader
+	data map[string]quant.Tensor // nil while planning
+}
+
+func (ts *tensorSet) planning() bool { return ts.data == nil }
+
+func (ts *tensorSet) has(name string) bool { _, ok := ts.hdr[name]; return ok }
+
+func (ts *tensorSet) get(name string) (quant.Tensor, error) {
+	t, ok := ts.data[name]
+	if !ok {
+		return quant.Tensor{}, fmt.Errorf("%w: tensor %q not in layer", ErrPlanMismatch, name)
+	}
+	return t, nil
+}
+
+func (ts *tensorSet) floats(name string) ([]float32, error) {
+	t, err := ts.get(name)
+	if err != nil {
+		return nil, err
+	}
+	v, err := floats(t)
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	return v, nil
+}
+
+// set stores a tensor (header and, when processing, data).
+func (ts *tensorSet) set(name string, t quant.Tensor) {
+	ts.hdr[name] = TensorHeader{DType: t.DType, Shape: slices.Clone(t.Shape)}
+	if ts.data != nil {
+		ts.data[name] = t
+	}
+}
+
+// setHeader records a tensor whose data is computed later (or only planned).
+func (ts *tensorSet) setHeader(name string, dt quant.DType, shape []int64) {
+	ts.hdr[name] = TensorHeader{DType: dt, Shape: slices.Clone(shape)}
+}
+
+// setFloats stores values with the given header, encoding to its dtype.
+func (ts *tensorSet) setFloats(name string, dt quant.DType, shape []int64, v []float32) {
+	ts.set(name, quant.Tensor{DType: dt, Shape: slices.Clone(shape), Data: encode(v, dt)})
+}
+
+func (ts *tensorSet) del(name string) {
+	delete(ts.hdr, name)
+	if ts.data != nil {
+		delete(ts.data, name)
+	}
+}
+
+// scalar reads a one-element float tensor.
+func (ts *tensorSet) scalar(name string) (float32, error) {
+	v, err := ts.floats(name)
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 1 {
+		return 0, fmt.Errorf("%w: tensor %q has %d elements, want 1", ErrShape, name, len(v))
+	}
+	return v[0], nil
+}
+
+func numel(shape []int64) int64 { return quant.Numel(shape) }
