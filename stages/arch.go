@@ -42,12 +42,12 @@ type Arch struct {
 
 // ModelConfig is the part of config.json the export reads.
 type ModelConfig struct {
-	Architectures     []string `json:"architectures"`
-	ModelType         string   `json:"model_type"`
-	Dtype             string   `json:"dtype"`
-	TorchDtype        string   `json:"torch_dtype"`
-	QLoraRank         *int     `json:"q_lora_rank"`
-	TieWordEmbeddings bool     `json:"tie_word_embeddings"`
+	Architectures     []string     `json:"architectures"`
+	ModelType         string       `json:"model_type"`
+	Dtype             string       `json:"dtype"`
+	TorchDtype        string       `json:"torch_dtype"`
+	QLoraRank         *int         `json:"q_lora_rank"`
+	TieWordEmbeddings bool         `json:"tie_word_embeddings"`
 	TextConfig        *ModelConfig `json:"text_config"`
 }
 
