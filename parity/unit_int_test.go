@@ -62,3 +62,11 @@ func TestUnitIntGolden(t *testing.T) {
 func TestUnitIntToQuantizedWeightGolden(t *testing.T) {
 	intRunFunctions(t, []string{"quant_utils.to_quantized_weight"}, []string{"int8_sq", "int8_wo", "int4_awq", "w4a8_awq"})
 }
+
+func TestModulesQuantGolden(t *testing.T) {
+	intRunFunctions(t, []string{
+		"quant_utils.get_*_scaling_factor",
+		"unified_export_hf._export_quantized_weight",
+		"quant_utils.get_kv_cache_scaling_factor",
+	}, nil)
+}
