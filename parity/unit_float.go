@@ -1,0 +1,553 @@
+package parity
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/quantstream/quantstream/quant"
+)
+
+// Handlers for the float-format functions (FP8, NVFP4, MXFP4, MXFP8) of the unit
+// group. The golden sets were produced on CPU, so ÷scalar steps use quant.DivIEEE.
+
+func init() {
+	Register("FP8QTensor.quantize", "", unitFP8QTensorQuantize)
+	Register("FP8QTensor.dequantize", "", unitFP8QTensorDequantize)
+	Register("MXFP4QTensor.quantize", "", unitMXFP4Quantize)
+	Register("MXFP8QTensor.get_weights_scaling_factor", "", unitMXFP8Scale)
+	Register("MXFP8QTensor.quantize", "", unitMXFP8Quantize)
+	Register("NVFP4QTensor._cast_fp4", "", unitNVFP4CastFP4)
+	Register("NVFP4QTensor.get_weights_scaling_factor", "", unitNVFP4Scale)
+	Register("NVFP4QTensor.get_weights_scaling_factor_from_quantizer", "", unitNVFP4ScaleFromQuantizer)
+	Register("NVFP4QTensor.quantize", "", unitNVFP4Quantize)
+	Register("nvfp4_tensor._cast_per_block_scale_to_fp8", "", unitNVFP4CastBlockScale)
+	Register("export_flow.fp8_pc_pt_bmm_experts", "", unitFP8PCBMMExperts)
+	for _, f := range []string{"fp8", "fp8_pc_pt", "fp8_pb_wo", "fp8_pb_real", "mxfp8",
+		"nvfp4", "nvfp4_awq", "nvfp4_svdquant", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp4", "w4a8_mxfp4_fp8"} {
+		Register("quant_utils.to_quantized_weight", f, unitToQuantizedWeightFloat)
+	}
+}
+
+const flMode = quant.DivIEEE
+
+func flOptInput(c *Case, role string) (*quant.Tensor, error) {
+	t, ok, err := c.Input(role)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// flIntParam reads an integer parameter; def is used when it is absent or null.
+func flIntParam(c *Case, name string, def int) (int, error) {
+	var v *int
+	if _, err := c.Param(name, &v); err != nil {
+		return 0, err
+	}
+	if v == nil {
+		return def, nil
+	}
+	return *v, nil
+}
+
+func flBoolParam(c *Case, name string) (bool, error) {
+	var v bool
+	_, err := c.Param(name, &v)
+	return v, err
+}
+
+// flBlockSizes reads params.block_sizes: a dict {"-1": 128, "-2": 128} (ModelOpt's
+// form) or a list of sizes for the last dimensions, leading dimension first
+// ([128, 128] = {-2: 128, -1: 128}). Non-integer dict keys ("type", ...) are ignored.
+func flBlockSizes(c *Case) (quant.FP8Blocks, error) {
+	raw, ok := c.Params["block_sizes"]
+	if !ok || string(raw) == "null" {
+		return nil, nil
+	}
+	var list []int
+	if err := json.Unmarshal(raw, &list); err == nil {
+		b := quant.FP8Blocks{}
+		for i, n := range list {
+			b[i-len(list)] = n
+		}
+		return b, nil
+	}
+	var dict map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &dict); err != nil {
+		return nil, fmt.Errorf("parity: case %s: block_sizes %s: %w", c.ID, raw, err)
+	}
+	b := quant.FP8Blocks{}
+	for k, v := range dict {
+		d, err := strconv.Atoi(k)
+		if err != nil {
+			continue
+		}
+		var n int
+		if err := json.Unmarshal(v, &n); err != nil {
+			return nil, fmt.Errorf("parity: case %s: block_sizes[%s]: %w", c.ID, k, err)
+		}
+		b[d] = n
+	}
+	return b, nil
+}
+
+// flAxis reads params.axis: null, an int or a list of ints.
+func flAxis(c *Case) ([]int, error) {
+	raw, ok := c.Params["axis"]
+	if !ok || string(raw) == "null" {
+		return nil, nil
+	}
+	var one int
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return []int{one}, nil
+	}
+	var list []int
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, fmt.Errorf("parity: case %s: axis %s: %w", c.ID, raw, err)
+	}
+	sort.Ints(list)
+	return list, nil
+}
+
+// flDType maps a manifest dtype ("bf16", "torch.float16", ...) to a quant.DType.
+func flDType(s string) (quant.DType, error) {
+	switch strings.TrimPrefix(s, "torch.") {
+	case "bf16", "bfloat16":
+		return quant.BF16, nil
+	case "f16", "float16", "half":
+		return quant.F16, nil
+	case "f32", "float32", "float":
+		return quant.F32, nil
+	}
+	return quant.Invalid, fmt.Errorf("parity: unknown torch dtype %q", s)
+}
+
+// flOutDType is the dtype a dequantizing function returns: params.dtype when given,
+// else the fallback (the original weight's dtype, ModelOpt's metadata default).
+func flOutDType(c *Case, fallback quant.DType) (quant.DType, error) {
+	var s string
+	ok, err := c.Param("dtype", &s)
+	if err != nil || !ok {
+		return fallback, err
+	}
+	return flDType(s)
+}
+
+func flResult(kv ...any) *Result {
+	r := &Result{Tensors: map[string]*quant.Tensor{}}
+	for i := 0; i < len(kv); i += 2 {
+		t := kv[i+1].(quant.Tensor)
+		r.Tensors[kv[i].(string)] = &t
+	}
+	return r
+}
+
+func flWants(c *Case, role string) bool { return c.Outputs[role] != nil }
+
+func unitFP8QTensorQuantize(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := flBlockSizes(c)
+	if err != nil {
+		return nil, err
+	}
+	axis, err := flAxis(c)
+	if err != nil {
+		return nil, err
+	}
+	s, err := flOptInput(c, "scales")
+	if err != nil {
+		return nil, err
+	}
+	if s != nil {
+		var d *quant.FP8Divider
+		if len(blocks) > 0 {
+			d, err = quant.NewFP8Block(w, *s, blocks)
+		} else {
+			d, err = quant.NewFP8Broadcast(w, *s, flMode)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return flResult("quantized", d.Tensor(), "scales", *s), nil
+	}
+	q, sc, err := quant.FP8QTensorQuantize(w, axis, blocks, flMode)
+	if err != nil {
+		return nil, err
+	}
+	return flResult("quantized", q, "scales", sc), nil
+}
+
+func unitFP8QTensorDequantize(c *Case) (*Result, error) {
+	q, err := c.MustInput("quantized")
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.MustInput("scales")
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := flBlockSizes(c)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := flOutDType(c, s.DType)
+	if err != nil {
+		return nil, err
+	}
+	var out quant.Tensor
+	if len(blocks) > 0 {
+		out, err = quant.FP8BlockDequantize(q, s, blocks, dt)
+	} else {
+		out, err = quant.UnquantizeWeight(q, &s, "fp8", dt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return flResult("dequantized", out), nil
+}
+
+func unitMXFP4Quantize(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	block, err := flIntParam(c, "block_size", 32)
+	if err != nil {
+		return nil, err
+	}
+	p, s, err := quant.MXFP4Quantize(w, block, flMode)
+	if err != nil {
+		return nil, err
+	}
+	r := flResult("quantized", p, "e8m0_scale", s)
+	if flWants(c, "dequantized") {
+		d, err := quant.MXFP4Dequantize(p, s, block, w.DType)
+		if err != nil {
+			return nil, err
+		}
+		r.Tensors["dequantized"] = &d
+	}
+	return r, nil
+}
+
+func unitMXFP8Scale(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	if len(w.Shape) < 2 {
+		return nil, fmt.Errorf("%w: MXFP8 weight must be at least 2-D, got %v", quant.ErrAssertion, w.Shape)
+	}
+	_, s, err := quant.MXFP8Quantize(w, nil, flMode)
+	if err != nil {
+		return nil, err
+	}
+	return flResult("e8m0_scale", s), nil
+}
+
+func unitMXFP8Quantize(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	given, err := flOptInput(c, "weights_scaling_factor")
+	if err != nil {
+		return nil, err
+	}
+	q, s, err := quant.MXFP8Quantize(w, given, flMode)
+	if err != nil {
+		return nil, err
+	}
+	r := flResult("quantized", q, "e8m0_scale", s)
+	if flWants(c, "dequantized") {
+		d, err := quant.MXFP8Dequantize(q, s, w.DType)
+		if err != nil {
+			return nil, err
+		}
+		r.Tensors["dequantized"] = &d
+	}
+	return r, nil
+}
+
+func unitNVFP4CastFP4(c *Case) (*Result, error) {
+	v, err := c.MustInput("values")
+	if err != nil {
+		return nil, err
+	}
+	x, err := quant.Float32s(v)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(x))
+	for i, y := range x {
+		out[i] = quant.F32ToE2M1Even(y)
+	}
+	return flResult("codes", quant.Tensor{DType: quant.U8, Shape: v.Shape, Data: out}), nil
+}
+
+func unitNVFP4CastBlockScale(c *Case) (*Result, error) {
+	s, err := c.MustInput("per_block_scale")
+	if err != nil {
+		return nil, err
+	}
+	smaxT, err := flOptInput(c, "per_block_scale_max")
+	if err != nil {
+		return nil, err
+	}
+	fp8Max := float32(quant.E4M3Max)
+	var fm *float64
+	if _, err := c.Param("fp8_max_for_normalization", &fm); err != nil {
+		return nil, err
+	}
+	if fm != nil {
+		fp8Max = float32(*fm)
+	}
+	x, err := quant.Float32s(s)
+	if err != nil {
+		return nil, err
+	}
+	var smax float32
+	if smaxT != nil {
+		if smaxT.Numel() != 1 {
+			return nil, fmt.Errorf("%w: per_block_scale_max %v is not a scalar", quant.ErrShape, smaxT.Shape)
+		}
+		if smax, err = quant.Scalar(*smaxT); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]byte, len(x))
+	for i, v := range x {
+		out[i] = quant.NVFP4CastBlockScale(v, smax, fp8Max, smaxT != nil)
+	}
+	return flResult("fp8_scale", quant.Tensor{DType: quant.F8E4M3, Shape: s.Shape, Data: out}), nil
+}
+
+// flScale2Values returns the global scale as ModelOpt broadcasts it (one value or
+// one per expert).
+func flScale2Values(t quant.Tensor) ([]float32, error) { return quant.Float32s(t) }
+
+func unitNVFP4Scale(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	block, err := flIntParam(c, "block_size", 0)
+	if err != nil {
+		return nil, err
+	}
+	if block == 0 {
+		return nil, fmt.Errorf("%w: block size is zero", quant.ErrAssertion)
+	}
+	high, err := flBoolParam(c, "keep_high_precision")
+	if err != nil {
+		return nil, err
+	}
+	s2t, err := flOptInput(c, "weights_scaling_factor_2")
+	if err != nil {
+		return nil, err
+	}
+	if s2t == nil {
+		a, err := quant.TensorAmax(w)
+		if err != nil {
+			return nil, err
+		}
+		t, _ := quant.FromFloat32(quant.F32, nil, []float32{quant.NVFP4GlobalScale(a, quant.E4M3Max, flMode)})
+		s2t = &t
+	}
+	s2, err := flScale2Values(*s2t)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.Shape) == 0 || w.Shape[len(w.Shape)-1]%int64(block) != 0 {
+		return nil, fmt.Errorf("%w: weight shape %v is not divisible by block %d", quant.ErrAssertion, w.Shape, block)
+	}
+	n := quant.NVFP4{Block: block, Scale2: s2}
+	rows := int(w.Numel() / w.Shape[len(w.Shape)-1])
+	shape := append([]int64(nil), w.Shape...)
+	shape[len(shape)-1] /= int64(block)
+	var st quant.Tensor
+	if high {
+		v, err := n.AppendBlockScalesF32(nil, w, 0, rows)
+		if err != nil {
+			return nil, err
+		}
+		if st, err = quant.FromFloat32(quant.F32, shape, v); err != nil {
+			return nil, err
+		}
+	} else {
+		b, err := n.AppendBlockScales(nil, w, 0, rows)
+		if err != nil {
+			return nil, err
+		}
+		st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: b}
+	}
+	return flResult("weights_scaling_factor", st, "weights_scaling_factor_2", *s2t), nil
+}
+
+func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	block, err := flIntParam(c, "block_size", 0)
+	if err != nil {
+		return nil, err
+	}
+	if block < 1 || len(w.Shape) == 0 {
+		return nil, fmt.Errorf("%w: block size %d for weight %v", quant.ErrShape, block, w.Shape)
+	}
+	fos, err := flBoolParam(c, "four_over_six")
+	if err != nil {
+		return nil, err
+	}
+	fp8Max := float32(quant.E4M3Max)
+	if fos {
+		fp8Max = 256
+	}
+	amaxT, err := c.MustInput("quantizer._amax")
+	if err != nil {
+		return nil, err
+	}
+	g, err := flOptInput(c, "quantizer.global_amax")
+	if err != nil {
+		return nil, err
+	}
+	if g == nil {
+		if g, err = flOptInput(c, "quantizer._global_amax"); err != nil {
+			return nil, err
+		}
+	}
+	rows := int(w.Numel() / w.Shape[len(w.Shape)-1])
+	nb := int(w.Shape[len(w.Shape)-1]) / block
+	shape := append([]int64(nil), w.Shape...)
+	shape[len(shape)-1] = int64(nb)
+	var s2 float32
+	var st quant.Tensor
+	if g != nil { // static quantizer
+		ga, err := quant.Scalar(*g)
+		if err != nil {
+			return nil, err
+		}
+		s2 = quant.NVFP4GlobalScale(ga, fp8Max, flMode)
+		amax, err := quant.Float32s(amaxT)
+		if err != nil {
+			return nil, err
+		}
+		if len(amax) != rows*nb {
+			return nil, fmt.Errorf("%w: %d block amaxes for weight %v with block %d", quant.ErrShape, len(amax), w.Shape, block)
+		}
+		st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: quant.NVFP4StaticBlockScales(nil, amax, ga, fp8Max, flMode)}
+	} else { // dynamic quantizer: wsf2 from _amax, blocks from the weight
+		a, err := quant.Scalar(amaxT)
+		if err != nil {
+			return nil, err
+		}
+		s2 = quant.NVFP4GlobalScale(a, fp8Max, flMode)
+		if w.Shape[len(w.Shape)-1]%int64(block) != 0 {
+			return nil, fmt.Errorf("%w: weight %v not divisible by block %d", quant.ErrAssertion, w.Shape, block)
+		}
+		b, err := quant.NVFP4{Block: block, Scale2: []float32{s2}}.AppendBlockScales(nil, w, 0, rows)
+		if err != nil {
+			return nil, err
+		}
+		st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: b}
+	}
+	s2t, _ := quant.FromFloat32(quant.F32, nil, []float32{s2})
+	r := flResult("weights_scaling_factor", st, "weights_scaling_factor_2", s2t)
+	if flWants(c, "quantized") {
+		q, err := quant.ToQuantizedWeight(w, &st, &s2t, "nvfp4", block, flMode)
+		if err != nil {
+			return nil, err
+		}
+		r.Tensors["quantized"] = &q
+	}
+	return r, nil
+}
+
+func unitNVFP4Quantize(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	block, err := flIntParam(c, "block_size", 0)
+	if err != nil {
+		return nil, err
+	}
+	s, err := flOptInput(c, "weights_scaling_factor")
+	if err != nil {
+		return nil, err
+	}
+	s2, err := flOptInput(c, "weights_scaling_factor_2")
+	if err != nil {
+		return nil, err
+	}
+	q, err := quant.NVFP4Quantize(w, block, s, s2, flMode)
+	if err != nil {
+		return nil, err
+	}
+	r := flResult("quantized", q.Packed, "weights_scaling_factor", q.Scales, "weights_scaling_factor_2", q.Scale2)
+	if flWants(c, "dequantized") {
+		d, err := quant.NVFP4Dequantize(q.Packed, q.Scales, q.Scale2, block, w.DType)
+		if err != nil {
+			return nil, err
+		}
+		r.Tensors["dequantized"] = &d
+	}
+	return r, nil
+}
+
+// unitFP8PCBMMExperts is the exporter's BMM-expert sequence for fp8_pc_pt: transpose
+// the last two dimensions, quantize with the (E, N) scale, transpose back.
+func unitFP8PCBMMExperts(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.MustInput("weights_scaling_factor")
+	if err != nil {
+		return nil, err
+	}
+	wt, err := quant.TransposeLast2(w)
+	if err != nil {
+		return nil, err
+	}
+	q, err := quant.ToQuantizedWeight(wt, &s, nil, "fp8_pc_pt", 0, flMode)
+	if err != nil {
+		return nil, err
+	}
+	qt, err := quant.TransposeLast2(q)
+	if err != nil {
+		return nil, err
+	}
+	return flResult("quantized", qt), nil
+}
+
+func unitToQuantizedWeightFloat(c *Case) (*Result, error) {
+	w, err := c.MustInput("weight")
+	if err != nil {
+		return nil, err
+	}
+	s, err := flOptInput(c, "weights_scaling_factor")
+	if err != nil {
+		return nil, err
+	}
+	s2, err := flOptInput(c, "weights_scaling_factor_2")
+	if err != nil {
+		return nil, err
+	}
+	block, err := flIntParam(c, "block_size", 0)
+	if err != nil {
+		return nil, err
+	}
+	q, err := quant.ToQuantizedWeight(w, s, s2, c.Format, block, flMode)
+	if err != nil {
+		return nil, err
+	}
+	return flResult("quantized", q), nil
+}

@@ -1,0 +1,201 @@
+package quant
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Shared plumbing of the float formats (FP8, NVFP4, MX): row views, decoding of
+// element ranges, dtype promotion and the map from a weight element to its scale.
+
+// fqRowsCols views shape as rows of its last dimension (a 0-dim tensor is 1×1).
+func fqRowsCols(shape []int64) (rows, cols int) {
+	if len(shape) == 0 {
+		return 1, 1
+	}
+	cols = int(shape[len(shape)-1])
+	if cols == 0 {
+		return 0, 0
+	}
+	return int(Numel(shape)) / cols, cols
+}
+
+// fqIsFloat reports whether dt is a weight dtype the float kernels read.
+func fqIsFloat(dt DType) bool { return dt == BF16 || dt == F16 || dt == F32 }
+
+// fqCheckWeight validates a weight tensor (float dtype, bytes matching the shape).
+func fqCheckWeight(t Tensor, role string) error {
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("%s: %w", role, err)
+	}
+	if !fqIsFloat(t.DType) {
+		return fmt.Errorf("%w: %s is %v, want BF16, F16 or F32", ErrUnsupportedDType, role, t.DType)
+	}
+	return nil
+}
+
+// fqValues decodes a scale-like tensor (any float dtype, F8 included) to float32.
+func fqValues(t Tensor, role string) ([]float32, error) {
+	v, err := AppendFloat32(nil, t)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", role, err)
+	}
+	return v, nil
+}
+
+// fqDecode decodes len(dst) elements of t starting at element off. t must have
+// passed fqCheckWeight.
+func fqDecode(dst []float32, t Tensor, off int) {
+	switch t.DType {
+	case BF16:
+		b := t.Data[2*off : 2*(off+len(dst))]
+		for i := range dst {
+			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
+		}
+	case F16:
+		b := t.Data[2*off : 2*(off+len(dst))]
+		for i := range dst {
+			dst[i] = F16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	case F32:
+		b := t.Data[4*off : 4*(off+len(dst))]
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	}
+}
+
+// fqPromote is torch.promote_types for two float dtypes.
+func fqPromote(a, b DType) DType {
+	if a == b {
+		return a
+	}
+	return F32
+}
+
+// fqQuotientDType is the dtype of w / s in PyTorch: a 0-dim s does not promote a
+// dimensioned w of the same category (spec §1.5).
+func fqQuotientDType(w DType, s Tensor) DType {
+	if len(s.Shape) == 0 {
+		return w
+	}
+	return fqPromote(w, s.DType)
+}
+
+// fqAbsMax is max|x| as torch's amax/amin reductions give it: NaN if any element is NaN.
+func fqAbsMax(m float32, x []float32) float32 {
+	for _, v := range x {
+		a := float32(math.Abs(float64(v)))
+		if a > m || v != v {
+			m = a
+			if v != v {
+				return v
+			}
+		}
+	}
+	return m
+}
+
+// fqClamp is torch.clamp(x, lo, hi): NaN passes through.
+func fqClamp(x, lo, hi float32) float32 {
+	if x < lo {
+		return lo
+	}
+	if x > hi {
+		return hi
+	}
+	return x
+}
+
+// blockMap maps each weight element to its scale element: along dimension i the
+// scale index is index/rep[i]; a scale dimension of size 1 broadcasts. It covers
+// PyTorch broadcasting (rep 1), repeat_interleave of block scales (rep = block) and
+// both at once.
+type blockMap struct {
+	shape  []int // weight shape
+	rep    []int // per dimension; broadcast dimensions get rep = their size
+	stride []int // scale strides (row-major over the scale shape)
+	nScale int
+}
+
+// newBlockMap builds the map for a weight shape and a scale shape of the same rank.
+// rep[i] is the block size along dimension i (1 for none); the scale dimension must
+// be 1 (broadcast) or ceil(shape[i]/rep[i]).
+func newBlockMap(shape []int64, scaleShape []int64, rep []int) (*blockMap, error) {
+	if len(scaleShape) != len(shape) || len(rep) != len(shape) {
+		return nil, fmt.Errorf("%w: scale %v for weight %v", ErrShape, scaleShape, shape)
+	}
+	m := &blockMap{shape: make([]int, len(shape)), rep: make([]int, len(shape)), stride: make([]int, len(shape))}
+	n := 1
+	for i := len(shape) - 1; i >= 0; i-- {
+		d, sd, r := int(shape[i]), int(scaleShape[i]), rep[i]
+		m.shape[i] = d
+		if r < 1 {
+			return nil, fmt.Errorf("%w: block size %d", ErrShape, r)
+		}
+		switch {
+		case sd == (d+r-1)/r:
+			m.rep[i] = r
+		case sd == 1:
+			m.rep[i] = max(d, 1)
+		default:
+			return nil, fmt.Errorf("%w: scale %v does not fit weight %v with blocks %v", ErrShape, scaleShape, shape, rep)
+		}
+		m.stride[i] = n
+		n *= sd
+	}
+	m.nScale = n
+	return m, nil
+}
+
+// broadcastMap aligns scaleShape to the right of shape (PyTorch broadcasting) and
+// builds the element map. The scale may not have more dimensions than the weight.
+func broadcastMap(shape, scaleShape []int64) (*blockMap, error) {
+	if len(scaleShape) > len(shape) {
+		return nil, fmt.Errorf("%w: scale %v has more dimensions than weight %v", ErrShape, scaleShape, shape)
+	}
+	s := make([]int64, len(shape))
+	for i := range s {
+		s[i] = 1
+	}
+	copy(s[len(shape)-len(scaleShape):], scaleShape)
+	rep := make([]int, len(shape))
+	for i := range rep {
+		rep[i] = 1
+		if s[i] != shape[i] && s[i] != 1 {
+			return nil, fmt.Errorf("%w: scale %v does not broadcast to weight %v", ErrShape, scaleShape, shape)
+		}
+	}
+	return newBlockMap(shape, s, rep)
+}
+
+// rowBase is the scale offset of row r's first element; the last dimension adds
+// (col/colRep())*colStride().
+func (m *blockMap) rowBase(r int) int {
+	base := 0
+	for i := len(m.shape) - 2; i >= 0; i-- {
+		d := m.shape[i]
+		idx := r % d
+		r /= d
+		base += idx / m.rep[i] * m.stride[i]
+	}
+	return base
+}
+
+func (m *blockMap) colRep() int {
+	if len(m.shape) == 0 {
+		return 1
+	}
+	return m.rep[len(m.shape)-1]
+}
+
+func (m *blockMap) colStride() int {
+	if len(m.shape) == 0 {
+		return 0
+	}
+	if m.rep[len(m.shape)-1] >= m.shape[len(m.shape)-1] {
+		return 0
+	}
+	return m.stride[len(m.shape)-1]
+}

@@ -1,0 +1,268 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+)
+
+// MX formats (spec §5.2, §5.3): one E8M0 power-of-two scale per block of 32.
+
+// mxExp2 is torch.exp2 of an integer-valued float32 exponent: exact, including the
+// float32 subnormals down to 2^-149 and +Inf from 2^128 up.
+func mxExp2(e float32) float32 {
+	switch {
+	case e != e:
+		return e
+	case e > 1000:
+		return float32(math.Inf(1))
+	case e < -1000:
+		return 0
+	}
+	return float32(math.Ldexp(1, int(e)))
+}
+
+// MXFP4BlockExponent is MXFP4QTensor's block exponent: ceil(max(log2(amax ÷scalar 6),
+// −127)) with the log rounded to float32 first. amax 0 gives −127; NaN stays NaN.
+func MXFP4BlockExponent(amax float32, mode DivMode) float32 {
+	d := DivScalar(amax, E2M1Max, mode)
+	if d != d {
+		return d
+	}
+	if d == 0 {
+		return -127
+	}
+	l := float32(math.Log2(float64(d)))
+	if l < -127 {
+		l = -127
+	}
+	return float32(math.Ceil(float64(l)))
+}
+
+// AppendMXFP4Blocks quantizes blocks [b0, b1) of the flattened tensor w (block
+// elements each, MXFP4QTensor.quantize): it appends (b1−b0)·block/2 packed bytes
+// to dst and one E8M0 scale per block to scales. Every block is independent, so
+// callers may split the block range freely. block must be even.
+//
+// Reference loop: e = MXFP4BlockExponent(max|x|); y = x / 2^e; nib = F32ToE2M1Down(y);
+// byte j = nib[2j] | nib[2j+1]<<4; scale = E8M0FromExponent(e).
+func AppendMXFP4Blocks(dst, scales []byte, w Tensor, block, b0, b1 int, mode DivMode) ([]byte, []byte, error) {
+	if err := fqCheckWeight(w, "weight"); err != nil {
+		return dst, scales, err
+	}
+	numel := int(w.Numel())
+	if block < 2 || block%2 != 0 || numel%block != 0 {
+		return dst, scales, fmt.Errorf("%w: MXFP4 blocks of %d over %d elements", ErrShape, block, numel)
+	}
+	if b0 < 0 || b1 > numel/block || b0 > b1 {
+		return dst, scales, fmt.Errorf("%w: blocks [%d,%d) of %d", ErrShape, b0, b1, numel/block)
+	}
+	half := block / 2
+	dst = growBytes(dst, (b1-b0)*half)
+	out := dst[len(dst)-(b1-b0)*half:]
+	x := make([]float32, block)
+	for b := b0; b < b1; b++ {
+		fqDecode(x, w, b*block)
+		e := MXFP4BlockExponent(fqAbsMax(0, x), mode)
+		p := mxExp2(e)
+		o := out[(b-b0)*half : (b-b0+1)*half]
+		for j := range o {
+			lo := e2m1MXTable[e2m1Index(math.Float32bits(x[2*j]/p))]
+			hi := e2m1MXTable[e2m1Index(math.Float32bits(x[2*j+1]/p))]
+			o[j] = lo | hi<<4
+		}
+		scales = append(scales, E8M0FromExponent(e))
+	}
+	return dst, scales, nil
+}
+
+// MXFP4Quantize is MXFP4QTensor.quantize(w, block): packed U8 with the last
+// dimension halved and E8M0 scales of shape (numel/block, 1).
+func MXFP4Quantize(w Tensor, block int, mode DivMode) (packed, scales Tensor, err error) {
+	if err := fqCheckWeight(w, "weight"); err != nil {
+		return Tensor{}, Tensor{}, err
+	}
+	if len(w.Shape) == 0 || w.Shape[len(w.Shape)-1]%2 != 0 {
+		return Tensor{}, Tensor{}, fmt.Errorf("%w: MXFP4 packs pairs along the last dimension of %v", ErrShape, w.Shape)
+	}
+	if block < 1 {
+		return Tensor{}, Tensor{}, fmt.Errorf("%w: MXFP4 block size %d", ErrShape, block)
+	}
+	nblk := int(w.Numel()) / block
+	data, sc, err := AppendMXFP4Blocks(make([]byte, 0, int(w.Numel())/2), make([]byte, 0, nblk), w, block, 0, nblk, mode)
+	if err != nil {
+		return Tensor{}, Tensor{}, err
+	}
+	shape := append([]int64(nil), w.Shape...)
+	shape[len(shape)-1] /= 2
+	return Tensor{DType: U8, Shape: shape, Data: data}, Tensor{DType: U8, Shape: []int64{int64(nblk), 1}, Data: sc}, nil
+}
+
+// MXFP4Dequantize is MXFP4QTensor.dequantize(dtype, scale, block_sizes={-1: block}):
+// ±magnitude (a zero with the sign bit is −0) times 2^(scale−127) in float32, cast
+// to dtype. packed has the original shape with the last dimension halved.
+func MXFP4Dequantize(packed, scales Tensor, block int, dtype DType) (Tensor, error) {
+	if err := packed.Check(); err != nil {
+		return Tensor{}, fmt.Errorf("quantized: %w", err)
+	}
+	if err := scales.Check(); err != nil {
+		return Tensor{}, fmt.Errorf("scale: %w", err)
+	}
+	if packed.DType != U8 || scales.DType != U8 || len(packed.Shape) == 0 || !fqIsFloat(dtype) {
+		return Tensor{}, fmt.Errorf("%w: MXFP4 dequantize %v with %v scales to %v", ErrUnsupportedDType, packed.DType, scales.DType, dtype)
+	}
+	n := 2 * len(packed.Data)
+	if block < 1 || n%block != 0 || len(scales.Data) != n/block {
+		return Tensor{}, fmt.Errorf("%w: %d MXFP4 elements, %d scales, block %d", ErrShape, n, len(scales.Data), block)
+	}
+	out := make([]float32, n)
+	for i := range out {
+		b := packed.Data[i/2]
+		if i%2 == 1 {
+			b >>= 4
+		}
+		out[i] = e2m1SignedMX(b&0xF) * mxExp2(float32(scales.Data[i/block])-E8M0Bias)
+	}
+	shape := append([]int64(nil), packed.Shape...)
+	shape[len(shape)-1] *= 2
+	return FromFloat32(dtype, shape, out)
+}
+
+// MXFP8BlockExponent is MXFP8QTensor._compute_e8m0_exponent for one block:
+// descale = amax ÷scalar 448; ceil(log2(descale)) (log rounded to float32) when
+// descale > 0, else −127 (NaN included); clamped to [−127, 127].
+func MXFP8BlockExponent(amax float32, mode DivMode) float32 {
+	d := DivScalar(amax, E4M3Max, mode)
+	e := float32(-127)
+	if d > 0 {
+		e = ceilLog2F32(d)
+	}
+	return fqClamp(e, -127, 127)
+}
+
+// mxfp8Block is MXFP8's fixed block size.
+const mxfp8Block = 32
+
+// AppendMXFP8Scales appends the E8M0 scales of rows [r0, r1) of w
+// (MXFP8QTensor.get_weights_scaling_factor): one per 32 elements of the last
+// dimension, which must be a multiple of 32.
+func AppendMXFP8Scales(dst []byte, w Tensor, r0, r1 int, mode DivMode) ([]byte, error) {
+	rows, cols, err := mxfp8Layout(w)
+	if err != nil {
+		return dst, err
+	}
+	if r0 < 0 || r1 > rows || r0 > r1 {
+		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
+	}
+	row := make([]float32, cols)
+	for r := r0; r < r1; r++ {
+		fqDecode(row, w, r*cols)
+		for c := 0; c < cols; c += mxfp8Block {
+			dst = append(dst, E8M0FromExponent(MXFP8BlockExponent(fqAbsMax(0, row[c:c+mxfp8Block]), mode)))
+		}
+	}
+	return dst, nil
+}
+
+func mxfp8Layout(w Tensor) (rows, cols int, err error) {
+	if err := fqCheckWeight(w, "weight"); err != nil {
+		return 0, 0, err
+	}
+	if len(w.Shape) == 0 {
+		return 0, 0, fmt.Errorf("%w: MXFP8 of a 0-dim tensor", ErrShape)
+	}
+	rows, cols = fqRowsCols(w.Shape)
+	if cols%mxfp8Block != 0 {
+		return 0, 0, fmt.Errorf("%w: MXFP8 last dimension %d is not a multiple of %d", ErrShape, cols, mxfp8Block)
+	}
+	return rows, cols, nil
+}
+
+// AppendMXFP8Rows appends the E4M3 codes of rows [r0, r1) of w given the E8M0 scales
+// of all rows (MXFP8QTensor.quantize_with_scale): fp8(clamp(f32(x·2^(127−u)), ±448)).
+//
+// Reference loop: dst[i] = F32ToE4M3(clamp(w[i] * 2^(127-scales[i/32]), -448, 448)).
+func AppendMXFP8Rows(dst []byte, w Tensor, scales []byte, r0, r1 int) ([]byte, error) {
+	rows, cols, err := mxfp8Layout(w)
+	if err != nil {
+		return dst, err
+	}
+	nb := cols / mxfp8Block
+	if len(scales) != rows*nb {
+		return dst, fmt.Errorf("%w: %d MXFP8 scales for %d rows of %d blocks", ErrShape, len(scales), rows, nb)
+	}
+	if r0 < 0 || r1 > rows || r0 > r1 {
+		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
+	}
+	dst = growBytes(dst, (r1-r0)*cols)
+	out := dst[len(dst)-(r1-r0)*cols:]
+	row := make([]float32, cols)
+	for r := r0; r < r1; r++ {
+		fqDecode(row, w, r*cols)
+		o := out[(r-r0)*cols : (r-r0+1)*cols]
+		for b := range nb {
+			f := mxExp2(E8M0Bias - float32(scales[r*nb+b]))
+			for i, v := range row[b*mxfp8Block : (b+1)*mxfp8Block] {
+				o[b*mxfp8Block+i] = F32ToE4M3(fqClamp(v*f, -E4M3Max, E4M3Max))
+			}
+		}
+	}
+	return dst, nil
+}
+
+// MXFP8Quantize is MXFP8QTensor.quantize(w, scales): a nil scales is computed from
+// w. The last dimension must be a multiple of 32 (ModelOpt pads and crops, but
+// its scale computation asserts the same).
+func MXFP8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err error) {
+	rows, cols, err := mxfp8Layout(w)
+	if err != nil {
+		return Tensor{}, Tensor{}, err
+	}
+	sshape := append([]int64(nil), w.Shape...)
+	sshape[len(sshape)-1] = int64(cols / mxfp8Block)
+	if scales == nil {
+		sc, err := AppendMXFP8Scales(make([]byte, 0, rows*cols/mxfp8Block), w, 0, rows, mode)
+		if err != nil {
+			return Tensor{}, Tensor{}, err
+		}
+		s = Tensor{DType: U8, Shape: sshape, Data: sc}
+	} else {
+		s = *scales
+		if err := s.Check(); err != nil {
+			return Tensor{}, Tensor{}, fmt.Errorf("weights_scaling_factor: %w", err)
+		}
+		if s.DType != U8 {
+			return Tensor{}, Tensor{}, fmt.Errorf("%w: MXFP8 scale is %v, want U8 (E8M0)", ErrUnsupportedDType, s.DType)
+		}
+		if !fqSameShape(s.Shape, sshape) && !(len(s.Shape) == 1 && len(w.Shape) == 1) {
+			return Tensor{}, Tensor{}, fmt.Errorf("%w: MXFP8 scale %v for weight %v", ErrShape, s.Shape, w.Shape)
+		}
+	}
+	data, err := AppendMXFP8Rows(make([]byte, 0, rows*cols), w, s.Data, 0, rows)
+	if err != nil {
+		return Tensor{}, Tensor{}, err
+	}
+	return Tensor{DType: F8E4M3, Shape: append([]int64(nil), w.Shape...), Data: data}, s, nil
+}
+
+// MXFP8Dequantize is MXFP8QTensor.dequantize(dtype, scale): code · 2^(u−127) in
+// float32, cast to dtype.
+func MXFP8Dequantize(q, scales Tensor, dtype DType) (Tensor, error) {
+	if err := q.Check(); err != nil {
+		return Tensor{}, fmt.Errorf("quantized: %w", err)
+	}
+	if err := scales.Check(); err != nil {
+		return Tensor{}, fmt.Errorf("scale: %w", err)
+	}
+	if q.DType != F8E4M3 || scales.DType != U8 || !fqIsFloat(dtype) || len(q.Shape) == 0 {
+		return Tensor{}, fmt.Errorf("%w: MXFP8 dequantize %v with %v scales to %v", ErrUnsupportedDType, q.DType, scales.DType, dtype)
+	}
+	rows, cols := fqRowsCols(q.Shape)
+	if cols%mxfp8Block != 0 || len(scales.Data) != rows*cols/mxfp8Block {
+		return Tensor{}, fmt.Errorf("%w: MXFP8 scale %v for %v", ErrShape, scales.Shape, q.Shape)
+	}
+	out := make([]float32, rows*cols)
+	for i := range out {
+		out[i] = E4M3ToF32(q.Data[i]) * mxExp2(float32(scales.Data[i/mxfp8Block])-E8M0Bias)
+	}
+	return FromFloat32(dtype, q.Shape, out)
+}

@@ -1,0 +1,346 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+)
+
+// NVFP4 (NVFP4QTensor, spec §5.1): E2M1 elements in blocks of B along the last
+// dimension, one E4M3 scale per block and a float32 global scale ("wsf2", one per
+// tensor or one per expert). Packed two nibbles per byte along the last dimension,
+// element 2j in the low nibble.
+
+// nvfp4MinScale is the lower clamp of block scales, 2^-9, the smallest E4M3 subnormal.
+const nvfp4MinScale = 1.0 / 512
+
+// NVFP4GlobalScale is ModelOpt's weights_scaling_factor_2 from an amax:
+// amax ÷scalar (6·fp8Max), fp8Max = 448, or 256 in four-over-six mode.
+func NVFP4GlobalScale(amax, fp8Max float32, mode DivMode) float32 {
+	return DivScalar(amax, E2M1Max*fp8Max, mode)
+}
+
+// TensorAmax is reduce_amax(t): max(|max|, |min|) over all elements, NaN if any
+// element is NaN.
+func TensorAmax(t Tensor) (float32, error) {
+	if err := fqCheckWeight(t, "tensor"); err != nil {
+		return 0, err
+	}
+	rows, cols := fqRowsCols(t.Shape)
+	row := make([]float32, cols)
+	var m float32
+	for r := range rows {
+		fqDecode(row, t, r*cols)
+		m = fqAbsMax(m, row)
+	}
+	return m, nil
+}
+
+// NVFP4 holds what quantizing one tensor to NVFP4 needs besides the weight: the block
+// size and the global scale per expert (one value, or one per leading index of a
+// 3-D weight: wsf2.view(-1,1,1)).
+type NVFP4 struct {
+	Block  int
+	Scale2 []float32
+}
+
+// nvfp4Layout checks w against n and returns rows, the unpadded and padded widths.
+func (n NVFP4) layout(w Tensor) (rows, cols, padded int, err error) {
+	if err := fqCheckWeight(w, "weight"); err != nil {
+		return 0, 0, 0, err
+	}
+	if n.Block < 1 {
+		return 0, 0, 0, fmt.Errorf("%w: NVFP4 block size %d", ErrShape, n.Block)
+	}
+	if len(w.Shape) == 0 {
+		return 0, 0, 0, fmt.Errorf("%w: NVFP4 of a 0-dim tensor", ErrShape)
+	}
+	rows, cols = fqRowsCols(w.Shape)
+	padded = (cols + n.Block - 1) / n.Block * n.Block
+	if padded%2 != 0 {
+		return 0, 0, 0, fmt.Errorf("%w: NVFP4 packs pairs, last dimension %d with block %d is odd", ErrShape, cols, n.Block)
+	}
+	switch {
+	case len(n.Scale2) == 1:
+	case len(n.Scale2) > 1 && len(w.Shape) >= 2 && int64(len(n.Scale2)) == w.Shape[0]:
+	default:
+		return 0, 0, 0, fmt.Errorf("%w: %d global scales for weight %v", ErrShape, len(n.Scale2), w.Shape)
+	}
+	return rows, cols, padded, nil
+}
+
+func (n NVFP4) scale2(r, rows int) float32 {
+	if len(n.Scale2) == 1 {
+		return n.Scale2[0]
+	}
+	return n.Scale2[r/(rows/len(n.Scale2))]
+}
+
+// AppendBlockScalesF32 appends the per-block scales of rows [r0, r1) before the FP8
+// cast (get_weights_scaling_factor with keep_high_precision): f32(block_amax /
+// f32(6·wsf2)), with 0 replaced by 1. The weight is zero-padded to whole blocks.
+func (n NVFP4) AppendBlockScalesF32(dst []float32, w Tensor, r0, r1 int) ([]float32, error) {
+	rows, cols, padded, err := n.layout(w)
+	if err != nil {
+		return dst, err
+	}
+	if r0 < 0 || r1 > rows || r0 > r1 {
+		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
+	}
+	nb := padded / n.Block
+	row := make([]float32, cols)
+	for r := r0; r < r1; r++ {
+		fqDecode(row, w, r*cols)
+		d := float32(E2M1Max * n.scale2(r, rows))
+		for b := range nb {
+			a := fqAbsMax(0, row[min(b*n.Block, cols):min((b+1)*n.Block, cols)])
+			s := a / d
+			if s == 0 {
+				s = 1
+			}
+			dst = append(dst, s)
+		}
+	}
+	return dst, nil
+}
+
+// AppendBlockScales appends the E4M3 block scales of rows [r0, r1)
+// (get_weights_scaling_factor): fp8(clamp(scale, 2^-9, 448)); NaN stays NaN (0x7F).
+func (n NVFP4) AppendBlockScales(dst []byte, w Tensor, r0, r1 int) ([]byte, error) {
+	rows, cols, padded, err := n.layout(w)
+	if err != nil {
+		return dst, err
+	}
+	if r0 < 0 || r1 > rows || r0 > r1 {
+		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
+	}
+	nb := padded / n.Block
+	row := make([]float32, cols)
+	for r := r0; r < r1; r++ {
+		fqDecode(row, w, r*cols)
+		d := float32(E2M1Max * n.scale2(r, rows))
+		for b := range nb {
+			a := fqAbsMax(0, row[min(b*n.Block, cols):min((b+1)*n.Block, cols)])
+			s := a / d
+			if s == 0 {
+				s = 1
+			}
+			dst = append(dst, F32ToE4M3(fqClamp(s, nvfp4MinScale, E4M3Max)))
+		}
+	}
+	return dst, nil
+}
+
+// AppendRows appends the packed NVFP4 bytes of rows [r0, r1) of w given the block
+// scales of all rows as float32 values (scales[r*nb+b], E4M3ToF32 of the codes
+// ModelOpt passes): each element is
+// F32ToE2M1Even(f32(w / f32(f32(scale)·wsf2))), nibbles packed low-first.
+// Rows are zero-padded to whole blocks; each output row has padded/2 bytes.
+//
+// Reference loop: for each element i of row r, block b:
+// nib[i] = F32ToE2M1Even(w[i] / (scales[r*nb+b] * wsf2)); byte j = nib[2j] | nib[2j+1]<<4.
+func (n NVFP4) AppendRows(dst []byte, w Tensor, scales []float32, r0, r1 int) ([]byte, error) {
+	rows, cols, padded, err := n.layout(w)
+	if err != nil {
+		return dst, err
+	}
+	nb := padded / n.Block
+	if len(scales) != rows*nb {
+		return dst, fmt.Errorf("%w: %d block scales for %d rows of %d blocks", ErrShape, len(scales), rows, nb)
+	}
+	if r0 < 0 || r1 > rows || r0 > r1 {
+		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
+	}
+	half := padded / 2
+	dst = growBytes(dst, (r1-r0)*half)
+	out := dst[len(dst)-(r1-r0)*half:]
+	row := make([]float32, padded)
+	y := make([]float32, padded)
+	for r := r0; r < r1; r++ {
+		fqDecode(row[:cols], w, r*cols)
+		s2 := n.scale2(r, rows)
+		for b := range nb {
+			div := scales[r*nb+b] * s2
+			xs, ys := row[b*n.Block:(b+1)*n.Block], y[b*n.Block:(b+1)*n.Block]
+			for i, v := range xs {
+				ys[i] = v / div
+			}
+		}
+		nvfp4Pack(out[(r-r0)*half:(r-r0+1)*half], y)
+	}
+	return dst, nil
+}
+
+// nvfp4Pack encodes pairs of scaled values into bytes, even element low.
+func nvfp4Pack(o []byte, y []float32) {
+	o = o[:len(y)/2]
+	for j := range o {
+		lo := e2m1NVTable[e2m1Index(math.Float32bits(y[2*j]))]
+		hi := e2m1NVTable[e2m1Index(math.Float32bits(y[2*j+1]))]
+		o[j] = lo | hi<<4
+	}
+}
+
+// NVFP4StaticBlockScales is the static path of
+// get_weights_scaling_factor_from_quantizer: s = amax ÷scalar 6 (0 → 1),
+// smax = globalAmax ÷scalar 6, scale = fp8(clamp(f32(f32(s·fp8Max) / smax), 2^-9, 448)).
+// amax holds one value per block, row-major; dst gets one E4M3 code per block.
+func NVFP4StaticBlockScales(dst []byte, amax []float32, globalAmax, fp8Max float32, mode DivMode) []byte {
+	smax := DivScalar(globalAmax, E2M1Max, mode)
+	for _, a := range amax {
+		s := DivScalar(a, E2M1Max, mode)
+		if s == 0 {
+			s = 1
+		}
+		dst = append(dst, NVFP4CastBlockScale(s, smax, fp8Max, true))
+	}
+	return dst
+}
+
+// NVFP4CastBlockScale is nvfp4_tensor._cast_per_block_scale_to_fp8: with
+// normalize, s becomes f32(f32(s·fp8Max) / smax) first; then clamp to [2^-9, 448]
+// and cast to E4M3.
+func NVFP4CastBlockScale(s, smax, fp8Max float32, normalize bool) uint8 {
+	if normalize {
+		p := float32(s * fp8Max)
+		s = p / smax
+	}
+	return F32ToE4M3(fqClamp(s, nvfp4MinScale, E4M3Max))
+}
+
+// AppendDequantRows appends NVFP4QTensor.dequantize of rows [r0, r1) as float32
+// (before the cast to the output dtype): table[nibble] · f32(scale·wsf2), scales
+// as float32 values,
+// where nibble 8 decodes to +0. packed has padded/2 bytes per row, cols of which
+// (the original width) are kept.
+func (n NVFP4) AppendDequantRows(dst []float32, packed []byte, scales []float32, rows, cols, r0, r1 int) ([]float32, error) {
+	if n.Block < 1 {
+		return dst, fmt.Errorf("%w: NVFP4 block size %d", ErrShape, n.Block)
+	}
+	padded := (cols + n.Block - 1) / n.Block * n.Block
+	nb, half := padded/n.Block, padded/2
+	if padded%2 != 0 || len(packed) != rows*half || len(scales) != rows*nb || r0 < 0 || r1 > rows || r0 > r1 {
+		return dst, fmt.Errorf("%w: NVFP4 data %d bytes, scales %d for %d×%d block %d", ErrShape, len(packed), len(scales), rows, cols, n.Block)
+	}
+	if len(n.Scale2) != 1 && (len(n.Scale2) == 0 || rows%len(n.Scale2) != 0) {
+		return dst, fmt.Errorf("%w: %d global scales for %d rows", ErrShape, len(n.Scale2), rows)
+	}
+	for r := r0; r < r1; r++ {
+		s2 := n.scale2(r, rows)
+		for c := range cols {
+			b := packed[r*half+c/2]
+			nib := b & 0xF
+			if c%2 == 1 {
+				nib = b >> 4
+			}
+			v := e2m1NVValue[nib]
+			s := scales[r*nb+c/n.Block] * s2
+			dst = append(dst, v*s)
+		}
+	}
+	return dst, nil
+}
+
+// e2m1NVValue is NVFP4QTensor's e2m1_values table (nibble 8 is +0).
+var e2m1NVValue = [16]float32{0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6}
+
+// NVFP4Quantized is the result of NVFP4QTensor.quantize.
+type NVFP4Quantized struct {
+	Packed Tensor // U8 [..., padded/2]
+	Scales Tensor // F8_E4M3 [..., padded/B]
+	Scale2 Tensor // F32, as given (or 0-dim when computed)
+}
+
+// NVFP4Quantize is NVFP4QTensor.quantize(w, B, scales, scale2): w is padded to whole
+// blocks; a nil scale2 is computed as amax(w) ÷scalar 2688 (0-dim), a nil scales
+// as get_weights_scaling_factor. A non-0-dim scale2 for a 3-D weight holds one value
+// per expert (to_quantized_weight views it as (-1,1,1)).
+func NVFP4Quantize(w Tensor, block int, scales, scale2 *Tensor, mode DivMode) (NVFP4Quantized, error) {
+	if err := fqCheckWeight(w, "weight"); err != nil {
+		return NVFP4Quantized{}, err
+	}
+	var s2t Tensor
+	if scale2 == nil {
+		a, err := TensorAmax(w)
+		if err != nil {
+			return NVFP4Quantized{}, err
+		}
+		s2t, _ = FromFloat32(F32, nil, []float32{NVFP4GlobalScale(a, E4M3Max, mode)})
+	} else {
+		s2t = *scale2
+	}
+	s2, err := fqValues(s2t, "weights_scaling_factor_2")
+	if err != nil {
+		return NVFP4Quantized{}, err
+	}
+	for i := range s2 {
+		s2[i] = RoundTo(s2t.DType, s2[i]) // values are already in their dtype
+	}
+	n := NVFP4{Block: block, Scale2: s2}
+	rows, _, padded, err := n.layout(w)
+	if err != nil {
+		return NVFP4Quantized{}, err
+	}
+	nb := padded / block
+	outer := append([]int64(nil), w.Shape[:len(w.Shape)-1]...)
+	var st Tensor
+	if scales == nil {
+		codes, err := n.AppendBlockScales(make([]byte, 0, rows*nb), w, 0, rows)
+		if err != nil {
+			return NVFP4Quantized{}, err
+		}
+		st = Tensor{DType: F8E4M3, Shape: append(append([]int64(nil), outer...), int64(nb)), Data: codes}
+	} else {
+		st = *scales
+		if err := st.Check(); err != nil {
+			return NVFP4Quantized{}, fmt.Errorf("weights_scaling_factor: %w", err)
+		}
+		if st.Numel() != int64(rows*nb) {
+			return NVFP4Quantized{}, fmt.Errorf("%w: weights_scaling_factor %v for weight %v with block %d", ErrShape, st.Shape, w.Shape, block)
+		}
+	}
+	sv, err := fqValues(st, "weights_scaling_factor")
+	if err != nil {
+		return NVFP4Quantized{}, err
+	}
+	data, err := n.AppendRows(make([]byte, 0, rows*padded/2), w, sv, 0, rows)
+	if err != nil {
+		return NVFP4Quantized{}, err
+	}
+	return NVFP4Quantized{
+		Packed: Tensor{DType: U8, Shape: append(append([]int64(nil), outer...), int64(padded/2)), Data: data},
+		Scales: st,
+		Scale2: s2t,
+	}, nil
+}
+
+// NVFP4Dequantize is NVFP4QTensor.dequantize(dtype, scale, double_scale, block):
+// packed U8 [..., I/2], scales F8_E4M3 [..., I/B], scale2 F32 (0-dim or one per expert).
+func NVFP4Dequantize(packed, scales, scale2 Tensor, block int, dtype DType) (Tensor, error) {
+	if err := packed.Check(); err != nil {
+		return Tensor{}, fmt.Errorf("quantized: %w", err)
+	}
+	if packed.DType != U8 || len(packed.Shape) == 0 || !fqIsFloat(dtype) {
+		return Tensor{}, fmt.Errorf("%w: NVFP4 dequantize %v %v to %v", ErrUnsupportedDType, packed.DType, packed.Shape, dtype)
+	}
+	if err := scales.Check(); err != nil {
+		return Tensor{}, fmt.Errorf("scale: %w", err)
+	}
+	sv, err := fqValues(scales, "scale")
+	if err != nil {
+		return Tensor{}, err
+	}
+	s2, err := fqValues(scale2, "double_scale")
+	if err != nil {
+		return Tensor{}, err
+	}
+	rows, half := fqRowsCols(packed.Shape)
+	cols := 2 * half
+	n := NVFP4{Block: block, Scale2: s2}
+	out, err := n.AppendDequantRows(make([]float32, 0, rows*cols), packed.Data, sv, rows, cols, 0, rows)
+	if err != nil {
+		return Tensor{}, err
+	}
+	shape := append([]int64(nil), packed.Shape...)
+	shape[len(shape)-1] = int64(cols)
+	return FromFloat32(dtype, shape, out)
+}
