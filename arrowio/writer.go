@@ -61,6 +61,9 @@ func Create(dir string, tensors []quantstream.TensorInfo, opts WriteOptions) (*W
 		return nil, err
 	}
 	dir = filepath.Clean(dir)
+	if b := filepath.Base(dir); b == "." || b == ".." || b == string(filepath.Separator) {
+		return nil, fmt.Errorf("arrowio: output %q must name a directory to create or replace", dir)
+	}
 	if err := checkTarget(dir, opts.Overwrite); err != nil {
 		return nil, err
 	}
@@ -188,7 +191,9 @@ func (w *Writer) WriteTensorFrom(name string, r io.Reader) error {
 		return err
 	}
 	off := int64(len(w.plan.Shards[w.shardOf(name)].Header)) + t.Begin
-	n, err := io.Copy(io.NewOffsetWriter(f, off), io.LimitReader(r, t.Size()))
+	buf := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(io.NewOffsetWriter(f, off), io.LimitReader(r, t.Size()), *buf)
+	copyBufs.Put(buf)
 	if err == nil && n != t.Size() {
 		err = fmt.Errorf("%w: tensor %q for %s: source gave %d of %d bytes", ErrWrite, name, f.Name(), n, t.Size())
 	} else if err != nil {
@@ -196,6 +201,10 @@ func (w *Writer) WriteTensorFrom(name string, r io.Reader) error {
 	}
 	return w.finish(name, err)
 }
+
+// copyBufs are WriteTensorFrom's copy buffers: large enough that a multi-GB
+// tensor is written in few syscalls, pooled so that concurrent writers share them.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // WriteLayer writes every tensor of l, checking dtype and shape against the plan.
 // The caller keeps ownership of l.
