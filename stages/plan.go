@@ -299,7 +299,7 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 			return nil, nil, err
 		}
 	}
-	if err := postprocess(ts, e4m3Max, p.KVFormat, p.opts.Div); err != nil {
+	if err := postprocess(ts, e4m3Max, p.KVFormat, false, p.opts.Div); err != nil {
 		return nil, nil, err
 	}
 	return mods, filled, nil

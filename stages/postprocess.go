@@ -32,8 +32,11 @@ func PostprocessKey(key string, qlora bool) (out string, kvScale bool) {
 			return "", false
 		}
 	}
-	if qlora && strings.Contains(key, "lora") {
-		return "", false
+	if qlora {
+		if strings.Contains(key, "lora") {
+			return "", false
+		}
+		key = strings.ReplaceAll(key, ".base_layer.", ".")
 	}
 	skip := false
 	for _, s := range postprocessSkip {
@@ -43,9 +46,6 @@ func PostprocessKey(key string, qlora bool) (out string, kvScale bool) {
 		}
 	}
 	if !skip {
-		if qlora {
-			key = strings.ReplaceAll(key, ".base_layer.", ".")
-		}
 		return key, false
 	}
 	for i, r := range postprocessRename {
@@ -70,9 +70,9 @@ var kvFormats = map[string]bool{"FP8": true, "NVFP4": true, "NVFP4_AFFINE": true
 
 // postprocess applies postprocess_state_dict to the layer's tensors (§8.4): KV amax
 // becomes k_scale/v_scale = amax.float() ÷ maxbound (no zero fix, no clamp).
-func postprocess(ts *tensorSet, maxbound float32, kvFormat string, mode quant.DivMode) error {
+func postprocess(ts *tensorSet, maxbound float32, kvFormat string, qlora bool, mode quant.DivMode) error {
 	for _, key := range sortedKeys(ts.hdr) {
-		out, kv := PostprocessKey(key, false)
+		out, kv := PostprocessKey(key, qlora)
 		h := ts.hdr[key]
 		if out == "" {
 			ts.del(key)
@@ -118,16 +118,20 @@ func postprocess(ts *tensorSet, maxbound float32, kvFormat string, mode quant.Di
 	return nil
 }
 
-// PostprocessStateDict applies postprocess_state_dict to a whole state dict.
-func PostprocessStateDict(sd map[string]quant.Tensor, maxbound float32, kvFormat string, qlora bool, mode quant.DivMode) (map[string]quant.Tensor, error) {
-	if qlora {
-		return nil, fmt.Errorf("%w: QLoRA state dicts", ErrUnsupported)
-	}
+// PostprocessStateDict applies postprocess_state_dict to a whole state dict. tied maps
+// an alias key to the key whose storage it shares; an alias is dropped when its target
+// is present (the data-pointer backstop of the resident export).
+func PostprocessStateDict(sd map[string]quant.Tensor, maxbound float32, kvFormat string, qlora bool, tied map[string]string, mode quant.DivMode) (map[string]quant.Tensor, error) {
 	ts := &tensorSet{hdr: map[string]TensorHeader{}, data: map[string]quant.Tensor{}}
 	for k, t := range sd {
+		if c, ok := tied[k]; ok {
+			if _, has := sd[c]; has {
+				continue
+			}
+		}
 		ts.set(k, t)
 	}
-	if err := postprocess(ts, maxbound, kvFormat, mode); err != nil {
+	if err := postprocess(ts, maxbound, kvFormat, qlora, mode); err != nil {
 		return nil, err
 	}
 	return ts.data, nil
