@@ -41,8 +41,7 @@ func readAllLayers(t *testing.T, c *arrowio.Checkpoint) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Not l.DataBytes(): it indexes one past the end (reported to the root package's owner).
-		if l.Index() != li.Index || l.Prefix() != li.Prefix || l.Len() != len(li.Tensors) {
+		if l.Index() != li.Index || l.Prefix() != li.Prefix || l.Len() != len(li.Tensors) || l.DataBytes() != li.DataBytes() {
 			t.Fatalf("layer %d: got index %d prefix %q len %d", li.Index, l.Index(), l.Prefix(), l.Len())
 		}
 		for i, ref := range li.Tensors {
