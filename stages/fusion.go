@@ -314,3 +314,55 @@ func adjustAttnAmax(amax map[string]float32, order []string) (map[string]float32
 	}
 	return out, nil
 }
+
+// NewModule describes the linear module name of a state dict (tensors named
+// "<name>.weight", "<name>.weight_quantizer._amax", "<name>.input_quantizer._amax",
+// ...): its buffers, format and block size.
+func NewModule(name string, sd map[string]quant.Tensor, wq, iq *quant.Quantizer) (*Module, error) {
+	hdr := make(map[string]TensorHeader, len(sd))
+	for k, t := range sd {
+		hdr[k] = TensorHeader{DType: t.DType, Shape: t.Shape}
+	}
+	m := &Module{Name: name, Weight: name + ".weight", WQ: wq, IQ: iq, Expert: -1}
+	m.Parent, m.Proj = splitLast(name)
+	m.fillBuffers(hdr)
+	if err := m.classify(); err != nil {
+		return nil, fmt.Errorf("module %s: %w", name, err)
+	}
+	return m, nil
+}
+
+func stateSet(sd map[string]quant.Tensor) *tensorSet {
+	ts := &tensorSet{hdr: map[string]TensorHeader{}, data: map[string]quant.Tensor{}}
+	for k, t := range sd {
+		ts.set(k, t)
+	}
+	return ts
+}
+
+// PreprocessLinearFusion runs preprocess_linear_fusion on modules whose tensors are in
+// sd and returns the updated state dict; sd itself is not modified.
+func PreprocessLinearFusion(sd map[string]quant.Tensor, mods []*Module, resmoothOnly bool) (map[string]quant.Tensor, error) {
+	ts := stateSet(sd)
+	if err := preprocessLinearFusion(ts, mods, resmoothOnly); err != nil {
+		return nil, err
+	}
+	return ts.data, nil
+}
+
+// FusePrequantLayernorm runs fuse_prequant_layernorm: norm names the norm module
+// ("<norm>.weight" in sd), mods the modules it feeds. The pre_quant_scale buffers are
+// removed from the returned state dict; sd itself is not modified.
+func FusePrequantLayernorm(sd map[string]quant.Tensor, norm string, onePlus bool, mods []*Module) (map[string]quant.Tensor, error) {
+	ts := stateSet(sd)
+	if err := fusePrequantLayernorm(ts, norm, onePlus, mods); err != nil {
+		return nil, err
+	}
+	return ts.data, nil
+}
+
+// AdjustAttnAmax is adjust_attn_amax_values over an attention's children, in
+// registration order, with their scalar weight amax.
+func AdjustAttnAmax(amax map[string]float32, children []string) (map[string]float32, error) {
+	return adjustAttnAmax(amax, children)
+}
