@@ -94,7 +94,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	}
 	mem := opt.Allocator
 	if mem == nil {
-		mem = memory.NewGoAllocator()
+		mem = NewPoolAllocator()
 	}
 	ck, err := arrowio.OpenCheckpoint(opt.Inputs...)
 	if err != nil {
