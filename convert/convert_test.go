@@ -1,0 +1,134 @@
+package convert
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream/arrowio"
+)
+
+const tinyLlama = "../testdata/tiny_llama"
+
+func TestPassthroughKeepsEveryTensorByte(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	out := filepath.Join(t.TempDir(), "out")
+	sum, err := Run(t.Context(), Options{Inputs: []string{tinyLlama}, Out: out, Workers: 3, MaxShardSize: 300_000, Allocator: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Shards < 2 {
+		t.Errorf("max shard size 300kB gave %d shard(s)", sum.Shards)
+	}
+	in, err := arrowio.ReadAllTensors(tinyLlama)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := arrowio.ReadAllTensors(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(in) {
+		t.Fatalf("%d tensors out, %d in", len(got), len(in))
+	}
+	for name, want := range in {
+		g, ok := got[name]
+		if !ok {
+			t.Fatalf("tensor %q missing", name)
+		}
+		if g.DType != want.DType || !bytes.Equal(g.Data, want.Data) || len(g.Shape) != len(want.Shape) {
+			t.Errorf("tensor %q differs", name)
+		}
+	}
+	for _, side := range []string{"config.json", "generation_config.json", "tokenizer.json"} {
+		a, _ := os.ReadFile(filepath.Join(tinyLlama, side))
+		b, err := os.ReadFile(filepath.Join(out, side))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("side file %s not copied unchanged: %v", side, err)
+		}
+	}
+}
+
+func TestOutputIndependentOfWorkers(t *testing.T) {
+	dirs := map[int]string{}
+	for _, workers := range []int{1, 4} {
+		out := filepath.Join(t.TempDir(), "out")
+		if _, err := Run(t.Context(), Options{Inputs: []string{tinyLlama}, Out: out, Workers: workers, MaxShardSize: 400_000}); err != nil {
+			t.Fatal(err)
+		}
+		dirs[workers] = out
+	}
+	assertSameDir(t, dirs[1], dirs[4])
+}
+
+func assertSameDir(t *testing.T, a, b string) {
+	t.Helper()
+	ea, _ := os.ReadDir(a)
+	eb, _ := os.ReadDir(b)
+	if len(ea) != len(eb) || len(ea) == 0 {
+		t.Fatalf("%d files vs %d", len(ea), len(eb))
+	}
+	for _, e := range ea {
+		x, _ := os.ReadFile(filepath.Join(a, e.Name()))
+		y, err := os.ReadFile(filepath.Join(b, e.Name()))
+		if err != nil || !bytes.Equal(x, y) {
+			t.Errorf("%s differs between runs", e.Name())
+		}
+	}
+}
+
+func TestTruncatedShardFailsAndLeavesNothing(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "in")
+	if err := os.CopyFS(in, os.DirFS(tinyLlama)); err != nil {
+		t.Fatal(err)
+	}
+	shard := filepath.Join(in, "model-00002-of-00002.safetensors")
+	st, _ := os.Stat(shard)
+	if err := os.Truncate(shard, st.Size()-100); err != nil {
+		t.Fatal(err)
+	}
+	parent := t.TempDir()
+	out := filepath.Join(parent, "out")
+	_, err := Run(t.Context(), Options{Inputs: []string{in}, Out: out})
+	if !errors.Is(err, arrowio.ErrCorrupt) || !strings.Contains(err.Error(), "model-00002-of-00002.safetensors") {
+		t.Fatalf("error %v: want ErrCorrupt naming the shard", err)
+	}
+	left, _ := os.ReadDir(parent)
+	if len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+func TestCancelLeavesNothing(t *testing.T) {
+	parent := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := Run(ctx, Options{Inputs: []string{tinyLlama}, Out: filepath.Join(parent, "out")})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	left, _ := os.ReadDir(parent)
+	if len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+func TestExistingOutputNotOverwritten(t *testing.T) {
+	out := t.TempDir()
+	keep := filepath.Join(out, "mine.txt")
+	os.WriteFile(keep, []byte("x"), 0o644)
+	_, err := Run(t.Context(), Options{Inputs: []string{tinyLlama}, Out: out})
+	if !errors.Is(err, arrowio.ErrExists) {
+		t.Fatalf("error %v, want ErrExists", err)
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("existing output touched: %v", err)
+	}
+}
