@@ -21,8 +21,9 @@ import (
 func intRowDecode(dst []float32, src []byte, dt DType) {
 	switch dt {
 	case BF16:
+		src = src[:2*len(dst)]
 		for i := range dst {
-			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+			dst[i] = math.Float32frombits(uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24)
 		}
 	case F16:
 		for i := range dst {
@@ -37,20 +38,24 @@ func intRowDecode(dst []float32, src []byte, dt DType) {
 
 func intFloatDType(dt DType) bool { return dt == BF16 || dt == F16 || dt == F32 }
 
-// intRound rounds a float32 quotient half-to-even and clamps it to [lo, hi] as
-// torch's .round().clamp(lo, hi).to(int8) does. A NaN quotient (0/0) has no defined
-// int8 value in PyTorch (a C++ cast of NaN); we write 0.
-func intRound(y float32, lo, hi float32) int8 {
-	if y != y {
-		return 0
+// intRound rounds a float32 quotient half-to-even and clamps it to [lo, hi] (integer
+// bounds) as torch's .round().clamp(lo, hi).to(int8) does. Clamping first gives the same
+// result because the bounds are integers, and it keeps |y| < 2^22, where adding and
+// subtracting 1.5·2^23 in float32 rounds to the nearest integer, ties to even. A NaN
+// quotient (0/0) has no defined int8 value in PyTorch (a C++ cast of NaN); we write 0.
+func intRound(y, lo, hi float32) int8 {
+	if !(y >= lo) {
+		if y != y {
+			return 0
+		}
+		return int8(lo)
 	}
-	r := float32(math.RoundToEven(float64(y)))
-	if r < lo {
-		r = lo
-	} else if r > hi {
-		r = hi
+	if y > hi {
+		return int8(hi)
 	}
-	return int8(r)
+	const magic = 0x1.8p23
+	r := float32(y+magic) - magic
+	return int8(int32(r))
 }
 
 // AppendInt8Rows quantizes whole rows of a BF16/F16/F32 weight to int8 and appends
@@ -74,6 +79,19 @@ func AppendInt8Rows(dst []byte, w []byte, dt DType, cols int, scales []float32) 
 	start := len(dst)
 	dst = growBytes(dst, rows*cols)
 	out := dst[start:]
+	if dt == BF16 {
+		// The common case, fused: widen each bfloat16 and quantize it in one pass.
+		for i, s := range scales {
+			o := out[i*cols : (i+1)*cols]
+			src := w[2*i*cols : 2*(i+1)*cols]
+			src = src[:2*len(o)]
+			for c := range o {
+				x := math.Float32frombits(uint32(src[2*c])<<16 | uint32(src[2*c+1])<<24)
+				o[c] = byte(intRound(x/s, -128, 127))
+			}
+		}
+		return dst, nil
+	}
 	row := make([]float32, cols)
 	for i, s := range scales {
 		intRowDecode(row, w[i*cols*es:(i+1)*cols*es], dt)
@@ -116,6 +134,29 @@ func AppendInt4RowPairs(dst []byte, w []byte, dt DType, cols int, scales []float
 	start := len(dst)
 	dst = growBytes(dst, rows/2*cols)
 	out := dst[start:]
+	if dt == BF16 {
+		// The common case, fused: widen both rows' bfloat16s and pack in one pass.
+		for p := 0; p < rows/2; p++ {
+			src0 := w[2*(2*p)*cols : 2*(2*p+1)*cols]
+			src1 := w[2*(2*p+1)*cols : 2*(2*p+2)*cols]
+			s0 := scales[(2*p)*scaleCols : (2*p+1)*scaleCols]
+			s1 := scales[(2*p+1)*scaleCols : (2*p+2)*scaleCols]
+			o := out[p*cols : (p+1)*cols]
+			for j := range scaleCols {
+				a, c := s0[j], s1[j]
+				ob := o[j*b : (j+1)*b]
+				x0 := src0[2*j*b : 2*(j+1)*b]
+				x1 := src1[2*j*b : 2*(j+1)*b]
+				x0, x1 = x0[:2*len(ob)], x1[:2*len(ob)]
+				for k := range ob {
+					v0 := math.Float32frombits(uint32(x0[2*k])<<16 | uint32(x0[2*k+1])<<24)
+					v1 := math.Float32frombits(uint32(x1[2*k])<<16 | uint32(x1[2*k+1])<<24)
+					ob[k] = byte(intRound(v0/a, -8, 7))&0xF | byte(intRound(v1/c, -8, 7))<<4
+				}
+			}
+		}
+		return dst, nil
+	}
 	r0 := make([]float32, cols)
 	r1 := make([]float32, cols)
 	for p := 0; p < rows/2; p++ {
