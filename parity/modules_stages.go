@@ -213,7 +213,7 @@ func getQuantConfigCase(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	block := stages.WeightBlockSize(wq)
+	block := quant.WeightBlockSize(&quant.Module{WeightQuantizer: wq})
 	var cm []stages.ConfigModule
 	for _, n := range []string{"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"} {
 		cm = append(cm, stages.ConfigModule{Name: n, Format: c.Format, Block: block})

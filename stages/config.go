@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 )
 
 // ModelOptVersion is the ModelOpt release whose export this package reproduces; it is
@@ -314,22 +313,6 @@ func groupConfig(algo string, gsv any) Obj {
 	return Obj{{"quant_algo", algo}}
 }
 
-// KVCacheDType is _compute_kv_cache_dtype.
-func KVCacheDType(bits []string, affine bool) string {
-	has := func(b string) bool { return slices.Contains(bits, b) }
-	switch {
-	case has("e4m3"):
-		return "FP8"
-	case has("int8"):
-		return "INT8"
-	case has("e2m1") && affine:
-		return "NVFP4_AFFINE"
-	case has("e2m1"):
-		return "NVFP4"
-	}
-	return ""
-}
-
 // WriteConfigJSON sets "quantization_config" in a config.json (keeping key order and
 // number literals) and returns it as json.dump(indent=4) writes it.
 func WriteConfigJSON(configJSON []byte, hfQuantConfig Obj) ([]byte, error) {
@@ -343,9 +326,4 @@ func WriteConfigJSON(configJSON []byte, hfQuantConfig Obj) ([]byte, error) {
 	}
 	o.Set("quantization_config", HFQuantConfigFormat(hfQuantConfig))
 	return MarshalPython(o)
-}
-
-func isRouter(name string, routers []string) bool {
-	_, last := splitLast(name)
-	return slices.Contains(routers, last) && strings.Contains(name, ".")
 }

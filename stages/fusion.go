@@ -66,7 +66,9 @@ func shareMax(ts *tensorSet, mods []*Module, buf func(*Module) string) error {
 	}
 	for _, m := range mods {
 		h := ts.hdr[buf(m)]
-		ts.setFloats(buf(m), h.DType, h.Shape, []float32{best})
+		if err := ts.setFloats(buf(m), h.DType, h.Shape, []float32{best}); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -103,9 +105,12 @@ func resmooth(ts *tensorSet, mods []*Module) error {
 	}
 	avg := make([]float32, len(sum))
 	for i, s := range sum {
-		avg[i] = roundTo(s/float32(len(mods)), pdt)
+		avg[i] = quant.RoundTo(pdt, s/float32(len(mods)))
 	}
-	avgBytes := encode(avg, pdt)
+	avgBytes, err := quant.AppendEncoded(nil, avg, pdt)
+	if err != nil {
+		return err
+	}
 	for _, m := range mods {
 		t, _ := ts.get(m.PQS)
 		if t.DType == pdt && bytes.Equal(t.Data, avgBytes) {
@@ -137,45 +142,41 @@ func updatePreQuantScale(ts *tensorSet, m *Module, scale []float32) error {
 	for i := range w {
 		c := i % cols
 		x := float32(w[i] * old[c])
-		w[i] = roundTo(x/scale[c], wh.DType)
+		w[i] = quant.RoundTo(wh.DType, x/scale[c])
 	}
-	ts.setFloats(m.Weight, wh.DType, wh.Shape, w)
+	if err := ts.setFloats(m.Weight, wh.DType, wh.Shape, w); err != nil {
+		return err
+	}
 	ph := ts.hdr[m.PQS]
-	ts.setFloats(m.PQS, ph.DType, ph.Shape, scale)
-	return recalibrateWeightAmax(ts, m, w)
+	if err := ts.setFloats(m.PQS, ph.DType, ph.Shape, scale); err != nil {
+		return err
+	}
+	return recalibrateWeightAmax(ts, m)
 }
 
-// recalibrateWeightAmax re-collects the weight amax with the quantizer's own
-// reduction: per tensor, per output row (axis 0) or per last-axis block; a W4A8 chain
-// calibrates both stages on the weight.
-func recalibrateWeightAmax(ts *tensorSet, m *Module, w []float32) error {
+// recalibrateWeightAmax re-collects the weight amax of m from its current weight
+// with the quantizer's own reduction (quant.CalibrateAmax); a W4A8 chain calibrates
+// each stage on the weight.
+func recalibrateWeightAmax(ts *tensorSet, m *Module) error {
+	w, err := ts.get(m.Weight)
+	if err != nil {
+		return err
+	}
 	qs := []*quant.Quantizer{m.WQ}
 	bufs := []string{m.WAmax}
 	if m.WQ != nil && len(m.WQ.Sequential) > 0 {
 		qs = m.WQ.Sequential
 		bufs = []string{m.WAmax, m.WAmax1}
 	}
-	rows := int(ts.hdr[m.Weight].Shape[0])
 	for i, q := range qs {
 		if i >= len(bufs) || bufs[i] == "" || q == nil || !q.Enabled {
 			continue
 		}
-		h := ts.hdr[bufs[i]]
-		n := int(numel(h.Shape))
-		var a []float32
-		switch {
-		case n == 1:
-			a = []float32{absMax(w)}
-		case len(w)%n == 0 && (n == rows || q.BlockSizes.Last() > 0):
-			per := len(w) / n
-			a = make([]float32, n)
-			for j := range a {
-				a[j] = absMax(w[j*per : (j+1)*per])
-			}
-		default:
-			return fmt.Errorf("%w: cannot recalibrate amax %s %v of weight %s", ErrUnsupported, bufs[i], h.Shape, m.Weight)
+		a, err := quant.CalibrateAmax(q, w)
+		if err != nil {
+			return fmt.Errorf("module %s: recalibrate %s: %w", m.Name, bufs[i], err)
 		}
-		ts.setFloats(bufs[i], h.DType, h.Shape, a)
+		ts.set(bufs[i], a)
 	}
 	return nil
 }
@@ -208,14 +209,16 @@ func fusePrequantLayernorm(ts *tensorSet, norm string, onePlus bool, mods []*Mod
 			rdt := promote(h.DType, pdt)
 			for i := range w {
 				if onePlus && strings.HasSuffix(part, ".weight") {
-					x := roundTo(w[i]+1, h.DType)
-					x = roundTo(x*p[i], rdt)
-					w[i] = roundTo(roundTo(x-1, rdt), h.DType)
+					x := quant.RoundTo(h.DType, w[i]+1)
+					x = quant.RoundTo(rdt, x*p[i])
+					w[i] = quant.RoundTo(h.DType, quant.RoundTo(rdt, x-1))
 				} else {
-					w[i] = roundTo(roundTo(w[i]*p[i], rdt), h.DType)
+					w[i] = quant.RoundTo(h.DType, quant.RoundTo(rdt, w[i]*p[i]))
 				}
 			}
-			ts.setFloats(part, h.DType, h.Shape, w)
+			if err := ts.setFloats(part, h.DType, h.Shape, w); err != nil {
+				return err
+			}
 		}
 	}
 	for _, m := range mods {
@@ -223,6 +226,7 @@ func fusePrequantLayernorm(ts *tensorSet, norm string, onePlus bool, mods []*Mod
 			ts.del(m.PQS)
 			m.PQS = ""
 		}
+		m.Fused = true
 	}
 	return nil
 }
@@ -260,9 +264,11 @@ func fusePrequantToLinear(ts *tensorSet, src, tgt *Module) error {
 		}
 		cols := int(wh.Shape[1])
 		for i := range w {
-			w[i] = roundTo(w[i]*p[i/cols], wh.DType)
+			w[i] = quant.RoundTo(wh.DType, w[i]*p[i/cols])
 		}
-		ts.setFloats(tgt.Weight, wh.DType, wh.Shape, w)
+		if err := ts.setFloats(tgt.Weight, wh.DType, wh.Shape, w); err != nil {
+			return err
+		}
 		if tgt.Bias != "" {
 			bh := ts.hdr[tgt.Bias]
 			b, err := ts.floats(tgt.Bias)
@@ -270,16 +276,19 @@ func fusePrequantToLinear(ts *tensorSet, src, tgt *Module) error {
 				return err
 			}
 			for i := range b {
-				b[i] = roundTo(b[i]*p[i], bh.DType)
+				b[i] = quant.RoundTo(bh.DType, b[i]*p[i])
 			}
-			ts.setFloats(tgt.Bias, bh.DType, bh.Shape, b)
+			if err := ts.setFloats(tgt.Bias, bh.DType, bh.Shape, b); err != nil {
+				return err
+			}
 		}
-		if err := recalibrateWeightAmax(ts, tgt, w); err != nil {
+		if err := recalibrateWeightAmax(ts, tgt); err != nil {
 			return err
 		}
 	}
 	ts.del(src.PQS)
 	src.PQS = ""
+	src.Fused = true
 	return nil
 }
 

@@ -53,6 +53,9 @@ type Module struct {
 	// module cut out of a transformers-5 fused experts tensor (§7.4).
 	Expert    int
 	FromFused bool
+	// Fused is ModelOpt's fused_with_prequant: its pre_quant_scale went into a norm or
+	// another linear (an NVFP4 module then stays nvfp4_awq).
+	Fused bool
 }
 
 var layerRe = regexp.MustCompile(`^(.*?(?:^|\.)layers\.(\d+)\.)`)
@@ -72,98 +75,6 @@ func LayerOf(name string) (int, string) {
 }
 
 func hasQuant(q *quant.Quantizer) bool { return q != nil && q.Enabled }
-
-func bitsIs(q *quant.Quantizer, b quant.NumBits) bool { return q != nil && q.NumBits == b }
-
-// representative is the quantizer whose attributes classify the module (element 0 of a chain).
-func representative(q *quant.Quantizer) *quant.Quantizer {
-	if q != nil && len(q.Sequential) > 0 {
-		return q.Sequential[0]
-	}
-	return q
-}
-
-// QuantizationFormat is get_quantization_format for one weight (§3.3): wq and iq may be
-// nil; hasPQS says the input quantizer holds a _pre_quant_scale; fused says the module
-// was flagged fused_with_prequant.
-func QuantizationFormat(wq, iq *quant.Quantizer, hasPQS, fused bool) (string, error) {
-	if wq == nil || !wq.Enabled {
-		return "", nil
-	}
-	if len(wq.Sequential) > 0 {
-		s := wq.Sequential
-		if len(s) != 2 || s[0].NumBits != quant.BitsInt4 || s[1].NumBits != quant.BitsE4M3 || s[0].BlockSizes.Last() <= 0 {
-			return "", fmt.Errorf("%w: sequential quantizer is not W4A8 AWQ", ErrUnsupported)
-		}
-		return "w4a8_awq", nil
-	}
-	bs := wq.BlockSizes
-	switch wq.NumBits {
-	case quant.BitsInt4:
-		if bs.Last() <= 0 {
-			return "", fmt.Errorf("%w: INT4 weight without a last-axis block size", ErrUnsupported)
-		}
-		return "int4_awq", nil
-	case quant.BitsInt8:
-		if hasQuant(iq) {
-			return "int8_sq", nil
-		}
-		return "int8_wo", nil
-	case quant.BitsE4M3:
-		if bs != nil && len(bs.Dims) > 0 {
-			if bs.Last() <= 0 {
-				return "", fmt.Errorf("%w: FP8 block quantizer without a last-axis block", ErrUnsupported)
-			}
-			if bs.Dynamic() && bs.ScaleBits != nil && *bs.ScaleBits == quant.BitsE8M0 {
-				return "mxfp8", nil
-			}
-			if wq.FakeQuant {
-				return "fp8_pb_wo", nil
-			}
-			return "fp8_pb_real", nil
-		}
-		if len(wq.Axis) == 1 && !wq.AxisTuple && wq.Axis[0] == 0 {
-			return "fp8_pc_pt", nil
-		}
-		return "fp8", nil
-	case quant.BitsE2M1:
-		var sb quant.NumBits
-		if bs != nil && bs.ScaleBits != nil {
-			sb = *bs.ScaleBits
-		}
-		dyn := bs.Dynamic()
-		switch {
-		case iq != nil && strings.Contains(wq.Class, "SVDQuant"):
-			return "nvfp4_svdquant", nil
-		case iq != nil && hasPQS:
-			return "nvfp4_awq", nil
-		case fused:
-			return "nvfp4_awq", nil
-		case !hasQuant(iq) && sb == quant.BitsE4M3:
-			return "w4a16_nvfp4", nil
-		case iq == nil:
-			return "", fmt.Errorf("%w: NVFP4/MXFP4 weight without an input quantizer", ErrUnsupported)
-		case dyn && sb == quant.BitsE8M0 && iq.Enabled && iq.NumBits == quant.BitsE4M3 && iq.BlockSizes == nil:
-			return "w4a8_mxfp4_fp8", nil
-		case dyn && sb == quant.BitsE4M3 && iq.Enabled && iq.NumBits == quant.BitsE4M3 && iq.BlockSizes == nil:
-			return "w4a8_nvfp4_fp8", nil
-		case sb == quant.BitsE4M3:
-			return "nvfp4", nil
-		case sb == quant.BitsE8M0:
-			return "mxfp4", nil
-		}
-	}
-	return "", fmt.Errorf("%w: num_bits %v", ErrUnsupported, wq.NumBits)
-}
-
-// WeightBlockSize is get_weight_block_size.
-func WeightBlockSize(wq *quant.Quantizer) int {
-	q := representative(wq)
-	if q == nil || !wq.Enabled || q.BlockSizes == nil {
-		return 0
-	}
-	return q.BlockSizes.Last()
-}
 
 // quantizerNames maps a weight attribute to its quantizer names: "weight" ->
 // weight_quantizer / input_quantizer, other names -> "<w>_weight_quantizer".
@@ -232,13 +143,14 @@ func (m *Module) fillBuffers(names map[string]TensorHeader) {
 }
 
 func (m *Module) classify() error {
-	f, err := QuantizationFormat(m.WQ, m.IQ, m.PQS != "", false)
+	qm := m.quantModule(nil)
+	f, err := quant.QuantizationFormat(qm)
 	if err != nil {
 		return err
 	}
 	m.Format = f
 	if f != "" {
-		m.Block = WeightBlockSize(m.WQ)
+		m.Block = quant.WeightBlockSize(qm)
 	}
 	return nil
 }

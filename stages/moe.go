@@ -166,7 +166,9 @@ func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
 				if len(amax) != int(numel(shape)) {
 					shape = []int64{int64(len(amax)), 1}
 				}
-				ts.setFloats(mod+".weight_quantizer._amax", hdr.DType, shape, amax)
+				if err := ts.setFloats(mod+".weight_quantizer._amax", hdr.DType, shape, amax); err != nil {
+					return err
+				}
 			}
 			if okI && ts.has(iqName+"._amax") {
 				ts.data[mod+".input_quantizer._amax"] = ts.data[iqName+"._amax"]
@@ -195,7 +197,7 @@ func (f *fusedExperts) expert(ts *tensorSet, src string, e int, row0, rows, srcR
 	if t.DType.Size() == 0 || int64(len(t.Data)) != numel(t.Shape)*int64(t.DType.Size()) {
 		return nil, fmt.Errorf("%w: fused experts tensor %q", ErrShape, f.name+"."+src)
 	}
-	return floats(quant.Tensor{DType: t.DType, Shape: []int64{rows, cols}, Data: f.expertBytes(ts, src, e, row0, rows, srcRows, cols)})
+	return quant.Float32s(quant.Tensor{DType: t.DType, Shape: []int64{rows, cols}, Data: f.expertBytes(ts, src, e, row0, rows, srcRows, cols)})
 }
 
 // splitRows slices a per-row or per-block amax of a fused projection to rows
@@ -273,7 +275,9 @@ func fillExpertInputAmax(ts *tensorSet, mods []*Module) ([]string, error) {
 			if ts.planning() {
 				ts.setHeader(name, quant.F32, nil)
 			} else {
-				ts.setFloats(name, quant.F32, nil, []float32{best})
+				if err := ts.setFloats(name, quant.F32, nil, []float32{best}); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}
@@ -324,7 +328,9 @@ func syncGateUpAmax(ts *tensorSet, mods []*Module, pair [2]string) error {
 			a[i] = max(a[i], b[i])
 		}
 		ha, hb := ts.hdr[g.WAmax], ts.hdr[u.WAmax]
-		ts.setFloats(g.WAmax, ha.DType, ha.Shape, a)
+		if err := ts.setFloats(g.WAmax, ha.DType, ha.Shape, a); err != nil {
+			return err
+		}
 		ts.setFloats(u.WAmax, hb.DType, hb.Shape, a)
 	}
 	return nil

@@ -299,7 +299,7 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 			return nil, nil, err
 		}
 	}
-	if err := postprocess(ts, e4m3Max, p.KVFormat, false, p.opts.Div); err != nil {
+	if err := postprocess(ts, quant.E4M3Max, p.KVFormat, false, p.opts.Div); err != nil {
 		return nil, nil, err
 	}
 	return mods, filled, nil
@@ -445,15 +445,15 @@ func (p *Plan) routers(lp *LayerPlan, ts *tensorSet, mods []*Module) []string {
 }
 
 // kvFormat is get_kv_cache_dtype over every module owning an enabled k_bmm, v_bmm or
-// output quantizer; all of them must agree.
+// output quantizer (quant.KVCacheDType per module); all of them must agree.
 func kvFormat(qs Quantizers, inputs []quantstream.TensorInfo) (string, error) {
 	have := map[string]bool{}
 	for _, t := range inputs {
 		have[t.Name] = true
 	}
 	type owner struct {
-		bits   []string
-		affine bool
+		qs   []*quant.Quantizer
+		bias []bool
 	}
 	owners := map[string]*owner{}
 	var order []string
@@ -468,27 +468,16 @@ func kvFormat(qs Quantizers, inputs []quantstream.TensorInfo) (string, error) {
 		}
 		o := owners[parent]
 		if o == nil {
-			o = &owner{affine: true}
+			o = &owner{}
 			owners[parent] = o
 			order = append(order, parent)
 		}
-		label := ""
-		switch qq.NumBits {
-		case quant.BitsE4M3:
-			label = "e4m3"
-		case quant.BitsE2M1:
-			label = "e2m1"
-		case quant.BitsInt8:
-			label = "int8"
-		default:
-			label = strconv.Itoa(qq.NumBits.M)
-		}
-		o.bits = append(o.bits, label)
-		o.affine = o.affine && have[n+"._bias_value"]
+		o.qs = append(o.qs, qq)
+		o.bias = append(o.bias, have[n+"._bias_value"])
 	}
 	var kv string
 	for i, name := range order {
-		d := KVCacheDType(owners[name].bits, owners[name].affine)
+		d := quant.KVCacheDType(owners[name].qs, owners[name].bias)
 		if i == 0 {
 			kv = d
 		} else if d != kv {

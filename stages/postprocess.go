@@ -69,8 +69,12 @@ func maybeSqueezeScale(key string, shape []int64) []int64 {
 var kvFormats = map[string]bool{"FP8": true, "NVFP4": true, "NVFP4_AFFINE": true}
 
 // postprocess applies postprocess_state_dict to the layer's tensors (§8.4): KV amax
-// becomes k_scale/v_scale = amax.float() ÷ maxbound (no zero fix, no clamp).
+// becomes k_scale/v_scale = amax.float() ÷ 448 (quant.KVCacheScaleHF: no zero fix, no
+// clamp; maxbound is ModelOpt's argument, always 448 in the HF export).
 func postprocess(ts *tensorSet, maxbound float32, kvFormat string, qlora bool, mode quant.DivMode) error {
+	if maxbound != quant.E4M3Max {
+		return fmt.Errorf("%w: KV maxbound %v (the HF export uses 448)", ErrUnsupported, maxbound)
+	}
 	for _, key := range sortedKeys(ts.hdr) {
 		out, kv := PostprocessKey(key, qlora)
 		h := ts.hdr[key]
@@ -98,14 +102,12 @@ func postprocess(ts *tensorSet, maxbound float32, kvFormat string, qlora bool, m
 				ts.setHeader(out, quant.F32, shape)
 				continue
 			}
-			v, err := floats(t)
+			s, err := quant.KVCacheScaleHF(t, kvFormat, mode)
 			if err != nil {
 				return fmt.Errorf("tensor %q: %w", key, err)
 			}
-			for i := range v {
-				v[i] = quant.DivScalar(v[i], maxbound, mode)
-			}
-			ts.setFloats(out, quant.F32, shape, v)
+			s.Shape = shape
+			ts.set(out, s)
 			continue
 		}
 		if ts.planning() {

@@ -37,7 +37,7 @@ func (ts *tensorSet) floats(name string) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := floats(t)
+	v, err := quant.Float32s(t)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", name, err)
 	}
@@ -57,9 +57,14 @@ func (ts *tensorSet) setHeader(name string, dt quant.DType, shape []int64) {
 	ts.hdr[name] = TensorHeader{DType: dt, Shape: slices.Clone(shape)}
 }
 
-// setFloats stores values with the given header, encoding to its dtype.
-func (ts *tensorSet) setFloats(name string, dt quant.DType, shape []int64, v []float32) {
-	ts.set(name, quant.Tensor{DType: dt, Shape: slices.Clone(shape), Data: encode(v, dt)})
+// setFloats stores values with the given header, rounding to its dtype.
+func (ts *tensorSet) setFloats(name string, dt quant.DType, shape []int64, v []float32) error {
+	t, err := quant.FromFloat32(dt, shape, v)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", name, err)
+	}
+	ts.set(name, t)
+	return nil
 }
 
 func (ts *tensorSet) del(name string) {
@@ -82,3 +87,15 @@ func (ts *tensorSet) scalar(name string) (float32, error) {
 }
 
 func numel(shape []int64) int64 { return quant.Numel(shape) }
+
+// absMax is max(|x|) with NaN propagating, like reduce_amax.
+func absMax(x []float32) float32 {
+	var m float32
+	for _, v := range x {
+		if v != v {
+			return v
+		}
+		m = max(m, v, -v)
+	}
+	return m
+}
