@@ -83,18 +83,16 @@ func fqQuotientDType(w DType, s Tensor) DType {
 	return fqPromote(w, s.DType)
 }
 
-// fqAbsMax is max|x| as torch's amax/amin reductions give it: NaN if any element is NaN.
+// fqAbsMax is max(m, max|x|) as torch's abs-then-max reductions give it, for m ≥ 0:
+// NaN if any element is NaN (with its sign cleared, as torch.abs does). On the
+// sign-cleared bit patterns float order is integer order and every NaN is above
+// +Inf, so an integer max is exact.
 func fqAbsMax(m float32, x []float32) float32 {
+	mb := math.Float32bits(m) & 0x7FFFFFFF
 	for _, v := range x {
-		a := float32(math.Abs(float64(v)))
-		if a > m || v != v {
-			m = a
-			if v != v {
-				return v
-			}
-		}
+		mb = max(mb, math.Float32bits(v)&0x7FFFFFFF)
 	}
-	return m
+	return math.Float32frombits(mb)
 }
 
 // fqClamp is torch.clamp(x, lo, hi): NaN passes through.

@@ -63,11 +63,17 @@ func AppendMXFP4Blocks(dst, scales []byte, w Tensor, block, b0, b1 int, mode Div
 	for b := b0; b < b1; b++ {
 		fqDecode(x, w, b*block)
 		e := MXFP4BlockExponent(fqAbsMax(0, x), mode)
-		p := mxExp2(e)
+		// x / 2^e equals x · 2^-e exactly: 2^-e is a float32 for e in [−127, 149]
+		// and both round the same real number (overflow and subnormals included).
+		// A NaN e keeps the division by NaN (every quotient is NaN).
+		f := mxExp2(-e)
+		if e != e {
+			f = e
+		}
 		o := out[(b-b0)*half : (b-b0+1)*half]
 		for j := range o {
-			lo := e2m1MXTable[e2m1Index(math.Float32bits(x[2*j]/p))]
-			hi := e2m1MXTable[e2m1Index(math.Float32bits(x[2*j+1]/p))]
+			lo := e2m1MXTable[e2m1Index(math.Float32bits(x[2*j]*f))]
+			hi := e2m1MXTable[e2m1Index(math.Float32bits(x[2*j+1]*f))]
 			o[j] = lo | hi<<4
 		}
 		scales = append(scales, E8M0FromExponent(e))

@@ -87,13 +87,12 @@ func (n NVFP4) AppendBlockScalesF32(dst []float32, w Tensor, r0, r1 int) ([]floa
 		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
 	}
 	nb := padded / n.Block
-	row := make([]float32, cols)
+	row := make([]float32, padded)
 	for r := r0; r < r1; r++ {
-		fqDecode(row, w, r*cols)
+		fqDecode(row[:cols], w, r*cols)
 		d := float32(E2M1Max * n.scale2(r, rows))
 		for b := range nb {
-			a := fqAbsMax(0, row[min(b*n.Block, cols):min((b+1)*n.Block, cols)])
-			s := a / d
+			s := fqAbsMax(0, row[b*n.Block:(b+1)*n.Block]) / d
 			if s == 0 {
 				s = 1
 			}
@@ -114,20 +113,65 @@ func (n NVFP4) AppendBlockScales(dst []byte, w Tensor, r0, r1 int) ([]byte, erro
 		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
 	}
 	nb := padded / n.Block
-	row := make([]float32, cols)
+	row := make([]float32, padded)
 	for r := r0; r < r1; r++ {
-		fqDecode(row, w, r*cols)
+		fqDecode(row[:cols], w, r*cols)
 		d := float32(E2M1Max * n.scale2(r, rows))
 		for b := range nb {
-			a := fqAbsMax(0, row[min(b*n.Block, cols):min((b+1)*n.Block, cols)])
-			s := a / d
-			if s == 0 {
-				s = 1
-			}
-			dst = append(dst, F32ToE4M3(fqClamp(s, nvfp4MinScale, E4M3Max)))
+			dst = append(dst, nvfp4BlockScale(row[b*n.Block:(b+1)*n.Block], d))
 		}
 	}
 	return dst, nil
+}
+
+// nvfp4BlockScale is the E4M3 scale of one block given d = f32(6·wsf2).
+func nvfp4BlockScale(x []float32, d float32) uint8 {
+	s := fqAbsMax(0, x) / d
+	if s == 0 {
+		s = 1
+	}
+	return F32ToE4M3(fqClamp(s, nvfp4MinScale, E4M3Max))
+}
+
+// AppendQuantizeRows computes the block scales of rows [r0, r1) and packs them in
+// one pass (NVFP4QTensor.quantize without given block scales): it appends the
+// packed bytes to dst and the E4M3 scales to scales. Equal to AppendBlockScales
+// followed by AppendRows.
+func (n NVFP4) AppendQuantizeRows(dst, scales []byte, w Tensor, r0, r1 int) ([]byte, []byte, error) {
+	rows, cols, padded, err := n.layout(w)
+	if err != nil {
+		return dst, scales, err
+	}
+	if r0 < 0 || r1 > rows || r0 > r1 {
+		return dst, scales, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
+	}
+	nb, half := padded/n.Block, padded/2
+	dst = growBytes(dst, (r1-r0)*half)
+	out := dst[len(dst)-(r1-r0)*half:]
+	row := make([]float32, padded)
+	for r := r0; r < r1; r++ {
+		fqDecode(row[:cols], w, r*cols)
+		s2 := n.scale2(r, rows)
+		d := float32(E2M1Max * s2)
+		o := out[(r-r0)*half : (r-r0+1)*half]
+		for b := range nb {
+			x := row[b*n.Block : (b+1)*n.Block]
+			c := nvfp4BlockScale(x, d)
+			scales = append(scales, c)
+			nvfp4PackDiv(o[b*n.Block/2:(b+1)*n.Block/2], x, E4M3ToF32(c)*s2)
+		}
+	}
+	return dst, scales, nil
+}
+
+// nvfp4PackDiv encodes x / div in pairs, even element in the low nibble.
+func nvfp4PackDiv(o []byte, x []float32, div float32) {
+	x = x[:2*len(o)]
+	for j := range o {
+		lo := e2m1NVTable[e2m1Index(math.Float32bits(x[2*j]/div))]
+		hi := e2m1NVTable[e2m1Index(math.Float32bits(x[2*j+1]/div))]
+		o[j] = lo | hi<<4
+	}
 }
 
 // AppendRows appends the packed NVFP4 bytes of rows [r0, r1) of w given the block
@@ -154,30 +198,15 @@ func (n NVFP4) AppendRows(dst []byte, w Tensor, scales []float32, r0, r1 int) ([
 	dst = growBytes(dst, (r1-r0)*half)
 	out := dst[len(dst)-(r1-r0)*half:]
 	row := make([]float32, padded)
-	y := make([]float32, padded)
 	for r := r0; r < r1; r++ {
 		fqDecode(row[:cols], w, r*cols)
 		s2 := n.scale2(r, rows)
+		o := out[(r-r0)*half : (r-r0+1)*half]
 		for b := range nb {
-			div := scales[r*nb+b] * s2
-			xs, ys := row[b*n.Block:(b+1)*n.Block], y[b*n.Block:(b+1)*n.Block]
-			for i, v := range xs {
-				ys[i] = v / div
-			}
+			nvfp4PackDiv(o[b*n.Block/2:(b+1)*n.Block/2], row[b*n.Block:(b+1)*n.Block], scales[r*nb+b]*s2)
 		}
-		nvfp4Pack(out[(r-r0)*half:(r-r0+1)*half], y)
 	}
 	return dst, nil
-}
-
-// nvfp4Pack encodes pairs of scaled values into bytes, even element low.
-func nvfp4Pack(o []byte, y []float32) {
-	o = o[:len(y)/2]
-	for j := range o {
-		lo := e2m1NVTable[e2m1Index(math.Float32bits(y[2*j]))]
-		hi := e2m1NVTable[e2m1Index(math.Float32bits(y[2*j+1]))]
-		o[j] = lo | hi<<4
-	}
 }
 
 // NVFP4StaticBlockScales is the static path of
@@ -283,8 +312,10 @@ func NVFP4Quantize(w Tensor, block int, scales, scale2 *Tensor, mode DivMode) (N
 	nb := padded / block
 	outer := append([]int64(nil), w.Shape[:len(w.Shape)-1]...)
 	var st Tensor
+	var data []byte
 	if scales == nil {
-		codes, err := n.AppendBlockScales(make([]byte, 0, rows*nb), w, 0, rows)
+		var codes []byte
+		data, codes, err = n.AppendQuantizeRows(make([]byte, 0, rows*padded/2), make([]byte, 0, rows*nb), w, 0, rows)
 		if err != nil {
 			return NVFP4Quantized{}, err
 		}
@@ -297,14 +328,13 @@ func NVFP4Quantize(w Tensor, block int, scales, scale2 *Tensor, mode DivMode) (N
 		if st.Numel() != int64(rows*nb) {
 			return NVFP4Quantized{}, fmt.Errorf("%w: weights_scaling_factor %v for weight %v with block %d", ErrShape, st.Shape, w.Shape, block)
 		}
-	}
-	sv, err := fqValues(st, "weights_scaling_factor")
-	if err != nil {
-		return NVFP4Quantized{}, err
-	}
-	data, err := n.AppendRows(make([]byte, 0, rows*padded/2), w, sv, 0, rows)
-	if err != nil {
-		return NVFP4Quantized{}, err
+		sv, err := fqValues(st, "weights_scaling_factor")
+		if err != nil {
+			return NVFP4Quantized{}, err
+		}
+		if data, err = n.AppendRows(make([]byte, 0, rows*padded/2), w, sv, 0, rows); err != nil {
+			return NVFP4Quantized{}, err
+		}
 	}
 	return NVFP4Quantized{
 		Packed: Tensor{DType: U8, Shape: append(append([]int64(nil), outer...), int64(padded/2)), Data: data},
