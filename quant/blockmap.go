@@ -51,7 +51,8 @@ func fqDecode(dst []float32, t Tensor, off int) {
 	case BF16:
 		b := t.Data[2*off : 2*(off+len(dst))]
 		for i := range dst {
-			dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
+			lo, hi := b[2*i], b[2*i+1]
+			dst[i] = math.Float32frombits(uint32(lo)<<16 | uint32(hi)<<24)
 		}
 	case F16:
 		b := t.Data[2*off : 2*(off+len(dst))]

@@ -140,6 +140,21 @@ func E8M0FromExponent(e float32) uint8 {
 
 // ceilLog2F32 is torch.ceil(torch.log2(v)) on float32: the log is rounded to
 // float32 before the ceiling (spec §1.7), so 2^k·(1+2^-23) may give k.
+//
+// For a normal v = (1+f)·2^k the answer is k when f = 0 and k+1 when f ≥ 2^-10:
+// then log2(1+f) ≥ 0.0014, far above half an ulp of any |k| ≤ 127, so the
+// rounded log stays above k (and below or at k+1). Only tiny f, subnormals and
+// non-finite v need the logarithm.
 func ceilLog2F32(v float32) float32 {
+	u := math.Float32bits(v)
+	if exp := u >> 23 & 0xFF; u>>31 == 0 && exp != 0 && exp != 0xFF {
+		k := float32(int(exp) - 127)
+		switch man := u & 0x7FFFFF; {
+		case man == 0:
+			return k
+		case man >= 1<<13:
+			return k + 1
+		}
+	}
 	return float32(math.Ceil(float64(float32(math.Log2(float64(v))))))
 }

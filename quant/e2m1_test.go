@@ -193,3 +193,17 @@ func TestBlockExponents(t *testing.T) {
 		t.Errorf("MXFP4 NaN amax: %v, want NaN", e)
 	}
 }
+
+// TestCeilLog2Shortcut compares the shortcut with the float32-rounded logarithm on
+// every mantissa pattern class near the switch-over and across exponents.
+func TestCeilLog2Shortcut(t *testing.T) {
+	slow := func(v float32) float32 { return float32(math.Ceil(float64(float32(math.Log2(float64(v)))))) }
+	for exp := uint32(0); exp < 255; exp++ {
+		for _, man := range []uint32{0, 1, 2, 3, 1<<13 - 1, 1 << 13, 1<<13 + 1, 1 << 20, 0x7FFFFF} {
+			v := math.Float32frombits(exp<<23 | man)
+			if got, want := ceilLog2F32(v), slow(v); got != want {
+				t.Errorf("ceilLog2F32(%g [%#08x]) = %v, want %v", v, exp<<23|man, got, want)
+			}
+		}
+	}
+}

@@ -83,6 +83,26 @@ var e4m3FromBF16 = func() *[1 << 16]uint8 {
 	return &t
 }()
 
+// e4m3FromF32Top maps a float32's top 13 bits (sign, exponent, 4 mantissa bits)
+// and a sticky bit (any lower bit set) to its E4M3 code. The cast rounds at the
+// third mantissa bit at the earliest (E4M3 normals; subnormals round higher up), so
+// the fourth bit is the guard and the rest only matter as sticky: one
+// representative per index decides every float sharing it. 16 KiB.
+var e4m3FromF32Top = func() *[1 << 14]uint8 {
+	var t [1 << 14]uint8
+	for i := range 1 << 14 {
+		t[i] = F32ToE4M3(math.Float32frombits(uint32(i>>1)<<19 | uint32(i&1)))
+	}
+	return &t
+}()
+
+// f32ToE4M3Fast is F32ToE4M3 by table lookup.
+func f32ToE4M3Fast(x float32) uint8 {
+	u := math.Float32bits(x)
+	low := u & 0x7FFFF
+	return e4m3FromF32Top[u>>19<<1|(low+0x7FFFF)>>19]
+}
+
 // BF16ToE4M3 converts a bfloat16 bit pattern to float8_e4m3fn (table lookup).
 func BF16ToE4M3(h uint16) uint8 { return e4m3FromBF16[h] }
 

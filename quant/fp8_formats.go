@@ -61,11 +61,11 @@ func fp8DivChunk(o []byte, x []float32, d float32, qdt DType) {
 		}
 	case F16:
 		for i, v := range x {
-			o[i] = F32ToE4M3(F16ToF32(F32ToF16(v / d)))
+			o[i] = f32ToE4M3Fast(F16ToF32(F32ToF16(v / d)))
 		}
 	default:
 		for i, v := range x {
-			o[i] = F32ToE4M3(v / d)
+			o[i] = f32ToE4M3Fast(v / d)
 		}
 	}
 }

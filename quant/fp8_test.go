@@ -200,3 +200,27 @@ func FuzzE5M2(f *testing.F) {
 		}
 	})
 }
+
+// TestF32ToE4M3FastTable checks the lookup against the branchy encoder around every
+// table class: both ends of each class and the guard/sticky patterns.
+func TestF32ToE4M3FastTable(t *testing.T) {
+	for i := range uint32(1 << 13) {
+		for _, low := range []uint32{0, 1, 0x3FFFF, 0x40000, 0x40001, 0x7FFFF} {
+			u := i<<19 | low
+			x := math.Float32frombits(u)
+			if got, want := f32ToE4M3Fast(x), F32ToE4M3(x); got != want {
+				t.Fatalf("f32ToE4M3Fast(%g [%#08x]) = %#02x, want %#02x", x, u, got, want)
+			}
+		}
+	}
+}
+
+func FuzzE4M3Fast(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, u uint32) {
+		x := math.Float32frombits(u)
+		if got, want := f32ToE4M3Fast(x), e4m3Oracle(x); got != want {
+			t.Fatalf("f32ToE4M3Fast(%g [%#08x]) = %#02x, oracle %#02x", x, u, got, want)
+		}
+	})
+}

@@ -31,11 +31,8 @@ func MXFP4BlockExponent(amax float32, mode DivMode) float32 {
 	if d == 0 {
 		return -127
 	}
-	l := float32(math.Log2(float64(d)))
-	if l < -127 {
-		l = -127
-	}
-	return float32(math.Ceil(float64(l)))
+	// ceil(max(l, −127)) = max(ceil(l), −127) because −127 is an integer.
+	return max(ceilLog2F32(d), -127)
 }
 
 // AppendMXFP4Blocks quantizes blocks [b0, b1) of the flattened tensor w (block
@@ -206,13 +203,46 @@ func AppendMXFP8Rows(dst []byte, w Tensor, scales []byte, r0, r1 int) ([]byte, e
 		fqDecode(row, w, r*cols)
 		o := out[(r-r0)*cols : (r-r0+1)*cols]
 		for b := range nb {
-			f := mxExp2(E8M0Bias - float32(scales[r*nb+b]))
-			for i, v := range row[b*mxfp8Block : (b+1)*mxfp8Block] {
-				o[b*mxfp8Block+i] = F32ToE4M3(fqClamp(v*f, -E4M3Max, E4M3Max))
-			}
+			mxfp8Block32(o[b*mxfp8Block:(b+1)*mxfp8Block], row[b*mxfp8Block:(b+1)*mxfp8Block], scales[r*nb+b])
 		}
 	}
 	return dst, nil
+}
+
+// mxfp8Block32 encodes one block given its E8M0 scale u.
+func mxfp8Block32(o []byte, x []float32, u uint8) {
+	f := mxExp2(E8M0Bias - float32(u))
+	o = o[:len(x)]
+	for i, v := range x {
+		o[i] = f32ToE4M3Fast(fqClamp(v*f, -E4M3Max, E4M3Max))
+	}
+}
+
+// AppendMXFP8QuantizeRows computes the E8M0 scales of rows [r0, r1) and encodes
+// them in one pass (MXFP8QTensor.quantize without a scale): codes go to dst, scales
+// to scales. Equal to AppendMXFP8Scales followed by AppendMXFP8Rows.
+func AppendMXFP8QuantizeRows(dst, scales []byte, w Tensor, r0, r1 int, mode DivMode) ([]byte, []byte, error) {
+	rows, cols, err := mxfp8Layout(w)
+	if err != nil {
+		return dst, scales, err
+	}
+	if r0 < 0 || r1 > rows || r0 > r1 {
+		return dst, scales, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
+	}
+	dst = growBytes(dst, (r1-r0)*cols)
+	out := dst[len(dst)-(r1-r0)*cols:]
+	row := make([]float32, cols)
+	for r := r0; r < r1; r++ {
+		fqDecode(row, w, r*cols)
+		o := out[(r-r0)*cols : (r-r0+1)*cols]
+		for c := 0; c < cols; c += mxfp8Block {
+			x := row[c : c+mxfp8Block]
+			u := E8M0FromExponent(MXFP8BlockExponent(fqAbsMax(0, x), mode))
+			scales = append(scales, u)
+			mxfp8Block32(o[c:c+mxfp8Block], x, u)
+		}
+	}
+	return dst, scales, nil
 }
 
 // MXFP8Quantize is MXFP8QTensor.quantize(w, scales): a nil scales is computed from
@@ -226,11 +256,11 @@ func MXFP8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err err
 	sshape := append([]int64(nil), w.Shape...)
 	sshape[len(sshape)-1] = int64(cols / mxfp8Block)
 	if scales == nil {
-		sc, err := AppendMXFP8Scales(make([]byte, 0, rows*cols/mxfp8Block), w, 0, rows, mode)
+		data, sc, err := AppendMXFP8QuantizeRows(make([]byte, 0, rows*cols), make([]byte, 0, rows*cols/mxfp8Block), w, 0, rows, mode)
 		if err != nil {
 			return Tensor{}, Tensor{}, err
 		}
-		s = Tensor{DType: U8, Shape: sshape, Data: sc}
+		return Tensor{DType: F8E4M3, Shape: append([]int64(nil), w.Shape...), Data: data}, Tensor{DType: U8, Shape: sshape, Data: sc}, nil
 	} else {
 		s = *scales
 		if err := s.Check(); err != nil {
