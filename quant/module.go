@@ -259,7 +259,7 @@ func ExportAmax(q *Quantizer, amax *Tensor) (*Tensor, error) {
 		}
 		v[i] = x
 	}
-	if !bsTruthy(q.BlockSizes) && q.BlockSizes == nil {
+	if q.BlockSizes == nil {
 		switch {
 		case q.Axis == nil:
 			shape = append([]int64{1}, shape...)
@@ -333,7 +333,9 @@ func assertPositive(t *Tensor, what string) error {
 // ScalingFactor is get_scaling_factor(q) with q's amax buffer: nil when q is disabled or
 // has no amax; for E2M1 the NVFP4 global scale of the raw amax; otherwise
 // ExportAmax(amax).float() ÷scalar maxbound. Every element must be > 0 (ModelOpt asserts).
-// For a static NVFP4 quantizer (with a global amax) use WeightScalingFactor2.
+// It knows no weight, so a static-block quantizer needs AmaxShape set to get the
+// (O, I/B) shape; WeightScalingFactor infers it from the weight. For a static NVFP4
+// quantizer (with a global amax) use WeightScalingFactor2.
 func ScalingFactor(q *Quantizer, amax *Tensor, mode DivMode) (*Tensor, error) {
 	return scalingFactor(q, amax, nil, mode)
 }
@@ -750,7 +752,7 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 		if ex.WeightScale, err = nvfp4ScaleFromQuantizer(m, *ex.WeightScale2, w, mode); err != nil {
 			return nil, err
 		}
-		wd, err := intCast(w, dtype)
+		wd, err := exportCast(w, dtype)
 		if err != nil {
 			return nil, fmt.Errorf("%s: weight: %w", m.Name, err)
 		}
@@ -765,7 +767,7 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 		if w, _, err = MaybeTransposeExpertWeightDimensions(w, nil, bmm); err != nil {
 			return nil, err
 		}
-		wd, err := intCast(w, dtype)
+		wd, err := exportCast(w, dtype)
 		if err != nil {
 			return nil, fmt.Errorf("%s: weight: %w", m.Name, err)
 		}
@@ -777,7 +779,7 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 			return nil, err
 		}
 	default:
-		wd, err := intCast(w, dtype)
+		wd, err := exportCast(w, dtype)
 		if err != nil {
 			return nil, fmt.Errorf("%s: weight: %w", m.Name, err)
 		}
@@ -788,6 +790,15 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 		ex.Weight = q
 	}
 	return ex, nil
+}
+
+// exportCast is weight.to(dtype) for quantization: w itself when it already has dtype
+// (the kernels only read it).
+func exportCast(w Tensor, dtype DType) (Tensor, error) {
+	if w.DType == dtype {
+		return w, nil
+	}
+	return intCast(w, dtype)
 }
 
 // KVCacheDType is _compute_kv_cache_dtype over the enabled k_bmm/v_bmm/output quantizers
