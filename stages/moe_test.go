@@ -1,0 +1,153 @@
+package stages
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/quant"
+)
+
+// processLayer runs layer idx of sd through a Stage of p and returns its tensors.
+func processLayer(t *testing.T, p *Plan, sd map[string]quant.Tensor, idx int) map[string]quant.Tensor {
+	t.Helper()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	lp := p.Layer(idx)
+	in := make([]quantstream.Tensor, len(lp.Inputs))
+	for i, h := range lp.Inputs {
+		in[i] = quantstream.Tensor{Name: h.Name, Tensor: sd[h.Name]}
+	}
+	l, err := quantstream.NewLayer(mem, lp.Index, lp.Prefix, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := NewStage(p, mem).Process(t.Context(), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	m := map[string]quant.Tensor{}
+	for _, tt := range out.Tensors() {
+		m[tt.Name] = quant.Tensor{DType: tt.DType, Shape: tt.Shape, Data: slices.Clone(tt.Data)}
+	}
+	return m
+}
+
+func scalarOf(t *testing.T, tt quant.Tensor) float32 {
+	t.Helper()
+	v, err := quant.Scalar(tt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+const qwenMoEConfig = `{"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "dtype": "bfloat16"}`
+
+// TestFusedExperts: transformers-5 fused experts become per-expert FP8 linears; an
+// expert whose gate_up amax is zero gets max|gate_up[e]| shared by gate and up, a
+// missing down amax becomes max|down[e]|, the router stays BF16 and is excluded.
+func TestFusedExperts(t *testing.T) {
+	const E, F, H = 2, 2, 4
+	gu := make([]float32, E*2*F*H)
+	for i := range gu {
+		gu[i] = float32(i%7) - 3 // |max| 3 in both experts
+	}
+	gu[E*2*F*H-1] = 5 // expert 1, up half
+	dn := make([]float32, E*H*F)
+	for i := range dn {
+		dn[i] = float32(i) / 8
+	}
+	p := "model.layers.0.mlp."
+	sd := map[string]quant.Tensor{
+		p + "experts.gate_up_proj":                           bf16Tensor([]int64{E, 2 * F, H}, gu),
+		p + "experts.down_proj":                              bf16Tensor([]int64{E, H, F}, dn),
+		p + "gate.weight":                                    bf16Tensor([]int64{E, H}, make([]float32, E*H)),
+		p + "experts.gate_up_proj_weight_quantizers.0._amax": bf16Tensor([]int64{}, []float32{4}),
+		p + "experts.gate_up_proj_weight_quantizers.1._amax": bf16Tensor([]int64{}, []float32{0}),
+		p + "experts.down_proj_weight_quantizers.0._amax":    bf16Tensor([]int64{}, []float32{2}),
+		p + "experts.gate_up_proj_input_quantizer._amax":     bf16Tensor([]int64{}, []float32{8}),
+	}
+	qs := table{
+		p + "experts.gate_up_proj_weight_quantizers.0": fp8Q(true), p + "experts.gate_up_proj_weight_quantizers.1": fp8Q(true),
+		p + "experts.down_proj_weight_quantizers.0": fp8Q(true), p + "experts.down_proj_weight_quantizers.1": fp8Q(true),
+		p + "experts.gate_up_proj_input_quantizer": fp8Q(true), p + "experts.down_proj_input_quantizer": fp8Q(true),
+	}
+	plan, err := NewPlan(infosOf(sd), []byte(qwenMoEConfig), qs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := processLayer(t, plan, sd, 0)
+	var names []string
+	for n := range out {
+		names = append(names, strings.TrimPrefix(n, p))
+	}
+	slices.Sort(names)
+	want := []string{"experts.0.down_proj.weight", "experts.0.down_proj.weight_scale",
+		"experts.0.gate_proj.input_scale", "experts.0.gate_proj.weight", "experts.0.gate_proj.weight_scale",
+		"experts.0.up_proj.input_scale", "experts.0.up_proj.weight", "experts.0.up_proj.weight_scale",
+		"experts.1.down_proj.weight", "experts.1.down_proj.weight_scale",
+		"experts.1.gate_proj.input_scale", "experts.1.gate_proj.weight", "experts.1.gate_proj.weight_scale",
+		"experts.1.up_proj.input_scale", "experts.1.up_proj.weight", "experts.1.up_proj.weight_scale",
+		"gate.weight"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("outputs %q\nwant %q", names, want)
+	}
+	for n, v := range map[string]float32{
+		"experts.0.gate_proj.weight_scale": float32(4) / 448,
+		"experts.1.gate_proj.weight_scale": float32(5) / 448, // filled from max|gate_up[1]|
+		"experts.1.up_proj.weight_scale":   float32(5) / 448,
+		"experts.1.down_proj.weight_scale": float32(15.0/8) / 448, // missing: max|down[1]|
+		"experts.1.up_proj.input_scale":    float32(8) / 448,
+	} {
+		if got := scalarOf(t, out[p+n]); got != v {
+			t.Errorf("%s = %v, want %v", n, got, v)
+		}
+	}
+	if g := out[p+"gate.weight"]; g.DType != quant.BF16 {
+		t.Errorf("router dtype %v", g.DType)
+	}
+	hq, _ := plan.HFQuantConfigJSON()
+	if !strings.Contains(string(hq), `"model.layers.0.mlp.gate"`) {
+		t.Errorf("router not excluded:\n%s", hq)
+	}
+	if got := plan.Modules["fp8"]; len(got) != 6 {
+		t.Errorf("fp8 modules %q", got)
+	}
+}
+
+// TestExpertInputAmaxFill: per-expert (hub-named) experts whose input amax is missing
+// get the max of their siblings' (§7.2 step 1), and the plan reports them.
+func TestExpertInputAmaxFill(t *testing.T) {
+	p := "model.layers.0.mlp.experts."
+	sd := map[string]quant.Tensor{}
+	qs := table{}
+	for e, amax := range []float32{3, 7, 0} {
+		for _, proj := range []string{"gate_proj", "up_proj", "down_proj"} {
+			n := p + string(rune('0'+e)) + "." + proj
+			sd[n+".weight"] = bf16Tensor([]int64{4, 4}, []float32{1, -2, 0.5, 0, 1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 2, 2})
+			sd[n+".weight_quantizer._amax"] = bf16Tensor([]int64{}, []float32{2})
+			if amax != 0 {
+				sd[n+".input_quantizer._amax"] = bf16Tensor([]int64{}, []float32{amax})
+			}
+			qs[n+".weight_quantizer"] = fp8Q(true)
+			qs[n+".input_quantizer"] = fp8Q(true)
+		}
+	}
+	plan, err := NewPlan(infosOf(sd), []byte(qwenMoEConfig), qs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{p + "2.down_proj.input_quantizer._amax", p + "2.gate_proj.input_quantizer._amax", p + "2.up_proj.input_quantizer._amax"}
+	if got := plan.Layer(0).Filled; !slices.Equal(got, want) {
+		t.Fatalf("filled %q, want %q", got, want)
+	}
+	out := processLayer(t, plan, sd, 0)
+	if got := scalarOf(t, out[p+"2.up_proj.input_scale"]); got != float32(7)/448 {
+		t.Fatalf("filled input scale %v, want 7/448", got)
+	}
+}
