@@ -410,7 +410,7 @@ func ResmoothAndGetScale(merged Tensor, pqs []Tensor, ranks, groupSize int, newP
 	if newPQS != nil {
 		avg = *newPQS
 	} else {
-		if avg, err = intMeanStack(pqs); err != nil {
+		if avg, err = intMeanStack(pqs, mode); err != nil {
 			return weights, scales, avg, err
 		}
 	}
@@ -488,10 +488,11 @@ func ResmoothAndGetScale(merged Tensor, pqs []Tensor, ranks, groupSize int, newP
 	return weights, scales, avg, nil
 }
 
-// intMeanStack is torch.stack(ts).mean(dim=0) on CPU: BF16/F16 are summed in float32,
-// divided in float32 and rounded once to their dtype; F32 sums and divides in float32.
-// The sum runs over the stacked tensors in order.
-func intMeanStack(ts []Tensor) (Tensor, error) {
+// intMeanStack is torch.stack(ts).mean(dim=0): BF16/F16 are summed in float32, divided
+// in float32 and rounded once to their dtype; F32 sums and divides in float32. The sum
+// runs over the stacked tensors in order. The division by the count is ÷scalar: PyTorch
+// on CPU divides, its CUDA mean multiplies by float32(1/n).
+func intMeanStack(ts []Tensor, mode DivMode) (Tensor, error) {
 	if len(ts) == 0 {
 		return Tensor{}, fmt.Errorf("%w: no pre_quant_scales", ErrAssertion)
 	}
@@ -514,7 +515,7 @@ func intMeanStack(ts []Tensor) (Tensor, error) {
 	}
 	n := float32(len(ts))
 	for j := range acc {
-		acc[j] = acc[j] / n
+		acc[j] = DivScalar(acc[j], n, mode)
 	}
 	return FromFloat32(ts[0].DType, ts[0].Shape, acc)
 }
