@@ -80,15 +80,17 @@ func resmooth(ts *tensorSet, mods []*Module) error {
 	if strings.Contains(mods[0].Format, "svdquant") {
 		return fmt.Errorf("%w: SVDQuant resmoothing needs an SVD (LAPACK-dependent)", ErrUnsupported)
 	}
+	for _, m := range mods {
+		if m.PQS == "" {
+			return fmt.Errorf("%w: %s has no pre_quant_scale while %s has", ErrIncomplete, m.Name, mods[0].Name)
+		}
+	}
 	if ts.planning() {
 		return nil
 	}
 	var sum []float32
 	pdt := ts.hdr[mods[0].PQS].DType
 	for _, m := range mods {
-		if m.PQS == "" {
-			return fmt.Errorf("%w: %s has no pre_quant_scale while %s has", ErrIncomplete, m.Name, mods[0].Name)
-		}
 		p, err := ts.floats(m.PQS)
 		if err != nil {
 			return err

@@ -251,6 +251,7 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	var errs []error
 	if lp.Index != quantstream.NonDecoder {
 		if strings.Contains(p.ModelFormat, "nvfp4_awq") {
 			for _, r := range p.Arch.Prequant {
@@ -258,9 +259,7 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 				if src == nil || tgt == nil || src.Format == "" || tgt.Format == "" {
 					continue
 				}
-				if err := fusePrequantToLinear(ts, src, tgt); err != nil {
-					return nil, nil, err
-				}
+				errs = append(errs, fusePrequantToLinear(ts, src, tgt))
 			}
 		}
 		if strings.Contains(p.ModelFormat, "awq") || p.ModelFormat == "nvfp4_svdquant" {
@@ -268,24 +267,19 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 				if batch[0].PQS == "" {
 					continue
 				}
-				if err := preprocessLinearFusion(ts, batch, true); err != nil {
-					return nil, nil, err
-				}
+				errs = append(errs, preprocessLinearFusion(ts, batch, true))
 			}
 		}
 		for _, g := range p.fusionGroups(lp, byName) {
 			if err := preprocessLinearFusion(ts, g.mods, false); err != nil {
-				return nil, nil, err
+				errs = append(errs, err)
+				continue
 			}
 			if strings.Contains(g.mods[0].Format, "awq") && g.norm != "" && ts.has(g.norm+".weight") {
-				if err := fusePrequantLayernorm(ts, g.norm, p.Arch.OnePlusNorm, g.mods); err != nil {
-					return nil, nil, err
-				}
+				errs = append(errs, fusePrequantLayernorm(ts, g.norm, p.Arch.OnePlusNorm, g.mods))
 			}
 		}
-		if err := syncGateUpAmax(ts, mods, p.Arch.GateUp); err != nil {
-			return nil, nil, err
-		}
+		errs = append(errs, syncGateUpAmax(ts, mods, p.Arch.GateUp))
 	}
 	for _, m := range mods {
 		if m.Format == "" {
@@ -295,9 +289,11 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 		if dt == quant.Invalid {
 			dt = ts.hdr[m.Weight].DType
 		}
-		if err := exportModule(ts, m, dt, p.opts.Div); err != nil {
-			return nil, nil, err
-		}
+		errs = append(errs, exportModule(ts, m, dt, p.opts.Div))
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Every problem of the layer at once; later steps would only repeat them.
+		return nil, nil, err
 	}
 	if err := postprocess(ts, quant.E4M3Max, p.KVFormat, false, p.opts.Div); err != nil {
 		return nil, nil, err
