@@ -26,7 +26,7 @@ func fqTestWeight(rows, cols int, seed uint64) Tensor {
 	return Tensor{DType: BF16, Shape: []int64{int64(rows), int64(cols)}, Data: data}
 }
 
-func scalarF32(v float32) Tensor {
+func fqScalarTensor(v float32) Tensor {
 	t, _ := FromFloat32(F32, nil, []float32{v})
 	return t
 }
@@ -148,7 +148,7 @@ func TestFastMatchesNaive(t *testing.T) {
 	}
 	s := DivScalar(amax, 448, DivIEEE)
 	t.Run("fp8", func(t *testing.T) {
-		q, err := ToQuantizedWeight(w, fqPtr(scalarF32(s)), nil, "fp8", 0, DivIEEE)
+		q, err := ToQuantizedWeight(w, fqPtr(fqScalarTensor(s)), nil, "fp8", 0, DivIEEE)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +184,7 @@ func TestFastMatchesNaive(t *testing.T) {
 	})
 	t.Run("nvfp4", func(t *testing.T) {
 		s2 := NVFP4GlobalScale(amax, 448, DivIEEE)
-		r, err := NVFP4Quantize(w, 16, nil, fqPtr(scalarF32(s2)), DivIEEE)
+		r, err := NVFP4Quantize(w, 16, nil, fqPtr(fqScalarTensor(s2)), DivIEEE)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +239,7 @@ func TestRowSplitInvariance(t *testing.T) {
 			}
 		})
 	}
-	d, err := NewFP8PerTensor(w, scalarF32(0.01), DivIEEE)
+	d, err := NewFP8PerTensor(w, fqScalarTensor(0.01), DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,6 +255,10 @@ func TestRowSplitInvariance(t *testing.T) {
 	run("mxfp8 scales", func(r0, r1 int) []byte { b, _ := AppendMXFP8Scales(nil, w, r0, r1, DivIEEE); return b })
 	ms, _ := AppendMXFP8Scales(nil, w, 0, rows, DivIEEE)
 	run("mxfp8", func(r0, r1 int) []byte { b, _ := AppendMXFP8Rows(nil, w, ms, r0, r1); return b })
+	run("nvfp4 fused", func(r0, r1 int) []byte { b, _, _ := n.AppendQuantizeRows(nil, nil, w, r0, r1); return b })
+	run("nvfp4 fused scales", func(r0, r1 int) []byte { _, s, _ := n.AppendQuantizeRows(nil, nil, w, r0, r1); return s })
+	run("mxfp8 fused", func(r0, r1 int) []byte { b, _, _ := AppendMXFP8QuantizeRows(nil, nil, w, r0, r1, DivIEEE); return b })
+	run("mxfp8 fused scales", func(r0, r1 int) []byte { _, s, _ := AppendMXFP8QuantizeRows(nil, nil, w, r0, r1, DivIEEE); return s })
 	run("mxfp4", func(r0, r1 int) []byte {
 		p, _, _ := AppendMXFP4Blocks(nil, nil, w, 32, r0*8, r1*8, DivIEEE)
 		return p
@@ -268,31 +272,31 @@ func TestRowSplitInvariance(t *testing.T) {
 // Benchmarks on a 4096×4096 BF16 weight; SetBytes is the input size, so the
 // figures read as input bytes per second on one core.
 
-const benchN = 4096
+const fqBenchN = 4096
 
-func benchFormats(b *testing.B) (w Tensor, cases []struct {
+func fqBenchFormats(b *testing.B) (w Tensor, cases []struct {
 	name string
 	fast func() error
 	slow func()
 }) {
-	w = fqTestWeight(benchN, benchN, 1)
+	w = fqTestWeight(fqBenchN, fqBenchN, 1)
 	amax, _ := TensorAmax(w)
-	s := scalarF32(DivScalar(amax, 448, DivIEEE))
+	s := fqScalarTensor(DivScalar(amax, 448, DivIEEE))
 	x, _ := Float32s(w)
-	rs := make([]float32, benchN)
+	rs := make([]float32, fqBenchN)
 	for r := range rs {
-		rs[r] = DivScalar(fqAbsMax(0, x[r*benchN:(r+1)*benchN]), 448, DivIEEE)
+		rs[r] = DivScalar(fqAbsMax(0, x[r*fqBenchN:(r+1)*fqBenchN]), 448, DivIEEE)
 	}
-	rowScale, _ := FromFloat32(F32, []int64{benchN}, rs)
+	rowScale, _ := FromFloat32(F32, []int64{fqBenchN}, rs)
 	bs := make([]float32, 32*32)
 	for i := range bs {
 		bs[i] = 0.01 * float32(i%7+1)
 	}
 	blockScale, _ := FromFloat32(F32, []int64{32, 32}, bs)
 	s2v := NVFP4GlobalScale(amax, 448, DivIEEE)
-	s2 := scalarF32(s2v)
-	mxs, _ := AppendMXFP8Scales(nil, w, 0, benchN, DivIEEE)
-	mxScale := Tensor{DType: U8, Shape: []int64{benchN, benchN / 32}, Data: mxs}
+	s2 := fqScalarTensor(s2v)
+	mxs, _ := AppendMXFP8Scales(nil, w, 0, fqBenchN, DivIEEE)
+	mxScale := Tensor{DType: U8, Shape: []int64{fqBenchN, fqBenchN / 32}, Data: mxs}
 	q := func(f string, sc, sc2 *Tensor, blk int) func() error {
 		return func() error { _, err := ToQuantizedWeight(w, sc, sc2, f, blk, DivIEEE); return err }
 	}
@@ -318,7 +322,7 @@ func benchFormats(b *testing.B) (w Tensor, cases []struct {
 func fqScalarOf(t Tensor) float32 { v, _ := Scalar(t); return v }
 
 func BenchmarkQuantize(b *testing.B) {
-	w, cases := benchFormats(b)
+	w, cases := fqBenchFormats(b)
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(w.Data)))
@@ -332,7 +336,7 @@ func BenchmarkQuantize(b *testing.B) {
 }
 
 func BenchmarkQuantizeNaive(b *testing.B) {
-	w, cases := benchFormats(b)
+	w, cases := fqBenchFormats(b)
 	for _, c := range cases {
 		if c.slow == nil {
 			continue
@@ -343,5 +347,30 @@ func BenchmarkQuantizeNaive(b *testing.B) {
 				c.slow()
 			}
 		})
+	}
+}
+
+// TestFusedMatchesTwoPass: the one-pass kernels equal scales-then-encode.
+func TestFusedMatchesTwoPass(t *testing.T) {
+	w := fqTestWeight(16, 256, 5)
+	n := NVFP4{Block: 16, Scale2: []float32{0.0007}}
+	p, sc, err := n.AppendQuantizeRows(nil, nil, w, 0, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc2, _ := n.AppendBlockScales(nil, w, 0, 16)
+	sv, _ := Float32s(Tensor{DType: F8E4M3, Shape: []int64{int64(len(sc2))}, Data: sc2})
+	p2, _ := n.AppendRows(nil, w, sv, 0, 16)
+	if !bytes.Equal(p, p2) || !bytes.Equal(sc, sc2) {
+		t.Error("nvfp4 fused differs from two passes")
+	}
+	q, ms, err := AppendMXFP8QuantizeRows(nil, nil, w, 0, 16, DivIEEE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms2, _ := AppendMXFP8Scales(nil, w, 0, 16, DivIEEE)
+	q2, _ := AppendMXFP8Rows(nil, w, ms2, 0, 16)
+	if !bytes.Equal(q, q2) || !bytes.Equal(ms, ms2) {
+		t.Error("mxfp8 fused differs from two passes")
 	}
 }
