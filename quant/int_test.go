@@ -458,3 +458,23 @@ func BenchmarkQuantizeIntNaive(b *testing.B) {
 		}
 	})
 }
+
+// FuzzIntRound checks the float32 magic-number rounding against float64
+// round-half-even and clamping, for every float32 bit pattern the fuzzer finds.
+func FuzzIntRound(f *testing.F) {
+	for _, y := range []float32{0, 0.5, 1.5, 2.5, -0.5, -2.5, 126.5, 127.5, -127.5, -128.5, 7.5, -8.5, 0x1p22 + 0.5, 0x1p23, 1e30, -1e30} {
+		f.Add(math.Float32bits(y))
+	}
+	f.Fuzz(func(t *testing.T, bits uint32) {
+		y := math.Float32frombits(bits)
+		for _, lim := range [][2]float32{{-128, 127}, {-8, 7}} {
+			want := int8(0)
+			if y == y {
+				want = int8(math.Max(float64(lim[0]), math.Min(float64(lim[1]), math.RoundToEven(float64(y)))))
+			}
+			if got := intRound(y, lim[0], lim[1]); got != want {
+				t.Fatalf("intRound(%v, %v) = %d, want %d", y, lim, got, want)
+			}
+		}
+	})
+}
