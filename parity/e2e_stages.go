@@ -21,47 +21,84 @@ import (
 	"github.com/quantstream/quantstream/stages"
 )
 
-func init() { SetE2ERunner(runStateE2E) }
+func init() {
+	SetE2ERunner(runStagesE2E)
+	RegisterE2EInputs(VariantState, stateInputs)
+}
 
-// runStateE2E converts a VariantState case: the union of the input shards, the
-// quantizer attributes of quantizers.json and the config.json of the input folder.
-// Other variants (saved checkpoints, data-free recipes) need other quantizer sources
-// and are not handled here yet.
-func runStateE2E(ctx context.Context, e *E2ECase, v Variant, outDir string) error {
-	if v != VariantState {
+// E2EInputs is what the stages need to convert an end-to-end case: the pre-export
+// state dict (weights and quantizer buffers), config.json, the quantizer attributes,
+// and folders to take generation_config.json from.
+type E2EInputs struct {
+	Tensors    map[string]quant.Tensor
+	ConfigJSON []byte
+	Quantizers stages.Quantizers
+	SideDirs   []string
+}
+
+var e2eInputs = map[Variant]func(ctx context.Context, e *E2ECase) (*E2EInputs, error){}
+
+// RegisterE2EInputs installs the loader of one variant's inputs (the quantizer table
+// and amax may come from quantizers.json, a modelopt_state.pth or a data-free recipe).
+func RegisterE2EInputs(v Variant, load func(ctx context.Context, e *E2ECase) (*E2EInputs, error)) {
+	e2eInputs[v] = load
+}
+
+func runStagesE2E(ctx context.Context, e *E2ECase, v Variant, outDir string) error {
+	load, ok := e2eInputs[v]
+	if !ok {
 		return fmt.Errorf("%w for variant %q", ErrNoHandler, v)
 	}
-	tensors := map[string]quant.Tensor{}
-	for _, shard := range e.InputShards {
-		f, err := arrowio.Open(e.Path(shard))
-		if err != nil {
-			return err
-		}
-		for _, h := range f.Header.Tensors {
-			t, err := f.ReadTensor(h.Name)
-			if err != nil {
-				f.Close()
-				return err
-			}
-			tensors[h.Name] = t // a later shard replaces an earlier one
-		}
-		f.Close()
+	in, err := load(ctx, e)
+	if err != nil {
+		return err
+	}
+	return ConvertInMemory(ctx, in.Tensors, in.ConfigJSON, in.Quantizers, in.SideDirs, outDir, 1)
+}
+
+// stateInputs loads a VariantState case: the union of the input shards (a later shard
+// wins), the quantizer attributes of quantizers.json and the input folder's config.json.
+func stateInputs(ctx context.Context, e *E2ECase) (*E2EInputs, error) {
+	tensors, err := LoadShards(e)
+	if err != nil {
+		return nil, err
 	}
 	in := e.Path(e.InputDir)
 	qs, err := modelopt.LoadQuantizersJSON(filepath.Join(in, "quantizers.json"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg, err := os.ReadFile(filepath.Join(in, "config.json"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var side []string
 	if len(e.InputShards) > 0 {
 		side = append(side, filepath.Dir(e.Path(e.InputShards[0])))
 	}
-	side = append(side, in)
-	return ConvertInMemory(ctx, tensors, cfg, qs, side, outDir, 1)
+	return &E2EInputs{Tensors: tensors, ConfigJSON: cfg, Quantizers: qs, SideDirs: append(side, in)}, nil
+}
+
+// LoadShards reads the union of a case's input shards; a key in a later shard
+// replaces the same key of an earlier one.
+func LoadShards(e *E2ECase) (map[string]quant.Tensor, error) {
+	tensors := map[string]quant.Tensor{}
+	for _, shard := range e.InputShards {
+		f, err := arrowio.Open(e.Path(shard))
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range f.Header.Tensors {
+			t, err := f.ReadTensor(h.Name)
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			tensors[h.Name] = t
+		}
+		f.Close()
+	}
+	return tensors, nil
 }
 
 // ConvertInMemory exports a small in-memory state dict with the stages package into

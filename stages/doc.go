@@ -1,0 +1,31 @@
+// Package stages reproduces ModelOpt's unified Hugging Face export
+// (export_hf_checkpoint) as streaming steps over layers, bit-exactly.
+//
+// An export is planned first, from tensor headers, config.json and the quantizer
+// attributes alone (NewPlan): every output tensor's name, dtype and shape per layer,
+// hf_quant_config.json and the config.json "quantization_config", and every problem of
+// the inputs at once. Then a Stage turns each layer record into its exported record:
+//
+//	layer in ─► expand fused experts (§7.4) ─► fill expert input amax (§7.2.1)
+//	         ─► nvfp4_awq: fold o_proj/down_proj pre_quant_scale into v_proj/up_proj
+//	         ─► AWQ experts: resmooth per projection
+//	         ─► fusion groups (q/k/v, gate/up, w1/w3, shared experts): average and
+//	            rescale pre_quant_scale, share input and per-tensor weight amax,
+//	            fold the scale into the feeding norm
+//	         ─► sync expert gate/up amax ─► quantize + scales (quant.ExportQuantizedWeight)
+//	         ─► postprocess_state_dict (drop buffers, KV scales, squeeze) ─► layer out
+//
+// One file per step: moe.go, fusion.go, export.go, postprocess.go, config.go; arch.go
+// holds the per-family name rules that stand in for ModelOpt's dummy forward.
+// Everything but the config is local to a layer: the only cross-layer inputs are the
+// model-level format and the KV cache format, both fixed by the plan.
+//
+// Ownership and concurrency: Stage.Process takes ownership of its input layer and
+// releases it (also on error); the returned layer is the caller's and is allocated
+// from the Stage's allocator. Input tensor data is never written. A Stage and a Plan
+// are read-only after NewPlan, so Process may run concurrently on different layers,
+// and its output does not depend on the order of calls.
+//
+// Numerics follow PyTorch on CPU by default (Options.Div = quant.DivIEEE), which is
+// what the golden files were produced with; quant.DivCUDA reproduces a GPU export.
+package stages
