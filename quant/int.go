@@ -534,8 +534,9 @@ func intConcat0(ts []Tensor) Tensor {
 
 // MaybeTransposeExpertWeightDimensions is maybe_transpose_expert_weight_dimensions:
 // with isBMM and a 3-D w, it swaps the last two dims of w and of s (when s is not
-// nil; s must then be 3-D); otherwise it returns its inputs. The results are new
-// contiguous tensors; the transpose is its own inverse.
+// nil; s must then be 3-D); otherwise it returns its inputs themselves (sharing their
+// Data, as ModelOpt returns the same tensors). Transposed results are new contiguous
+// tensors; the transpose is its own inverse.
 func MaybeTransposeExpertWeightDimensions(w Tensor, s *Tensor, isBMM bool) (Tensor, *Tensor, error) {
 	if !isBMM || len(w.Shape) != 3 {
 		return w, s, nil

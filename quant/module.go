@@ -208,7 +208,7 @@ func resolveShape(shape []int64, numel int64) ([]int64, error) {
 // ExportAmax is TensorQuantizer.export_amax (spec §2.2). It returns a new tensor and never
 // mutates amax (ModelOpt fixes zeros in the stored buffer in place; nothing this package
 // computes reads the buffer again afterwards). A nil amax gives nil; a dynamic-block
-// quantizer returns amax itself, unchanged (nil for MX formats, whose amax is None).
+// quantizer returns a copy of amax, unchanged (nil for MX formats, whose amax is None).
 //
 // Otherwise: reshape to AmaxShape when set; 0 and NaN → maxbound, +inf → finfo.max;
 // clamp to [finfo.tiny, finfo.max] of amax's own dtype (ModelOpt uses
@@ -220,7 +220,11 @@ func ExportAmax(q *Quantizer, amax *Tensor) (*Tensor, error) {
 		return nil, nil
 	}
 	if q.BlockSizes.Dynamic() {
-		return amaxProperty(q, amax)
+		a, err := amaxProperty(q, amax)
+		if a == nil || err != nil {
+			return nil, err
+		}
+		return cloneTensor(a), nil
 	}
 	a, err := amaxProperty(q, amax)
 	if a == nil || err != nil {
@@ -624,6 +628,11 @@ func PrequantScalingFactor(m *Module) (*Tensor, error) {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// cloneTensor is a deep copy of t.
+func cloneTensor(t *Tensor) *Tensor {
+	return &Tensor{DType: t.DType, Shape: cloneShape(t.Shape), Data: append([]byte(nil), t.Data...)}
 }
 
 // squeezed is tensor.squeeze(): every size-1 dim removed (a copy of the header only).

@@ -86,8 +86,7 @@ func mxfp8WeightScale(w Tensor, scaleBuf *Tensor, mode DivMode) (*Tensor, error)
 		if scaleBuf.DType != U8 || !sameShape64(scaleBuf.Shape, want) {
 			return nil, fmt.Errorf("%w: MXFP8 _scale is %v %v, want U8 %v", ErrAssertion, scaleBuf.DType, scaleBuf.Shape, want)
 		}
-		s := *scaleBuf
-		return &s, nil
+		return cloneTensor(scaleBuf), nil
 	}
 	_, s, err := MXFP8Quantize(w, nil, mode)
 	if err != nil {
