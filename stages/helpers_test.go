@@ -72,8 +72,12 @@ const tinyLlamaConfig = `{"architectures": ["LlamaForCausalLM"], "model_type": "
 // tinyLlama is a 2-layer Llama (hidden 32, 2 KV heads of 8, intermediate 64) with
 // NVFP4 linears and an FP8 KV cache, made from a fixed seed.
 func tinyLlama(layers int) (map[string]quant.Tensor, table) {
+	return llama(layers, 32, 16, 64, 48)
+}
+
+// llama makes a Llama with hidden H, KV projection size KV, intermediate F, vocab V.
+func llama(layers int, H, KV, F, V int64) (map[string]quant.Tensor, table) {
 	r := rand.New(rand.NewPCG(1, 2))
-	const H, KV, F, V = 32, 16, 64, 48
 	sd := map[string]quant.Tensor{}
 	qs := table{}
 	add := func(name string, shape []int64, scale float64) {
