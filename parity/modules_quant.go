@@ -272,7 +272,9 @@ func modKVCacheScalingFactor(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	dtype := quant.KVCacheDType([]*quant.Quantizer{k, v}, []bool{false, false})
+	// An affine KV cache (NVFP4_AFFINE) has a _bias_value on every quantizer.
+	bias := []bool{c.Has("k_bmm_quantizer._bias_value"), c.Has("v_bmm_quantizer._bias_value")}
+	dtype := quant.KVCacheDType([]*quant.Quantizer{k, v}, bias)
 	ks, vs, err := quant.KVCacheScalingFactor(k, v, kAmax, vAmax, dtype, quant.DivIEEE)
 	if err != nil {
 		return nil, err
