@@ -90,6 +90,11 @@ func exportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
 			return nil, fmt.Errorf("%w: %s: W4A8 FP8 stage has no _amax", ErrMissingAmax, m.Name)
 		}
 	}
+	if m.Format == "fp8" && m.IQ != nil && !m.IQ.Enabled && m.IAmax != "" {
+		// ModelOpt's FP8 branch exports input_scale from any input amax and crashes on
+		// a disabled quantizer's (get_activation_scaling_factor returns None).
+		return nil, fmt.Errorf("%w: %s: disabled FP8 input quantizer with an _amax", ErrUnsupported, m.Name)
+	}
 	if hasInputScale(m) {
 		out["input_scale"] = scalar
 	}

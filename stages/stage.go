@@ -73,11 +73,8 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	if err != nil {
 		return nil, err
 	}
-	lp := &LayerPlan{Index: l.Index(), Prefix: l.Prefix()}
-	if _, lp.Prefix = LayerOf(firstName(infosIn)); l.Index() == quantstream.NonDecoder {
-		lp.Prefix = ""
-	}
-	if _, _, err := s.plan.run(ts, lp); err != nil {
+	_, prefix := LayerOf(firstName(infosIn))
+	if _, _, err := s.plan.run(ts, &LayerPlan{Index: l.Index(), Prefix: prefix}); err != nil {
 		return nil, err
 	}
 	got := infos(ts)
