@@ -383,3 +383,40 @@ func ExamplePackInt4InUint8() {
 	fmt.Printf("%v % x\n", p.Shape, p.Data)
 	// Output: [1 4] 30 82 2f 77
 }
+
+// ExampleScalingFactorFromWeight is the test vector of the spec (§6): groups of two,
+// amax / 7, a zero group gets 1.
+func ExampleScalingFactorFromWeight() {
+	w, _ := FromFloat32(F32, []int64{2, 4}, []float32{0, 0.35, 0.28, 7, 0.49, 0.84, -0.77, 0.07})
+	s, _ := ScalingFactorFromWeight(w, 2, DivIEEE)
+	v, _ := Float32s(s)
+	fmt.Println(s.Shape, v)
+	// Output: [2 2] [0.05 1 0.12 0.11]
+}
+
+// ExampleExportAmax shows the per-channel normalisation: (O,1) → (O,), zero → maxbound.
+func ExampleExportAmax() {
+	q := &Quantizer{Enabled: true, NumBits: BitsInt8, Axis: []int{0}}
+	amax, _ := FromFloat32(BF16, []int64{3, 1}, []float32{0.5, 0, 2})
+	e, _ := ExportAmax(q, &amax)
+	v, _ := Float32s(*e)
+	fmt.Println(e.DType, e.Shape, v)
+	// Output: BF16 [3] [0.5 127 2]
+}
+
+// ExampleExportQuantizedWeight exports an INT8 weight-only linear: per-row scales
+// amax/127 and int8 codes.
+func ExampleExportQuantizedWeight() {
+	w, _ := FromFloat32(BF16, []int64{2, 3}, []float32{1, -2, 0.5, 0, 0, 0})
+	wq := &Quantizer{Enabled: true, NumBits: BitsInt8, Axis: []int{0}, FakeQuant: true}
+	amax, _ := CalibrateAmax(wq, w)
+	m := &Module{Name: "down_proj", Weight: w, WeightQuantizer: wq, WeightAmax: &amax}
+	ex, _ := ExportQuantizedWeight(m, BF16, DivIEEE)
+	s, _ := Float32s(*ex.WeightScale)
+	q := make([]int8, len(ex.Weight.Data))
+	for i, b := range ex.Weight.Data {
+		q[i] = int8(b)
+	}
+	fmt.Println(ex.Format, ex.Weight.DType, q, s)
+	// Output: int8_wo I8 [64 -127 32 0 0 0] [0.015748031 1]
+}
