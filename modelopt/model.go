@@ -1,0 +1,217 @@
+package modelopt
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ErrModel is returned when the checkpoint's structure cannot be mapped to the modules
+// ModelOpt would quantize.
+var ErrModel = errors.New("modelopt: cannot map checkpoint to quantized modules")
+
+// SlotKind says what a quantizer quantizes.
+type SlotKind uint8
+
+const (
+	WeightSlot SlotKind = iota // a weight quantizer (calibrated on its weight)
+	InputSlot                  // an input (activation) quantizer
+	OutputSlot                 // an output (activation) quantizer
+	BMMSlot                    // an attention q/k/v/p_bmm quantizer (KV cache)
+)
+
+// Slot is one quantizer module mtq.quantize inserts into the model.
+type Slot struct {
+	Name string // quantizer module name, the prefix of its buffers in the state dict
+	Kind SlotKind
+	// ParentClass is the QuantModuleRegistry name of the module that owns the quantizer,
+	// which quant_cfg's parent_class filters on: "nn.Linear", "nn.Embedding",
+	// "<Arch>Attention", "hf.<Arch>Experts", or "nn.ModuleList" for a per-expert
+	// quantizer (whose immediate parent is the ModuleList).
+	ParentClass string
+	// HardDisabled marks nn.Embedding's input slot (HardDisabledTensorQuantizer):
+	// configs set its attributes but it is never enabled.
+	HardDisabled bool
+	// Weight is the tensor a weight quantizer is calibrated on, Expert the index into
+	// its first dimension for a fused-experts weight (-1 otherwise), WeightShape the
+	// shape the quantizer sees (the expert's slice for fused experts).
+	Weight      string
+	Expert      int
+	WeightShape []int64
+}
+
+// Model is the quantizable structure of a Hugging Face checkpoint, as ModelOpt sees it
+// after mtq.quantize replaced its modules: every nn.Linear gets weight, input and output
+// quantizers; nn.Embedding gets a weight quantizer, a hard-disabled input quantizer and
+// an output quantizer; every HF attention module gets q/k/v/p_bmm quantizers; a fused
+// MoE experts module (transformers ≥ 5: 3-D gate_up_proj / down_proj) gets one weight
+// quantizer per expert and one shared input quantizer per projection. The router of a
+// fused MoE block (mlp.gate, a TopKRouter) is not an nn.Linear and gets none.
+type Model struct {
+	Arch   string // config.json architectures[0]
+	Slots  []Slot // sorted by Name
+	Shapes map[string][]int64
+}
+
+// ModelConfig is the part of config.json the structure depends on.
+type ModelConfig struct {
+	Architectures     []string     `json:"architectures"`
+	ModelType         string       `json:"model_type"`
+	TieWordEmbeddings *bool        `json:"tie_word_embeddings"`
+	NumLocalExperts   int          `json:"num_local_experts"`
+	NumExperts        int          `json:"num_experts"`
+	TextConfig        *ModelConfig `json:"text_config"`
+}
+
+// embeddingNames are the module names transformers gives nn.Embedding layers.
+var embeddingNames = map[string]bool{
+	"embed_tokens": true, "wte": true, "wpe": true, "word_embeddings": true,
+	"tok_embeddings": true, "embed_in": true, "embed_positions": true, "position_embeddings": true,
+}
+
+// NewModel derives the quantizer slots from config.json and the checkpoint's tensor
+// shapes (name → shape, e.g. from the safetensors headers).
+func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
+	var cfg ModelConfig
+	if err := json.Unmarshal(config, &cfg); err != nil {
+		return nil, fmt.Errorf("%w: config.json: %v", ErrModel, err)
+	}
+	m := &Model{Shapes: shapes}
+	if len(cfg.Architectures) > 0 {
+		m.Arch = cfg.Architectures[0]
+	}
+	prefix := m.Arch
+	for _, suf := range []string{"ForCausalLM", "ForConditionalGeneration", "LMHeadModel", "Model"} {
+		prefix = strings.TrimSuffix(prefix, suf)
+	}
+
+	names := make([]string, 0, len(shapes))
+	for n := range shapes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+
+	// Fused experts: <mod>.experts.{gate_up_proj|up_proj, down_proj} as 3-D parameters.
+	fused := map[string]bool{}
+	for _, n := range names {
+		mod, param, ok := cut(n)
+		if ok && strings.HasSuffix(mod, "experts") && (param == "gate_up_proj" || param == "down_proj") && len(shapes[n]) == 3 {
+			fused[mod] = true
+		}
+	}
+	seen := map[string]bool{}
+	add := func(s Slot) error {
+		if seen[s.Name] {
+			return fmt.Errorf("%w: quantizer %q derived twice", ErrModel, s.Name)
+		}
+		seen[s.Name] = true
+		m.Slots = append(m.Slots, s)
+		return nil
+	}
+	attn := map[string]bool{}
+	linear := func(mod, weight string, shape []int64) error {
+		for _, s := range []Slot{
+			{Name: mod + ".weight_quantizer", Kind: WeightSlot, Weight: weight, WeightShape: shape},
+			{Name: mod + ".input_quantizer", Kind: InputSlot},
+			{Name: mod + ".output_quantizer", Kind: OutputSlot},
+		} {
+			s.ParentClass, s.Expert = "nn.Linear", -1
+			if err := add(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, n := range names {
+		mod, param, ok := cut(n)
+		if !ok {
+			continue
+		}
+		shape := shapes[n]
+		switch {
+		case fused[mod] && (param == "gate_up_proj" || param == "down_proj"):
+			if len(shape) != 3 || shape[0] <= 0 || shape[0] > 1<<16 {
+				return nil, fmt.Errorf("%w: fused experts %s has shape %v", ErrModel, n, shape)
+			}
+			cls := "hf." + prefix + "Experts"
+			if err := add(Slot{Name: mod + "." + param + "_input_quantizer", Kind: InputSlot, ParentClass: cls, Expert: -1}); err != nil {
+				return nil, err
+			}
+			for e := range shape[0] {
+				if err := add(Slot{
+					Name: mod + "." + param + "_weight_quantizers." + strconv.FormatInt(e, 10), Kind: WeightSlot,
+					ParentClass: "nn.ModuleList", Weight: n, Expert: int(e), WeightShape: shape[1:],
+				}); err != nil {
+					return nil, err
+				}
+			}
+		case param == "weight" && len(shape) == 2:
+			_, last, _ := cut(mod)
+			if last == "" {
+				last = mod
+			}
+			parent, _, _ := cut(mod)
+			switch {
+			case embeddingNames[last]:
+				for _, s := range []Slot{
+					{Name: mod + ".weight_quantizer", Kind: WeightSlot, Weight: n, WeightShape: shape},
+					{Name: mod + ".input_quantizer", Kind: InputSlot, HardDisabled: true},
+					{Name: mod + ".output_quantizer", Kind: OutputSlot},
+				} {
+					s.ParentClass, s.Expert = "nn.Embedding", -1
+					if err := add(s); err != nil {
+						return nil, err
+					}
+				}
+			case last == "gate" && fused[parent+".experts"]:
+				// transformers ≥ 5 routers of fused MoE blocks are TopKRouter modules
+				// holding a weight parameter, not nn.Linear: ModelOpt leaves them alone.
+			default:
+				if err := linear(mod, n, shape); err != nil {
+					return nil, err
+				}
+				if last == "q_proj" || last == "qkv_proj" || last == "query_key_value" || last == "c_attn" {
+					attn[parent] = true
+				}
+			}
+		}
+	}
+	tied := cfg.TieWordEmbeddings != nil && *cfg.TieWordEmbeddings
+	if cfg.TieWordEmbeddings == nil && cfg.TextConfig != nil && cfg.TextConfig.TieWordEmbeddings != nil {
+		tied = *cfg.TextConfig.TieWordEmbeddings
+	}
+	if _, ok := shapes["lm_head.weight"]; !ok && tied && strings.HasSuffix(m.Arch, "ForCausalLM") {
+		// A tied lm_head is still an nn.Linear module of its own (its weight is the
+		// embedding's), so it has quantizers even though the checkpoint has no tensor.
+		var shape []int64
+		for _, n := range names {
+			if strings.HasSuffix(n, "embed_tokens.weight") {
+				shape = shapes[n]
+			}
+		}
+		if err := linear("lm_head", "", shape); err != nil {
+			return nil, err
+		}
+	}
+	for a := range attn {
+		for _, q := range []string{"q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer", "p_bmm_quantizer"} {
+			if err := add(Slot{Name: a + "." + q, Kind: BMMSlot, ParentClass: prefix + "Attention", Expert: -1}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	sort.Slice(m.Slots, func(i, j int) bool { return m.Slots[i].Name < m.Slots[j].Name })
+	return m, nil
+}
+
+// cut splits "a.b.c" into "a.b" and "c".
+func cut(name string) (string, string, bool) {
+	i := strings.LastIndexByte(name, '.')
+	if i < 0 {
+		return "", "", false
+	}
+	return name[:i], name[i+1:], true
+}
