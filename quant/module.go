@@ -453,6 +453,8 @@ func QuantizationFormat(m *Module) (string, error) {
 
 // WeightBlockSize is get_weight_block_size: block_sizes[-1] of the representative weight
 // quantizer (element 0 of a chain), 0 when it is absent, disabled or has no blocks.
+// Where ModelOpt would fail (block_sizes without a -1 key) or return None (-1: None),
+// this returns 0; QuantizationFormat reports the former as an error.
 func WeightBlockSize(m *Module) int {
 	q := representative(m.WeightQuantizer)
 	if q == nil || !q.Enabled || !bsTruthy(q.BlockSizes) {
