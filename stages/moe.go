@@ -149,9 +149,9 @@ func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
 			ts.data[mod+".weight"] = quant.Tensor{DType: wdt, Shape: []int64{sl.rows, sl.cols}, Data: f.expertBytes(ts, sl.src, e, sl.row0, sl.rows, sl.srcRows, sl.cols)}
 			if hasQuant(wq) {
 				var amax []float32
-				hdr := TensorHeader{DType: quant.F32}
+				var hdr TensorHeader
 				if sl.src == f.first {
-					amax, hdr = splitRows(firstAmax, sl.row0, sl.rows, sl.srcRows), firstAmaxHdr
+					amax, hdr = firstAmax, firstAmaxHdr
 				} else if ts.has(wqName + "._amax") {
 					v, err := ts.floats(wqName + "._amax")
 					if err != nil {
@@ -159,12 +159,12 @@ func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
 					}
 					amax, hdr = v, ts.hdr[wqName+"._amax"]
 				}
-				if allZero(amax) {
-					amax, hdr = []float32{absMax(w)}, TensorHeader{DType: quant.F32}
-				}
 				shape := hdr.Shape
-				if len(amax) != int(numel(shape)) {
-					shape = []int64{int64(len(amax)), 1}
+				if amax != nil && len(shape) >= 1 {
+					amax, shape = splitRows(amax, shape, sl.row0, sl.rows, sl.srcRows)
+				}
+				if allZero(amax) {
+					amax, hdr, shape = []float32{absMax(w)}, TensorHeader{DType: quant.F32}, nil
 				}
 				if err := ts.setFloats(mod+".weight_quantizer._amax", hdr.DType, shape, amax); err != nil {
 					return err
@@ -200,14 +200,24 @@ func (f *fusedExperts) expert(ts *tensorSet, src string, e int, row0, rows, srcR
 	return quant.Float32s(quant.Tensor{DType: t.DType, Shape: []int64{rows, cols}, Data: f.expertBytes(ts, src, e, row0, rows, srcRows, cols)})
 }
 
-// splitRows slices a per-row or per-block amax of a fused projection to rows
-// [row0, row0+rows) of srcRows; a scalar amax is shared.
-func splitRows(a []float32, row0, rows, srcRows int64) []float32 {
-	if len(a) <= 1 || int64(len(a))%srcRows != 0 {
-		return slices.Clone(a)
+// splitRows is _export_fused_experts' amax slicing for a projection taking rows
+// [row0, row0+rows) of a fused tensor with srcRows rows: an amax whose element count is
+// a multiple of srcRows (but not equal) is first viewed as (srcRows, -1); then, when
+// its leading dim divides srcRows, the proportional slice of that dim is kept.
+// Otherwise the amax is used whole (ModelOpt warns).
+func splitRows(a []float32, shape []int64, row0, rows, srcRows int64) ([]float32, []int64) {
+	n := int64(len(a))
+	if n != srcRows && n%srcRows == 0 {
+		shape = []int64{srcRows, n / srcRows}
 	}
-	per := int64(len(a)) / srcRows
-	return slices.Clone(a[row0*per : (row0+rows)*per])
+	d0 := shape[0]
+	if d0 == 0 || srcRows%d0 != 0 {
+		return slices.Clone(a), shape
+	}
+	inner := n / d0
+	start, end := row0*d0/srcRows, (row0+rows)*d0/srcRows
+	out := append([]int64{end - start}, shape[1:]...)
+	return slices.Clone(a[start*inner : end*inner]), out
 }
 
 func allZero(a []float32) bool {
@@ -220,15 +230,16 @@ func allZero(a []float32) bool {
 }
 
 // fillExpertInputAmax is set_expert_quantizer_amax for the input quantizers of
-// iterable experts (§7.2 step 1): per MoE block and projection, every enabled,
-// non-dynamic input quantizer whose amax is missing or all zero gets the max of the
-// others (0.5 when none has one). It returns the names it filled, sorted.
+// iterable experts (§7.2 step 1): per MoE block and projection, the target is the max
+// over every existing amax of the batch's enabled input quantizers (zeros included),
+// 0.5 when none has one; it goes to each quantizer whose amax is missing or all zero,
+// except dynamic ones. It returns the names it filled, sorted.
 func fillExpertInputAmax(ts *tensorSet, mods []*Module) ([]string, error) {
 	type key struct{ block, proj string }
 	batches := map[key][]*Module{}
 	var keys []key
 	for _, m := range mods {
-		if m.Expert < 0 || m.FromFused || !hasQuant(m.IQ) || m.IQ.Dynamic || m.IQ.BlockSizes.Dynamic() {
+		if m.Expert < 0 || m.FromFused || !hasQuant(m.IQ) {
 			continue
 		}
 		block, _ := splitLast(m.Parent)
@@ -241,12 +252,14 @@ func fillExpertInputAmax(ts *tensorSet, mods []*Module) ([]string, error) {
 	var filled []string
 	for _, k := range keys {
 		batch := batches[k]
-		var have bool
+		have := false
 		var best float32
-		var missing []*Module
+		var need []*Module
 		for _, m := range batch {
 			if m.IAmax == "" {
-				missing = append(missing, m)
+				if !m.IQ.Dynamic {
+					need = append(need, m)
+				}
 				continue
 			}
 			if ts.planning() {
@@ -256,28 +269,32 @@ func fillExpertInputAmax(ts *tensorSet, mods []*Module) ([]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			if allZero(v) {
-				missing = append(missing, m)
-				continue
+			if len(v) > 0 {
+				// torch.max over the stacked per-quantizer maxima: NaN wins.
+				a := maxOf(v)
+				if !have || a > best || a != a {
+					best, have = a, true
+				}
 			}
-			a := maxOf(v)
-			if !have || a > best {
-				best, have = a, true
+			if allZero(v) && !m.IQ.Dynamic {
+				need = append(need, m)
 			}
 		}
 		if !have {
 			best = 0.5
 		}
-		for _, m := range missing {
+		for _, m := range need {
 			name := m.Name + ".input_quantizer._amax"
+			if m.IAmax == "" {
+				filled = append(filled, name)
+			}
 			m.IAmax = name
-			filled = append(filled, name)
 			if ts.planning() {
 				ts.setHeader(name, quant.F32, nil)
-			} else {
-				if err := ts.setFloats(name, quant.F32, nil, []float32{best}); err != nil {
-					return nil, err
-				}
+				continue
+			}
+			if err := ts.setFloats(name, quant.F32, nil, []float32{best}); err != nil {
+				return nil, err
 			}
 		}
 	}

@@ -151,3 +151,26 @@ func TestExpertInputAmaxFill(t *testing.T) {
 		t.Fatalf("filled input scale %v, want 7/448", got)
 	}
 }
+
+func TestSplitRows(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		a               []float32
+		shape           []int64
+		row0, rows, src int64
+		want            []float32
+		wantShape       []int64
+	}{
+		{"per channel up half", []float32{1, 2, 3, 4}, []int64{4, 1}, 2, 2, 4, []float32{3, 4}, []int64{2, 1}},
+		{"flattened blocks", []float32{1, 2, 3, 4, 5, 6, 7, 8}, []int64{8, 1}, 0, 2, 4, []float32{1, 2, 3, 4}, []int64{2, 2}},
+		{"2-D block amax", []float32{1, 2, 3, 4}, []int64{2, 1, 2, 1}, 256, 256, 512, []float32{3, 4}, []int64{1, 1, 2, 1}},
+		{"indivisible: whole", []float32{1, 2, 3}, []int64{3, 1}, 0, 2, 4, []float32{1, 2, 3}, []int64{3, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, shape := splitRows(tc.a, tc.shape, tc.row0, tc.rows, tc.src)
+			if !slices.Equal(got, tc.want) || !slices.Equal(shape, tc.wantShape) {
+				t.Fatalf("got %v %v, want %v %v", got, shape, tc.want, tc.wantShape)
+			}
+		})
+	}
+}

@@ -31,7 +31,9 @@ type LayerPlan struct {
 	Inputs  []quantstream.TensorInfo
 	Outputs []quantstream.TensorInfo // sorted by name
 	Modules []*Module                // quantized modules, by name
-	Filled  []string                 // expert input amax buffers that will be filled (§7.2 step 1)
+	// Filled lists the missing expert input amax buffers Process fills (§7.2 step 1);
+	// an all-zero amax is refilled too, which only the data shows.
+	Filled []string
 }
 
 // Plan is a whole export computed from tensor headers, config.json and the quantizer
