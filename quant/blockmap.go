@@ -88,12 +88,24 @@ func fqQuotientDType(w DType, s Tensor) DType {
 // NaN if any element is NaN (with its sign cleared, as torch.abs does). On the
 // sign-cleared bit patterns float order is integer order and every NaN is above
 // +Inf, so an integer max is exact.
+//
+// Four independent running maxima keep the loop free of a single dependency
+// chain; max is associative and commutative on integers, so the result does not
+// depend on the grouping.
 func fqAbsMax(m float32, x []float32) float32 {
-	mb := math.Float32bits(m) & 0x7FFFFFFF
-	for _, v := range x {
-		mb = max(mb, math.Float32bits(v)&0x7FFFFFFF)
+	m0 := math.Float32bits(m) & 0x7FFFFFFF
+	var m1, m2, m3 uint32
+	for len(x) >= 4 {
+		m0 = max(m0, math.Float32bits(x[0])&0x7FFFFFFF)
+		m1 = max(m1, math.Float32bits(x[1])&0x7FFFFFFF)
+		m2 = max(m2, math.Float32bits(x[2])&0x7FFFFFFF)
+		m3 = max(m3, math.Float32bits(x[3])&0x7FFFFFFF)
+		x = x[4:]
 	}
-	return math.Float32frombits(mb)
+	for _, v := range x {
+		m0 = max(m0, math.Float32bits(v)&0x7FFFFFFF)
+	}
+	return math.Float32frombits(max(m0, m1, m2, m3))
 }
 
 // fqClamp is torch.clamp(x, lo, hi): NaN passes through.

@@ -149,23 +149,37 @@ func (n NVFP4) AppendQuantizeRows(dst, scales []byte, w Tensor, r0, r1 int) ([]b
 	dst = growBytes(dst, (r1-r0)*half)
 	out := dst[len(dst)-(r1-r0)*half:]
 	row := make([]float32, padded)
+	divs := make([]float32, nb)
 	for r := r0; r < r1; r++ {
 		fqDecode(row[:cols], w, r*cols)
 		s2 := n.scale2(r, rows)
 		d := float32(E2M1Max * s2)
-		o := out[(r-r0)*half : (r-r0+1)*half]
 		for b := range nb {
-			x := row[b*n.Block : (b+1)*n.Block]
-			c := nvfp4BlockScale(x, d)
+			c := nvfp4BlockScale(row[b*n.Block:(b+1)*n.Block], d)
 			scales = append(scales, c)
-			nvfp4PackDiv(o[b*n.Block/2:(b+1)*n.Block/2], x, E4M3ToF32(c)*s2)
+			divs[b] = E4M3ToF32(c) * s2
 		}
+		nvfp4PackRow(out[(r-r0)*half:(r-r0+1)*half], row, divs, n.Block)
 	}
 	return dst, scales, nil
 }
 
-// nvfp4PackDiv encodes x / div in pairs, even element in the low nibble.
-func nvfp4PackDiv(o []byte, x []float32, div float32) {
+// nvfp4PackRow encodes one (padded) row: element i is divided by divs[i/block],
+// nibbles are paired low-first into o (len(row)/2 bytes). With the simd experiment
+// on an AVX2 machine the vector kernel runs instead; it is bit-identical (the same
+// IEEE division per lane, exact integer comparisons).
+func nvfp4PackRow(o []byte, row, divs []float32, block int) {
+	if fqSIMD && block%8 == 0 {
+		nvfp4PackRowVec(o, row, divs, block)
+		return
+	}
+	for b, d := range divs {
+		nvfp4PackDivScalar(o[b*block/2:(b+1)*block/2], row[b*block:(b+1)*block], d)
+	}
+}
+
+// nvfp4PackDivScalar encodes x / div in pairs, even element in the low nibble.
+func nvfp4PackDivScalar(o []byte, x []float32, div float32) {
 	x = x[:2*len(o)]
 	for j := range o {
 		lo := e2m1NVTable[e2m1Index(math.Float32bits(x[2*j]/div))]
@@ -198,13 +212,14 @@ func (n NVFP4) AppendRows(dst []byte, w Tensor, scales []float32, r0, r1 int) ([
 	dst = growBytes(dst, (r1-r0)*half)
 	out := dst[len(dst)-(r1-r0)*half:]
 	row := make([]float32, padded)
+	divs := make([]float32, nb)
 	for r := r0; r < r1; r++ {
 		fqDecode(row[:cols], w, r*cols)
 		s2 := n.scale2(r, rows)
-		o := out[(r-r0)*half : (r-r0+1)*half]
 		for b := range nb {
-			nvfp4PackDiv(o[b*n.Block/2:(b+1)*n.Block/2], row[b*n.Block:(b+1)*n.Block], scales[r*nb+b]*s2)
+			divs[b] = scales[r*nb+b] * s2
 		}
+		nvfp4PackRow(out[(r-r0)*half:(r-r0+1)*half], row, divs, n.Block)
 	}
 	return dst, nil
 }
