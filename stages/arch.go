@@ -38,6 +38,9 @@ type Arch struct {
 	GateUp [2]string
 	// OnePlusNorm: Gemma-style norms that scale by (1 + w).
 	OnePlusNorm bool
+	// AWQExperts: ModelOpt's get_experts_list knows this family's experts, so AWQ
+	// models with per-expert modules can be resmoothed (otherwise it raises).
+	AWQExperts bool
 }
 
 // ModelConfig is the part of config.json the export reads.
@@ -81,7 +84,7 @@ var families = map[string]func(c *ModelConfig) *Arch{
 			{Parent: "block_sparse_moe.experts.*", Members: []string{"w1", "w3"}},
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}}},
 			MoEBlocks: []string{"block_sparse_moe", "mlp"}, Routers: []string{"gate"},
-			GateUp: [2]string{"w1", "w3"}}
+			GateUp: [2]string{"w1", "w3"}, AWQExperts: true}
 	},
 	"qwen2_moe": qwenMoE(false),
 	"qwen3_moe": qwenMoE(true),
@@ -120,7 +123,7 @@ func qwenMoE(prequant bool) func(*ModelConfig) *Arch {
 			// The MoE block reshapes the norm output before the shared expert: no norm fold.
 			{Parent: "mlp.shared_expert", Members: []string{"gate_proj", "up_proj"}},
 		}, MoEBlocks: []string{"mlp"}, Routers: []string{"gate", "shared_expert_gate"},
-			GateUp: [2]string{"gate_proj", "up_proj"}}
+			GateUp: [2]string{"gate_proj", "up_proj"}, AWQExperts: true}
 		if prequant {
 			a.Prequant = []PrequantRule{{"self_attn", "o_proj", "v_proj"}, {"mlp", "down_proj", "up_proj"}}
 		}

@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -172,5 +173,20 @@ func TestSplitRows(t *testing.T) {
 				t.Fatalf("got %v %v, want %v %v", got, shape, tc.want, tc.wantShape)
 			}
 		})
+	}
+}
+
+// TestAWQFusedExpertsRefused: ModelOpt cannot export AWQ formats with fused experts
+// (the golden manifest's e2e_failed moe_int4_awq); the plan says so up front.
+func TestAWQFusedExpertsRefused(t *testing.T) {
+	p := "model.layers.0.mlp."
+	sd := map[string]quant.Tensor{
+		p + "experts.gate_up_proj": bf16Tensor([]int64{1, 4, 4}, make([]float32, 16)),
+		p + "experts.down_proj":    bf16Tensor([]int64{1, 4, 2}, make([]float32, 8)),
+	}
+	q := int4Q()
+	qs := table{p + "experts.gate_up_proj_weight_quantizers.0": q, p + "experts.down_proj_weight_quantizers.0": q}
+	if _, err := NewPlan(infosOf(sd), []byte(qwenMoEConfig), qs, Options{}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "fused experts") {
+		t.Fatalf("got %v, want ErrUnsupported for AWQ with fused experts", err)
 	}
 }

@@ -241,7 +241,7 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 // run performs every export step on one layer: on headers while planning, on data
 // while processing (§7.2 steps 1-4 and 6, then §8.4).
 func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
-	mods, _, err := p.discover(ts)
+	mods, fused, err := p.discover(ts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -265,6 +265,14 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 			}
 		}
 		if strings.Contains(p.ModelFormat, "awq") || p.ModelFormat == "nvfp4_svdquant" {
+			// ModelOpt resmooths MoE experts through get_experts_list, which indexes
+			// experts one by one: it fails on fused experts and on unknown families.
+			if len(fused) > 0 {
+				errs = append(errs, fmt.Errorf("%w: %s: %s export with fused experts (ModelOpt fails: experts has no len())", ErrUnsupported, fused[0].name, p.ModelFormat))
+			}
+			if len(expertBatches(mods)) > 0 && !p.Arch.AWQExperts {
+				errs = append(errs, fmt.Errorf("%w: %s export of %s experts (ModelOpt's get_experts_list raises NotImplementedError)", ErrUnsupported, p.ModelFormat, p.Arch.Family))
+			}
 			for _, batch := range expertBatches(mods) {
 				if batch[0].PQS == "" {
 					continue
