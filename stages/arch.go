@@ -30,10 +30,6 @@ type Arch struct {
 	Architecture, ModelType string
 	Fusion                  []FusionRule
 	Prequant                []PrequantRule
-	// Routers are the unquantized MoE router names relative to the MoE block (gate,
-	// router, shared_expert_gate); MoEBlocks are the MoE block names relative to a layer.
-	MoEBlocks []string
-	Routers   []string
 	// GateUp is the (gate, up) expert projection pair for sync_moe_gate_up_amax.
 	GateUp [2]string
 	// OnePlusNorm: Gemma-style norms that scale by (1 + w).
@@ -83,7 +79,6 @@ var families = map[string]func(c *ModelConfig) *Arch{
 		return &Arch{Family: "mixtral", Fusion: []FusionRule{llamaAttn,
 			{Parent: "block_sparse_moe.experts.*", Members: []string{"w1", "w3"}},
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}}},
-			MoEBlocks: []string{"block_sparse_moe", "mlp"}, Routers: []string{"gate"},
 			GateUp: [2]string{"w1", "w3"}, AWQExperts: true}
 	},
 	"qwen2_moe": qwenMoE(false),
@@ -99,7 +94,7 @@ var families = map[string]func(c *ModelConfig) *Arch{
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}},
 			// DeepseekV3MoE hands the un-reshaped norm output to the shared experts.
 			{Parent: "mlp.shared_experts", Members: []string{"gate_proj", "up_proj"}, Norm: "post_attention_layernorm"},
-		}, MoEBlocks: []string{"mlp"}, Routers: []string{"gate"}, GateUp: [2]string{"gate_proj", "up_proj"}}
+		}, GateUp: [2]string{"gate_proj", "up_proj"}}
 	},
 }
 
@@ -122,8 +117,7 @@ func qwenMoE(prequant bool) func(*ModelConfig) *Arch {
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}},
 			// The MoE block reshapes the norm output before the shared expert: no norm fold.
 			{Parent: "mlp.shared_expert", Members: []string{"gate_proj", "up_proj"}},
-		}, MoEBlocks: []string{"mlp"}, Routers: []string{"gate", "shared_expert_gate"},
-			GateUp: [2]string{"gate_proj", "up_proj"}, AWQExperts: true}
+		}, GateUp: [2]string{"gate_proj", "up_proj"}, AWQExperts: true}
 		if prequant {
 			a.Prequant = []PrequantRule{{"self_attn", "o_proj", "v_proj"}, {"mlp", "down_proj", "up_proj"}}
 		}

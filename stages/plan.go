@@ -414,30 +414,32 @@ func configModules(mods []*Module) []ConfigModule {
 	return out
 }
 
-// routers lists the layer's unquantized MoE routers (_get_unquantized_moe_router_names).
+// routerAttrs are the MoE router attributes _get_unquantized_moe_router_names checks.
+var routerAttrs = []string{"gate", "router", "shared_expert_gate"}
+
+// routers lists the layer's unquantized MoE routers (_get_unquantized_moe_router_names):
+// for every block with an "experts" child, its gate / router / shared_expert_gate
+// that owns a weight and is not quantized.
 func (p *Plan) routers(lp *LayerPlan, ts *tensorSet, mods []*Module) []string {
-	if lp.Index == quantstream.NonDecoder {
-		return nil
-	}
 	byName := map[string]*Module{}
 	for _, m := range mods {
 		byName[m.Name] = m
 	}
+	blocks := map[string]bool{}
+	for n := range ts.hdr {
+		if i := strings.Index(n, ".experts."); i >= 0 {
+			blocks[n[:i]] = true
+		} else if strings.HasPrefix(n, "experts.") {
+			blocks[""] = true
+		}
+	}
 	var out []string
-	for _, blk := range p.Arch.MoEBlocks {
-		b := lp.Prefix + blk
-		hasExperts := false
-		for n := range ts.hdr {
-			if strings.HasPrefix(n, b+".experts.") {
-				hasExperts = true
-				break
+	for _, b := range sortedKeys(blocks) {
+		for _, r := range routerAttrs {
+			name := r
+			if b != "" {
+				name = b + "." + r
 			}
-		}
-		if !hasExperts {
-			continue
-		}
-		for _, r := range p.Arch.Routers {
-			name := b + "." + r
 			if !ts.has(name + ".weight") {
 				continue
 			}
