@@ -244,11 +244,14 @@ func unitMXFP8Scale(c *Case) (*Result, error) {
 	if len(w.Shape) < 2 {
 		return nil, fmt.Errorf("%w: MXFP8 weight must be at least 2-D, got %v", quant.ErrAssertion, w.Shape)
 	}
-	_, s, err := quant.MXFP8Quantize(w, nil, flMode)
+	rows := int(w.Numel() / w.Shape[len(w.Shape)-1])
+	b, err := quant.AppendMXFP8Scales(nil, w, 0, rows, flMode)
 	if err != nil {
 		return nil, err
 	}
-	return flResult("e8m0_scale", s), nil
+	shape := append([]int64(nil), w.Shape...)
+	shape[len(shape)-1] /= 32
+	return flResult("e8m0_scale", quant.Tensor{DType: quant.U8, Shape: shape, Data: b}), nil
 }
 
 func unitMXFP8Quantize(c *Case) (*Result, error) {
@@ -427,9 +430,38 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 	nb := int(w.Shape[len(w.Shape)-1]) / block
 	shape := append([]int64(nil), w.Shape...)
 	shape[len(shape)-1] = int64(nb)
+	high, err := flBoolParam(c, "keep_high_precision")
+	if err != nil {
+		return nil, err
+	}
+	given, err := flOptInput(c, "weights_scaling_factor_2")
+	if err != nil {
+		return nil, err
+	}
 	var s2 float32
 	var st quant.Tensor
-	if g != nil { // static quantizer
+	if g != nil && high { // static quantizer, scales before normalisation and cast
+		ga, err := quant.Scalar(*g)
+		if err != nil {
+			return nil, err
+		}
+		s2 = quant.NVFP4GlobalScale(ga, fp8Max, flMode)
+		amax, err := quant.Float32s(amaxT)
+		if err != nil {
+			return nil, err
+		}
+		if len(amax) != rows*nb {
+			return nil, fmt.Errorf("%w: %d block amaxes for weight %v with block %d", quant.ErrShape, len(amax), w.Shape, block)
+		}
+		for i, a := range amax {
+			if amax[i] = quant.DivScalar(a, quant.E2M1Max, flMode); amax[i] == 0 {
+				amax[i] = 1
+			}
+		}
+		if st, err = quant.FromFloat32(quant.F32, shape, amax); err != nil {
+			return nil, err
+		}
+	} else if g != nil { // static quantizer
 		ga, err := quant.Scalar(*g)
 		if err != nil {
 			return nil, err
@@ -452,15 +484,34 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 		if w.Shape[len(w.Shape)-1]%int64(block) != 0 {
 			return nil, fmt.Errorf("%w: weight %v not divisible by block %d", quant.ErrAssertion, w.Shape, block)
 		}
-		b, err := quant.NVFP4{Block: block, Scale2: []float32{s2}}.AppendBlockScales(nil, w, 0, rows)
-		if err != nil {
-			return nil, err
+		n := quant.NVFP4{Block: block, Scale2: []float32{s2}}
+		if given != nil {
+			if n.Scale2, err = quant.Float32s(*given); err != nil {
+				return nil, err
+			}
 		}
-		st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: b}
+		if high {
+			v, err := n.AppendBlockScalesF32(nil, w, 0, rows)
+			if err != nil {
+				return nil, err
+			}
+			if st, err = quant.FromFloat32(quant.F32, shape, v); err != nil {
+				return nil, err
+			}
+		} else {
+			b, err := n.AppendBlockScales(nil, w, 0, rows)
+			if err != nil {
+				return nil, err
+			}
+			st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: b}
+		}
 	}
 	s2t, _ := quant.FromFloat32(quant.F32, nil, []float32{s2})
+	if given != nil { // returned as given; the static block scales do not use it
+		s2t = *given
+	}
 	r := flResult("weights_scaling_factor", st, "weights_scaling_factor_2", s2t)
-	if flWants(c, "quantized") {
+	if flWants(c, "quantized") && !high {
 		q, err := quant.ToQuantizedWeight(w, &st, &s2t, "nvfp4", block, flMode)
 		if err != nil {
 			return nil, err

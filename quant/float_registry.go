@@ -143,6 +143,7 @@ func mxfp8FormatQuantize(w Tensor, s, _ *Tensor, _ int, _ DivMode) (Tensor, erro
 	if err := needScale(s, "mxfp8"); err != nil {
 		return Tensor{}, err
 	}
+	// quantize_with_scale asserts whole blocks (it does not pad).
 	rows, _, err := mxfp8Layout(w)
 	if err != nil {
 		return Tensor{}, err

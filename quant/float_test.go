@@ -267,3 +267,37 @@ func ExampleToQuantizedWeight() {
 	// Output:
 	// U8 [1 8] 10 32 54 76 ef cd ab 09
 }
+
+// TestMXFP8Padding: MXFP8QTensor.quantize pads the last dimension to 32 and crops
+// the codes; get_weights_scaling_factor and quantize_with_scale assert instead.
+func TestMXFP8Padding(t *testing.T) {
+	v := fqRamp(2*40, 0.3)
+	w := fqTensor(t, F32, []int64{2, 40}, v...)
+	q, s, err := MXFP8Quantize(w, nil, DivIEEE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fqSameShape(q.Shape, []int64{2, 40}) || !fqSameShape(s.Shape, []int64{2, 2}) {
+		t.Fatalf("shapes %v %v", q.Shape, s.Shape)
+	}
+	padded := make([]float32, 2*64)
+	copy(padded[:40], v[:40])
+	copy(padded[64:104], v[40:])
+	pq, ps, err := MXFP8Quantize(fqTensor(t, F32, []int64{2, 64}, padded...), nil, DivIEEE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.Data, ps.Data) || !bytes.Equal(q.Data[:40], pq.Data[:40]) || !bytes.Equal(q.Data[40:], pq.Data[64:104]) {
+		t.Error("padded quantization differs from explicit zero padding")
+	}
+	d, err := MXFP8Dequantize(q, s, F32)
+	if err != nil || !fqSameShape(d.Shape, []int64{2, 40}) {
+		t.Fatalf("dequantize: %v %v", d.Shape, err)
+	}
+	if _, err := AppendMXFP8Scales(nil, w, 0, 2, DivIEEE); !errors.Is(err, ErrShape) {
+		t.Errorf("get_weights_scaling_factor: %v, want ErrShape", err)
+	}
+	if _, err := ToQuantizedWeight(w, &s, nil, "mxfp8", 32, DivIEEE); !errors.Is(err, ErrShape) {
+		t.Errorf("quantize_with_scale: %v, want ErrShape", err)
+	}
+}

@@ -166,6 +166,33 @@ func AppendMXFP8Scales(dst []byte, w Tensor, r0, r1 int, mode DivMode) ([]byte, 
 	return dst, nil
 }
 
+// mxfp8PaddedLayout is the layout MXFP8QTensor.quantize/dequantize accept: any
+// last dimension, zero-padded to whole blocks of 32 (nb blocks per row).
+func mxfp8PaddedLayout(w Tensor) (rows, cols, nb int, err error) {
+	if err := fqCheckWeight(w, "weight"); err != nil {
+		return 0, 0, 0, err
+	}
+	if len(w.Shape) == 0 {
+		return 0, 0, 0, fmt.Errorf("%w: MXFP8 of a 0-dim tensor", ErrShape)
+	}
+	rows, cols = fqRowsCols(w.Shape)
+	return rows, cols, (cols + mxfp8Block - 1) / mxfp8Block, nil
+}
+
+// mxfp8EncodeRow encodes one zero-padded row (nb·32 values) into cols codes.
+func mxfp8EncodeRow(o []byte, row []float32, scales []byte) {
+	var tail [mxfp8Block]byte
+	for b, u := range scales {
+		x := row[b*mxfp8Block : (b+1)*mxfp8Block]
+		if (b+1)*mxfp8Block <= len(o) {
+			mxfp8Block32(o[b*mxfp8Block:(b+1)*mxfp8Block], x, u)
+			continue
+		}
+		mxfp8Block32(tail[:], x, u) // the padded block is cropped, as ModelOpt does
+		copy(o[b*mxfp8Block:], tail[:])
+	}
+}
+
 func mxfp8Layout(w Tensor) (rows, cols int, err error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
 		return 0, 0, err
@@ -182,14 +209,15 @@ func mxfp8Layout(w Tensor) (rows, cols int, err error) {
 
 // AppendMXFP8Rows appends the E4M3 codes of rows [r0, r1) of w given the E8M0 scales
 // of all rows (MXFP8QTensor.quantize_with_scale): fp8(clamp(f32(x·2^(127−u)), ±448)).
+// A last dimension that is not a multiple of 32 is zero-padded and the codes
+// cropped, as MXFP8QTensor.quantize does; scales then has ceil(cols/32) per row.
 //
 // Reference loop: dst[i] = F32ToE4M3(clamp(w[i] * 2^(127-scales[i/32]), -448, 448)).
 func AppendMXFP8Rows(dst []byte, w Tensor, scales []byte, r0, r1 int) ([]byte, error) {
-	rows, cols, err := mxfp8Layout(w)
+	rows, cols, nb, err := mxfp8PaddedLayout(w)
 	if err != nil {
 		return dst, err
 	}
-	nb := cols / mxfp8Block
 	if len(scales) != rows*nb {
 		return dst, fmt.Errorf("%w: %d MXFP8 scales for %d rows of %d blocks", ErrShape, len(scales), rows, nb)
 	}
@@ -198,13 +226,10 @@ func AppendMXFP8Rows(dst []byte, w Tensor, scales []byte, r0, r1 int) ([]byte, e
 	}
 	dst = growBytes(dst, (r1-r0)*cols)
 	out := dst[len(dst)-(r1-r0)*cols:]
-	row := make([]float32, cols)
+	row := make([]float32, nb*mxfp8Block)
 	for r := r0; r < r1; r++ {
-		fqDecode(row, w, r*cols)
-		o := out[(r-r0)*cols : (r-r0+1)*cols]
-		for b := range nb {
-			mxfp8Block32(o[b*mxfp8Block:(b+1)*mxfp8Block], row[b*mxfp8Block:(b+1)*mxfp8Block], scales[r*nb+b])
-		}
+		fqDecode(row[:cols], w, r*cols)
+		mxfp8EncodeRow(out[(r-r0)*cols:(r-r0+1)*cols], row, scales[r*nb:(r+1)*nb])
 	}
 	return dst, nil
 }
@@ -220,9 +245,11 @@ func mxfp8Block32(o []byte, x []float32, u uint8) {
 
 // AppendMXFP8QuantizeRows computes the E8M0 scales of rows [r0, r1) and encodes
 // them in one pass (MXFP8QTensor.quantize without a scale): codes go to dst, scales
-// to scales. Equal to AppendMXFP8Scales followed by AppendMXFP8Rows.
+// to scales. Equal to AppendMXFP8Scales followed by AppendMXFP8Rows; a last
+// dimension that is not a multiple of 32 is zero-padded for the scales and the
+// codes cropped.
 func AppendMXFP8QuantizeRows(dst, scales []byte, w Tensor, r0, r1 int, mode DivMode) ([]byte, []byte, error) {
-	rows, cols, err := mxfp8Layout(w)
+	rows, cols, nb, err := mxfp8PaddedLayout(w)
 	if err != nil {
 		return dst, scales, err
 	}
@@ -231,36 +258,36 @@ func AppendMXFP8QuantizeRows(dst, scales []byte, w Tensor, r0, r1 int, mode DivM
 	}
 	dst = growBytes(dst, (r1-r0)*cols)
 	out := dst[len(dst)-(r1-r0)*cols:]
-	row := make([]float32, cols)
+	row := make([]float32, nb*mxfp8Block)
 	for r := r0; r < r1; r++ {
-		fqDecode(row, w, r*cols)
-		o := out[(r-r0)*cols : (r-r0+1)*cols]
-		for c := 0; c < cols; c += mxfp8Block {
-			x := row[c : c+mxfp8Block]
-			u := E8M0FromExponent(MXFP8BlockExponent(fqAbsMax(0, x), mode))
-			scales = append(scales, u)
-			mxfp8Block32(o[c:c+mxfp8Block], x, u)
+		fqDecode(row[:cols], w, r*cols)
+		first := len(scales)
+		for b := range nb {
+			scales = append(scales, E8M0FromExponent(MXFP8BlockExponent(fqAbsMax(0, row[b*mxfp8Block:(b+1)*mxfp8Block]), mode)))
 		}
+		mxfp8EncodeRow(out[(r-r0)*cols:(r-r0+1)*cols], row, scales[first:])
 	}
 	return dst, scales, nil
 }
 
 // MXFP8Quantize is MXFP8QTensor.quantize(w, scales): a nil scales is computed from
-// w. The last dimension must be a multiple of 32 (ModelOpt pads and crops, but
-// its scale computation asserts the same).
+// w. The last dimension is zero-padded to whole blocks of 32 and the codes cropped,
+// so scales have ceil(I/32) blocks per row.
 func MXFP8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err error) {
-	rows, cols, err := mxfp8Layout(w)
+	rows, cols, nb, err := mxfp8PaddedLayout(w)
 	if err != nil {
 		return Tensor{}, Tensor{}, err
 	}
 	sshape := append([]int64(nil), w.Shape...)
-	sshape[len(sshape)-1] = int64(cols / mxfp8Block)
+	sshape[len(sshape)-1] = int64(nb)
+	var data []byte
 	if scales == nil {
-		data, sc, err := AppendMXFP8QuantizeRows(make([]byte, 0, rows*cols), make([]byte, 0, rows*cols/mxfp8Block), w, 0, rows, mode)
+		var sc []byte
+		data, sc, err = AppendMXFP8QuantizeRows(make([]byte, 0, rows*cols), make([]byte, 0, rows*nb), w, 0, rows, mode)
 		if err != nil {
 			return Tensor{}, Tensor{}, err
 		}
-		return Tensor{DType: F8E4M3, Shape: append([]int64(nil), w.Shape...), Data: data}, Tensor{DType: U8, Shape: sshape, Data: sc}, nil
+		s = Tensor{DType: U8, Shape: sshape, Data: sc}
 	} else {
 		s = *scales
 		if err := s.Check(); err != nil {
@@ -272,16 +299,15 @@ func MXFP8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err err
 		if !fqSameShape(s.Shape, sshape) && !(len(s.Shape) == 1 && len(w.Shape) == 1) {
 			return Tensor{}, Tensor{}, fmt.Errorf("%w: MXFP8 scale %v for weight %v", ErrShape, s.Shape, w.Shape)
 		}
-	}
-	data, err := AppendMXFP8Rows(make([]byte, 0, rows*cols), w, s.Data, 0, rows)
-	if err != nil {
-		return Tensor{}, Tensor{}, err
+		if data, err = AppendMXFP8Rows(make([]byte, 0, rows*cols), w, s.Data, 0, rows); err != nil {
+			return Tensor{}, Tensor{}, err
+		}
 	}
 	return Tensor{DType: F8E4M3, Shape: append([]int64(nil), w.Shape...), Data: data}, s, nil
 }
 
 // MXFP8Dequantize is MXFP8QTensor.dequantize(dtype, scale): code · 2^(u−127) in
-// float32, cast to dtype.
+// float32, cast to dtype; scales have ceil(I/32) blocks per row.
 func MXFP8Dequantize(q, scales Tensor, dtype DType) (Tensor, error) {
 	if err := q.Check(); err != nil {
 		return Tensor{}, fmt.Errorf("quantized: %w", err)
@@ -293,12 +319,14 @@ func MXFP8Dequantize(q, scales Tensor, dtype DType) (Tensor, error) {
 		return Tensor{}, fmt.Errorf("%w: MXFP8 dequantize %v with %v scales to %v", ErrUnsupportedDType, q.DType, scales.DType, dtype)
 	}
 	rows, cols := fqRowsCols(q.Shape)
-	if cols%mxfp8Block != 0 || len(scales.Data) != rows*cols/mxfp8Block {
+	nb := (cols + mxfp8Block - 1) / mxfp8Block
+	if len(scales.Data) != rows*nb {
 		return Tensor{}, fmt.Errorf("%w: MXFP8 scale %v for %v", ErrShape, scales.Shape, q.Shape)
 	}
 	out := make([]float32, rows*cols)
 	for i := range out {
-		out[i] = E4M3ToF32(q.Data[i]) * mxExp2(float32(scales.Data[i/mxfp8Block])-E8M0Bias)
+		r, c := i/cols, i%cols
+		out[i] = E4M3ToF32(q.Data[i]) * mxExp2(float32(scales.Data[r*nb+c/mxfp8Block])-E8M0Bias)
 	}
 	return FromFloat32(dtype, q.Shape, out)
 }
