@@ -419,19 +419,13 @@ func anyFloat(v any) (float64, bool) {
 	return 0, false
 }
 
-// formatNumBits are the format names ModelOpt's recipe loader accepts for num_bits.
-var formatNumBits = map[string]quant.NumBits{
-	"e4m3": quant.BitsE4M3, "e5m2": {E: 5, M: 2}, "e2m1": quant.BitsE2M1,
-	"e8m0": quant.BitsE8M0, "e3m2": {E: 3, M: 2}, "e2m3": {E: 2, M: 3},
-}
-
 func numBitsFromAny(v any) (quant.NumBits, error) {
 	if n, ok := anyInt(v); ok {
 		return quant.NumBits{M: n}, nil
 	}
 	if s, ok := v.(string); ok {
-		if nb, ok := formatNumBits[strings.ToLower(s)]; ok {
-			return nb, nil
+		if e, m, ok := parseExMy(s); ok {
+			return quant.NumBits{E: e, M: m}, nil
 		}
 	}
 	if l, ok := v.([]any); ok && len(l) == 2 {
