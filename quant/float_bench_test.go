@@ -295,6 +295,8 @@ func fqBenchFormats(b *testing.B) (w Tensor, cases []struct {
 	blockScale, _ := FromFloat32(F32, []int64{32, 32}, bs)
 	s2v := NVFP4GlobalScale(amax, 448, DivIEEE)
 	s2 := fqScalarTensor(s2v)
+	nvs, _ := NVFP4{Block: 16, Scale2: []float32{s2v}}.AppendBlockScales(nil, w, 0, fqBenchN)
+	nvScale := Tensor{DType: F8E4M3, Shape: []int64{fqBenchN, fqBenchN / 16}, Data: nvs}
 	mxs, _ := AppendMXFP8Scales(nil, w, 0, fqBenchN, DivIEEE)
 	mxScale := Tensor{DType: U8, Shape: []int64{fqBenchN, fqBenchN / 32}, Data: mxs}
 	q := func(f string, sc, sc2 *Tensor, blk int) func() error {
@@ -309,6 +311,7 @@ func fqBenchFormats(b *testing.B) (w Tensor, cases []struct {
 		{"fp8_pc_pt", q("fp8_pc_pt", &rowScale, nil, 0), func() { naiveFP8PerRow(w, rs) }},
 		{"fp8_pb_wo", q("fp8_pb_wo", &blockScale, nil, 128), func() { naiveFP8Block(w, bs, 128) }},
 		{"nvfp4", q("nvfp4", nil, &s2, 16), func() { naiveNVFP4(w, 16, s2v) }},
+		{"nvfp4_with_scale", q("nvfp4", &nvScale, &s2, 16), nil},
 		{"mxfp4", q("mxfp4", nil, nil, 32), func() { naiveMXFP4(w, 32) }},
 		{"mxfp8", func() error {
 			_, _, err := MXFP8Quantize(w, nil, DivIEEE)
