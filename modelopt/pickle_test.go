@@ -241,3 +241,13 @@ func FuzzState(f *testing.F) {
 		_ = s.BufferNames()
 	})
 }
+
+func BenchmarkDecodeArchive(b *testing.B) {
+	pth := goldenPth(b, "w4a8_awq")
+	b.SetBytes(int64(len(pth)))
+	for b.Loop() {
+		if _, err := DecodeArchive(bytes.NewReader(pth), int64(len(pth)), Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
