@@ -126,7 +126,7 @@ func preprocessLinearFusionCase(c *Case) (*Result, error) {
 		m.Format = c.Format
 		mods = append(mods, m)
 	}
-	out, err := stages.PreprocessLinearFusion(sd, mods, resmoothOnly)
+	out, err := stages.PreprocessLinearFusion(sd, mods, resmoothOnly, quant.DivIEEE)
 	if err != nil {
 		return nil, err
 	}

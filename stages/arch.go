@@ -81,8 +81,14 @@ var families = map[string]func(c *ModelConfig) *Arch{
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}}},
 			GateUp: [2]string{"w1", "w3"}, AWQExperts: true}
 	},
-	"qwen2_moe": qwenMoE(false),
-	"qwen3_moe": qwenMoE(true),
+	// GPT-OSS: batched-matmul experts (bmm.go) behind mlp.router; attention as Llama.
+	"gpt_oss": func(c *ModelConfig) *Arch {
+		return &Arch{Family: "gpt_oss", Fusion: []FusionRule{llamaAttn}}
+	},
+	"llama4":      llama4,
+	"llama4_text": llama4,
+	"qwen2_moe":   qwenMoE(false),
+	"qwen3_moe":   qwenMoE(true),
 	"deepseek_v3": func(c *ModelConfig) *Arch {
 		a := []string{"q_a_proj", "kv_a_proj_with_mqa"}
 		if c.QLoraRank == nil {
@@ -96,6 +102,16 @@ var families = map[string]func(c *ModelConfig) *Arch{
 			{Parent: "mlp.shared_experts", Members: []string{"gate_proj", "up_proj"}, Norm: "post_attention_layernorm"},
 		}, GateUp: [2]string{"gate_proj", "up_proj"}}
 	},
+}
+
+// llama4: dense layers feed the MLP from post_attention_layernorm; MoE layers reshape
+// the norm output before the shared expert (no norm fold) and hold batched-matmul
+// experts.
+func llama4(c *ModelConfig) *Arch {
+	return &Arch{Family: "llama4", Fusion: []FusionRule{llamaAttn,
+		{Parent: "feed_forward", Members: []string{"gate_proj", "up_proj"}, Norm: "post_attention_layernorm"},
+		{Parent: "feed_forward.shared_expert", Members: []string{"gate_proj", "up_proj"}},
+	}}
 }
 
 func denseLlama(mlpNorm string, onePlus, prequant bool) func(*ModelConfig) *Arch {

@@ -10,6 +10,9 @@ import (
 
 // outputs of one exported module, as headers: the quantized weight and its scales.
 func exportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
+	if m.BMM {
+		return bmmExportHeaders(m, w)
+	}
 	out := map[string]TensorHeader{}
 	if len(w.Shape) != 2 {
 		return nil, fmt.Errorf("%w: %s: %d-D weight %v (only 2-D linears are supported)", ErrUnsupported, m.Weight, len(w.Shape), w.Shape)
@@ -132,7 +135,7 @@ func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 // quantModule is m as quant sees it, with the buffers currently in ts. While
 // planning, tensors are absent and only presence matters (pre_quant_scale).
 func (m *Module) quantModule(ts *tensorSet) *quant.Module {
-	qm := &quant.Module{Name: m.Name, WeightQuantizer: m.WQ, InputQuantizer: m.IQ,
+	qm := &quant.Module{Name: m.ID(), WeightQuantizer: m.WQ, InputQuantizer: m.IQ, BMMExpert: m.BMM,
 		FusedWithPrequant: m.Fused, SVDQuant: m.WQ != nil && strings.Contains(m.WQ.Class, "SVDQuant")}
 	opt := func(name string) *quant.Tensor {
 		if name == "" {
@@ -170,7 +173,11 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 	}
 	if ts.planning() {
 		for k, h := range hdrs {
-			ts.setHeader(m.Name+"."+k, h.DType, h.Shape)
+			name := m.key(k)
+			if k == "weight" {
+				name = m.Weight
+			}
+			ts.setHeader(name, h.DType, h.Shape)
 		}
 		return nil
 	}
@@ -187,7 +194,7 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 	ts.set(m.Weight, ex.Weight)
 	for k, t := range map[string]*quant.Tensor{"weight_scale": ex.WeightScale, "weight_scale_2": ex.WeightScale2, "input_scale": ex.InputScale} {
 		if t != nil {
-			ts.set(m.Name+"."+k, *t)
+			ts.set(m.key(k), *t)
 		}
 	}
 	return nil

@@ -14,10 +14,9 @@ import (
 func exportFloatAdapter(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMode) (*quant.Exported, error) {
 	qm := m.quantModule(ts)
 	stored := qm.Weight
-	if len(stored.Shape) != 2 {
-		return nil, fmt.Errorf("%w: module %s: %d-D weight", ErrUnsupported, m.Name, len(stored.Shape))
+	if len(stored.Shape) != 2 && !m.BMM {
+		return nil, fmt.Errorf("%w: module %s: %d-D weight", ErrUnsupported, m.ID(), len(stored.Shape))
 	}
-	rows := int(stored.Shape[0])
 	wd := stored
 	if dtype != stored.DType {
 		v, err := quant.Float32s(stored)
@@ -27,6 +26,24 @@ func exportFloatAdapter(ts *tensorSet, m *Module, dtype quant.DType, mode quant.
 		if wd, err = quant.FromFloat32(dtype, stored.Shape, v); err != nil {
 			return nil, err
 		}
+	}
+	// NVFP4 BMM experts [E, in, out] are quantized transposed and transposed back.
+	nvBMM := m.BMM && m.Format != "mxfp4" && m.Format != "w4a8_mxfp4_fp8"
+	if nvBMM {
+		var err error
+		if stored, err = quant.TransposeLast2(stored); err != nil {
+			return nil, err
+		}
+		if wd, err = quant.TransposeLast2(wd); err != nil {
+			return nil, err
+		}
+	}
+	last := len(stored.Shape) - 1
+	rows := int(stored.Numel() / stored.Shape[last])
+	scaleShape := func(b int) []int64 {
+		s := append([]int64(nil), stored.Shape...)
+		s[last] /= int64(b)
+		return s
 	}
 	ex := &quant.Exported{Format: m.Format}
 	switch m.Format {
@@ -46,10 +63,18 @@ func exportFloatAdapter(ts *tensorSet, m *Module, dtype quant.DType, mode quant.
 		if err != nil {
 			return nil, err
 		}
-		scale := quant.Tensor{DType: quant.F8E4M3, Shape: []int64{stored.Shape[0], stored.Shape[1] / int64(m.Block)}, Data: sc}
+		scale := quant.Tensor{DType: quant.F8E4M3, Shape: scaleShape(m.Block), Data: sc}
 		q, err := quant.ToQuantizedWeight(wd, &scale, s2, m.Format, m.Block, mode)
 		if err != nil {
 			return nil, err
+		}
+		if nvBMM {
+			if q, err = quant.TransposeLast2(q); err != nil {
+				return nil, err
+			}
+			if scale, err = quant.TransposeLast2(scale); err != nil {
+				return nil, err
+			}
 		}
 		s2s := quant.Tensor{DType: s2.DType, Shape: []int64{}, Data: s2.Data}
 		ex.Weight, ex.WeightScale, ex.WeightScale2 = q, &scale, &s2s
@@ -58,7 +83,7 @@ func exportFloatAdapter(ts *tensorSet, m *Module, dtype quant.DType, mode quant.
 		if err != nil {
 			return nil, err
 		}
-		scale := quant.Tensor{DType: quant.U8, Shape: []int64{stored.Shape[0], stored.Shape[1] / int64(m.Block)}, Data: sc}
+		scale := quant.Tensor{DType: quant.U8, Shape: scaleShape(m.Block), Data: sc}
 		q, _, err := quant.MXFP8Quantize(wd, &scale, mode)
 		if err != nil {
 			return nil, err
@@ -69,7 +94,7 @@ func exportFloatAdapter(ts *tensorSet, m *Module, dtype quant.DType, mode quant.
 		if err != nil {
 			return nil, err
 		}
-		sc.Shape = []int64{stored.Shape[0], stored.Shape[1] / int64(m.Block)}
+		sc.Shape = scaleShape(m.Block)
 		ex.Weight, ex.WeightScale = q, &sc
 	default:
 		return nil, fmt.Errorf("%w: module %s: format %q", ErrUnsupported, m.Name, m.Format)

@@ -13,7 +13,7 @@ import (
 // the same input (§6): AWQ pre_quant_scales are averaged and the weights rescaled with
 // a recalibrated weight amax; unless resmoothOnly, per-tensor input amax, per-tensor
 // weight amax and the second stage of W4A8 become the group maximum.
-func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool) error {
+func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool, mode quant.DivMode) error {
 	if len(mods) == 0 {
 		return nil
 	}
@@ -23,7 +23,7 @@ func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool) er
 		}
 	}
 	if mods[0].PQS != "" {
-		if err := resmooth(ts, mods); err != nil {
+		if err := resmooth(ts, mods, mode); err != nil {
 			return err
 		}
 	}
@@ -73,10 +73,10 @@ func shareMax(ts *tensorSet, mods []*Module, buf func(*Module) string) error {
 	return nil
 }
 
-// resmooth averages the group's pre_quant_scales (float32 sum, IEEE division by n,
-// rounded to the scale dtype: torch.mean of a half-precision tensor on CPU) and
-// rescales each module whose scale differs.
-func resmooth(ts *tensorSet, mods []*Module) error {
+// resmooth averages the group's pre_quant_scales (float32 sum, ÷scalar n, rounded to
+// the scale dtype: torch.mean of a half-precision tensor) and rescales each module
+// whose scale differs.
+func resmooth(ts *tensorSet, mods []*Module, mode quant.DivMode) error {
 	if strings.Contains(mods[0].Format, "svdquant") {
 		return fmt.Errorf("%w: SVDQuant resmoothing needs an SVD (LAPACK-dependent)", ErrUnsupported)
 	}
@@ -107,7 +107,7 @@ func resmooth(ts *tensorSet, mods []*Module) error {
 	}
 	avg := make([]float32, len(sum))
 	for i, s := range sum {
-		avg[i] = quant.RoundTo(pdt, s/float32(len(mods)))
+		avg[i] = quant.RoundTo(pdt, quant.DivScalar(s, float32(len(mods)), mode))
 	}
 	avgBytes, err := quant.AppendEncoded(nil, avg, pdt)
 	if err != nil {
@@ -353,9 +353,9 @@ func stateSet(sd map[string]quant.Tensor) *tensorSet {
 
 // PreprocessLinearFusion runs preprocess_linear_fusion on modules whose tensors are in
 // sd and returns the updated state dict; sd itself is not modified.
-func PreprocessLinearFusion(sd map[string]quant.Tensor, mods []*Module, resmoothOnly bool) (map[string]quant.Tensor, error) {
+func PreprocessLinearFusion(sd map[string]quant.Tensor, mods []*Module, resmoothOnly bool, mode quant.DivMode) (map[string]quant.Tensor, error) {
 	ts := stateSet(sd)
-	if err := preprocessLinearFusion(ts, mods, resmoothOnly); err != nil {
+	if err := preprocessLinearFusion(ts, mods, resmoothOnly, mode); err != nil {
 		return nil, err
 	}
 	return ts.data, nil

@@ -43,7 +43,7 @@ func TestResmooth(t *testing.T) {
 		}
 		mods = append(mods, m)
 	}
-	out, err := PreprocessLinearFusion(sd, mods, false)
+	out, err := PreprocessLinearFusion(sd, mods, false, quant.DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,13 @@ type Module struct {
 	Name   string // "model.layers.0.self_attn.q_proj"
 	Parent string // "model.layers.0.self_attn"
 	Proj   string // "q_proj"
-	Weight string // "<Name>.weight"
+	Weight string // "<Name>.weight", or "<Name>.<Attr>" for a BMM expert weight
+	// Attr is the weight attribute: "weight", or "gate_up_proj" / "down_proj" of
+	// batched-matmul experts (Llama-4, GPT-OSS), whose quantizers and outputs are named
+	// "<Name>.<Attr>_weight_quantizer", "<Name>.<Attr>_weight_scale", ...
+	Attr string
+	// BMM marks a 3-D batched-matmul expert weight [E, in, out].
+	BMM bool
 
 	WQ, IQ *quant.Quantizer // nil when the module has no such quantizer
 	Format string           // ModelOpt format string, "" for None
@@ -102,7 +108,7 @@ func discoverModules(names map[string]TensorHeader, qs Quantizers) ([]*Module, e
 		if !okW && !okI {
 			continue
 		}
-		m := &Module{Name: mod, Weight: n, Expert: -1}
+		m := &Module{Name: mod, Weight: n, Attr: "weight", Expert: -1}
 		m.Parent, m.Proj = splitLast(mod)
 		if okW {
 			m.WQ = wq
@@ -123,6 +129,24 @@ func discoverModules(names map[string]TensorHeader, qs Quantizers) ([]*Module, e
 	return mods, errors.Join(errs...)
 }
 
+// key names a tensor the module owns: "<Name>.<k>" for a "weight" attribute,
+// "<Name>.<Attr>_<k>" otherwise (quantizer_attr_names).
+func (m *Module) key(k string) string {
+	if m.Attr == "" || m.Attr == "weight" {
+		return m.Name + "." + k
+	}
+	return m.Name + "." + m.Attr + "_" + k
+}
+
+// ID is the module's name, with the weight attribute for BMM experts (two weights of
+// one module).
+func (m *Module) ID() string {
+	if m.Attr == "" || m.Attr == "weight" {
+		return m.Name
+	}
+	return m.Name + "." + m.Attr
+}
+
 func (m *Module) fillBuffers(names map[string]TensorHeader) {
 	has := func(n string) string {
 		if _, ok := names[n]; ok {
@@ -130,16 +154,18 @@ func (m *Module) fillBuffers(names map[string]TensorHeader) {
 		}
 		return ""
 	}
-	wq := m.Name + ".weight_quantizer"
+	wq := m.key("weight_quantizer")
 	if m.WQ != nil && len(m.WQ.Sequential) > 0 {
 		m.WAmax = has(wq + ".0._amax")
 		m.WAmax1 = has(wq + ".1._amax")
 	} else {
 		m.WAmax = has(wq + "._amax")
 	}
-	m.IAmax = has(m.Name + ".input_quantizer._amax")
-	m.PQS = has(m.Name + ".input_quantizer._pre_quant_scale")
-	m.Bias = has(m.Name + ".bias")
+	m.IAmax = has(m.key("input_quantizer._amax"))
+	m.PQS = has(m.key("input_quantizer._pre_quant_scale"))
+	if m.Attr == "" || m.Attr == "weight" {
+		m.Bias = has(m.Name + ".bias")
+	}
 }
 
 func (m *Module) classify() error {

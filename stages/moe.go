@@ -44,12 +44,8 @@ func findFused(ts *tensorSet, qs Quantizers) ([]*fusedExperts, error) {
 		if attr == "up_proj" && ts.has(container+".gate_up_proj") {
 			continue
 		}
-		_, plural := qs.Get(container + "." + attr + "_weight_quantizers.0")
-		_, single := qs.Get(container + "." + attr + "_weight_quantizer")
-		if !plural {
-			if single {
-				return nil, fmt.Errorf("%w: %s: batched-matmul experts (Llama-4/GPT-OSS) are not supported yet", ErrUnsupported, container)
-			}
+		// Singular quantizers mark batched-matmul experts (bmm.go), not fused ones.
+		if _, plural := qs.Get(container + "." + attr + "_weight_quantizers.0"); !plural {
 			continue
 		}
 		f := &fusedExperts{name: container, first: attr, gated: attr == "gate_up_proj"}
@@ -320,7 +316,7 @@ func syncGateUpAmax(ts *tensorSet, mods []*Module, pair [2]string) error {
 	}
 	byName := map[string]*Module{}
 	for _, m := range mods {
-		byName[m.Name] = m
+		byName[m.ID()] = m
 	}
 	for _, g := range mods {
 		if g.Expert < 0 || g.FromFused || g.Proj != pair[0] {

@@ -134,7 +134,7 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		for _, m := range mods {
 			if m.Format != "" {
 				lp.Modules = append(lp.Modules, m)
-				p.Modules[m.Format] = append(p.Modules[m.Format], m.Name)
+				p.Modules[m.Format] = append(p.Modules[m.Format], m.ID())
 			}
 		}
 	}
@@ -228,6 +228,8 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 		}
 	}
 	mods, err := discoverModules(ts.hdr, ov)
+	bmm, berr := discoverBMM(ts.hdr, p.qs)
+	mods, err = append(mods, bmm...), errors.Join(err, berr)
 	for _, m := range mods {
 		for _, f := range fused {
 			if strings.HasPrefix(m.Name, f.name+".") {
@@ -247,13 +249,14 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 	}
 	byName := map[string]*Module{}
 	for _, m := range mods {
-		byName[m.Name] = m
+		byName[m.ID()] = m
 	}
 	filled, err := fillExpertInputAmax(ts, mods)
 	if err != nil {
 		return nil, nil, err
 	}
 	var errs []error
+	errs = append(errs, fillBMMAmax(ts, mods))
 	if lp.Index != quantstream.NonDecoder {
 		if strings.Contains(p.ModelFormat, "nvfp4_awq") {
 			for _, r := range p.Arch.Prequant {
@@ -277,11 +280,11 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 				if batch[0].PQS == "" {
 					continue
 				}
-				errs = append(errs, preprocessLinearFusion(ts, batch, true))
+				errs = append(errs, preprocessLinearFusion(ts, batch, true, p.opts.Div))
 			}
 		}
 		for _, g := range p.fusionGroups(lp, byName) {
-			if err := preprocessLinearFusion(ts, g.mods, false); err != nil {
+			if err := preprocessLinearFusion(ts, g.mods, false, p.opts.Div); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -423,7 +426,7 @@ var routerAttrs = []string{"gate", "router", "shared_expert_gate"}
 func (p *Plan) routers(lp *LayerPlan, ts *tensorSet, mods []*Module) []string {
 	byName := map[string]*Module{}
 	for _, m := range mods {
-		byName[m.Name] = m
+		byName[m.ID()] = m
 	}
 	blocks := map[string]bool{}
 	for n := range ts.hdr {

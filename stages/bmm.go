@@ -1,0 +1,187 @@
+package stages
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/quantstream/quantstream/quant"
+)
+
+// Batched-matmul experts (Llama4TextExperts, GptOssExperts): one module "<x>.experts"
+// with 3-D weights gate_up_proj [E, H, 2F] and down_proj [E, F, H] (input dim before
+// output dim) and singular quantizers "<attr>_weight_quantizer" /
+// "<attr>_input_quantizer". They export in place: "<x>.experts.gate_up_proj" becomes
+// the quantized weight, with "<x>.experts.gate_up_proj_weight_scale" etc. beside it.
+
+var bmmAttrs = []string{"gate_up_proj", "down_proj"}
+
+// discoverBMM finds batched-matmul expert weights: a 3-D "<x>.experts.<attr>" with a
+// singular weight or input quantizer.
+func discoverBMM(names map[string]TensorHeader, qs Quantizers) ([]*Module, error) {
+	var mods []*Module
+	for _, n := range sortedKeys(names) {
+		container, attr := splitLast(n)
+		if !strings.HasSuffix(container, "experts") || (attr != "gate_up_proj" && attr != "down_proj") {
+			continue
+		}
+		wq, okW := qs.Get(container + "." + attr + "_weight_quantizer")
+		iq, okI := qs.Get(container + "." + attr + "_input_quantizer")
+		if !okW && !okI {
+			continue
+		}
+		if len(names[n].Shape) != 3 {
+			return nil, fmt.Errorf("%w: batched-matmul expert weight %s is %v, want 3-D", ErrShape, n, names[n].Shape)
+		}
+		m := &Module{Name: container, Attr: attr, Weight: n, BMM: true, Expert: -1}
+		m.Parent, m.Proj = splitLast(container)
+		if okW {
+			m.WQ = wq
+		}
+		if okI {
+			m.IQ = iq
+		}
+		m.fillBuffers(names)
+		if err := m.classify(); err != nil {
+			return nil, fmt.Errorf("module %s: %w", m.ID(), err)
+		}
+		mods = append(mods, m)
+	}
+	return mods, nil
+}
+
+// fillBMMAmax is _export_bmm_experts' set_expert_quantizer_amax, once over the weight
+// quantizers of gate_up_proj and down_proj and once over their input quantizers: the
+// target is the max of the existing amaxes; with none, weights take max|gate_up_proj|
+// and inputs 0.5. Quantizers whose amax is missing or all zero get it (dynamic input
+// quantizers excepted).
+func fillBMMAmax(ts *tensorSet, mods []*Module) error {
+	byContainer := map[string][]*Module{}
+	var order []string
+	for _, m := range mods {
+		if !m.BMM || m.Format == "" {
+			continue
+		}
+		if _, ok := byContainer[m.Name]; !ok {
+			order = append(order, m.Name)
+		}
+		byContainer[m.Name] = append(byContainer[m.Name], m)
+	}
+	for _, c := range order {
+		for _, weight := range []bool{true, false} {
+			type slot struct {
+				m    *Module
+				buf  *string
+				name string
+			}
+			var slots []slot
+			for _, m := range byContainer[c] {
+				if weight && hasQuant(m.WQ) && len(m.WQ.Sequential) == 0 {
+					slots = append(slots, slot{m, &m.WAmax, m.key("weight_quantizer._amax")})
+				}
+				if !weight && hasQuant(m.IQ) {
+					slots = append(slots, slot{m, &m.IAmax, m.key("input_quantizer._amax")})
+				}
+			}
+			have := false
+			var best float32
+			var need []slot
+			for _, s := range slots {
+				dynamic := !weight && s.m.IQ.Dynamic
+				if *s.buf == "" {
+					if !dynamic {
+						need = append(need, s)
+					}
+					continue
+				}
+				if ts.planning() {
+					continue
+				}
+				v, err := ts.floats(*s.buf)
+				if err != nil {
+					return err
+				}
+				if len(v) > 0 {
+					if a := maxOf(v); !have || a > best || a != a {
+						best, have = a, true
+					}
+				}
+				if allZero(v) && !dynamic {
+					need = append(need, s)
+				}
+			}
+			if len(need) == 0 {
+				continue
+			}
+			if ts.planning() {
+				for _, s := range need {
+					*s.buf = s.name
+					ts.setHeader(s.name, quant.F32, nil)
+				}
+				continue
+			}
+			if !have {
+				best = 0.5
+				if weight {
+					// The weight-statistics fallback reads the module's first weight
+					// attribute ("weight", "gate_up_proj", "down_proj") for every quantizer.
+					src := c + ".gate_up_proj"
+					if !ts.has(src) {
+						src = c + ".down_proj"
+					}
+					w, err := ts.floats(src)
+					if err != nil {
+						return err
+					}
+					best = absMax(w)
+				}
+			}
+			for _, s := range need {
+				*s.buf = s.name
+				if err := ts.setFloats(s.name, quant.F32, nil, []float32{best}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// bmmExportHeaders are the exported shapes of a BMM expert weight [E, A, B]. NVFP4
+// formats quantize the transposed weight and transpose back (packed along A); MXFP4 is
+// not transposed (packed along B); per-tensor FP8 keeps the shape.
+func bmmExportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
+	if len(w.Shape) != 3 {
+		return nil, fmt.Errorf("%w: %s: BMM expert weight %v", ErrShape, m.Weight, w.Shape)
+	}
+	E, A, B := w.Shape[0], w.Shape[1], w.Shape[2]
+	bk := int64(m.Block)
+	scalar := TensorHeader{DType: quant.F32, Shape: []int64{}}
+	out := map[string]TensorHeader{}
+	switch m.Format {
+	case "fp8":
+		out["weight"] = TensorHeader{quant.F8E4M3, []int64{E, A, B}}
+		out["weight_scale"] = scalar
+	case "nvfp4", "nvfp4_awq", "w4a16_nvfp4":
+		if bk <= 0 || bk%2 != 0 || A%bk != 0 {
+			return nil, fmt.Errorf("%w: %s: input size %d not divisible by block %d", ErrShape, m.Weight, A, bk)
+		}
+		out["weight"] = TensorHeader{quant.U8, []int64{E, A / 2, B}}
+		out["weight_scale"] = TensorHeader{quant.F8E4M3, []int64{E, A / bk, B}}
+		out["weight_scale_2"] = scalar
+	case "mxfp4", "w4a8_mxfp4_fp8":
+		if bk <= 0 || B%bk != 0 {
+			return nil, fmt.Errorf("%w: %s: last dim %d not divisible by block %d", ErrShape, m.Weight, B, bk)
+		}
+		out["weight"] = TensorHeader{quant.U8, []int64{E, A, B / 2}}
+		out["weight_scale"] = TensorHeader{quant.U8, []int64{E, A, B / bk}}
+	default:
+		return nil, fmt.Errorf("%w: %s: %s export of batched-matmul experts", ErrUnsupported, m.Weight, m.Format)
+	}
+	if m.Format != "mxfp4" && m.Format != "w4a8_mxfp4_fp8" && m.WAmax == "" {
+		return nil, fmt.Errorf("%w: %s: %s weight quantizer has no _amax", ErrMissingAmax, m.ID(), m.Format)
+	}
+	if hasInputScale(m) {
+		out["input_scale"] = scalar
+	}
+	return out, nil
+}
