@@ -15,12 +15,14 @@ build:
 # Unit tests, golden parity (unit, modules, e2e) and fuzz seed corpora, with the race detector.
 test:
 	$(GO) test -race -count=1 $(PKGS)
+	GOEXPERIMENT=simd $(GO) test -race -count=1 ./quant/ ./parity/
 
 race: test
 
 # Benchmarks print MB/s of input (b.SetBytes). CI runs them once with BENCHTIME=1x.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+	GOEXPERIMENT=simd $(GO) test -run '^$$' -bench 'Quantize' -benchtime $(BENCHTIME) ./quant/
 
 # Real fuzzing: every Fuzz target for FUZZTIME each.
 fuzz:
