@@ -66,6 +66,18 @@ type ModelConfig struct {
 	TextConfig        *ModelConfig `json:"text_config"`
 }
 
+func (c *ModelConfig) experts() int {
+	switch {
+	case c.NumLocalExperts > 0:
+		return c.NumLocalExperts
+	case c.NumExperts > 0:
+		return c.NumExperts
+	case c.TextConfig != nil:
+		return c.TextConfig.experts()
+	}
+	return 0
+}
+
 // embeddingNames are the module names transformers gives nn.Embedding layers.
 var embeddingNames = map[string]bool{
 	"embed_tokens": true, "wte": true, "wpe": true, "word_embeddings": true,
@@ -136,6 +148,9 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 			if len(shape) != 3 || shape[0] <= 0 || shape[0] > 1<<16 {
 				return nil, fmt.Errorf("%w: fused experts %s has shape %v", ErrModel, n, shape)
 			}
+			if e := cfg.experts(); e > 0 && shape[0] != int64(e) {
+				return nil, fmt.Errorf("%w: fused experts %s has %d experts, config.json says %d", ErrModel, n, shape[0], e)
+			}
 			cls := "hf." + prefix + "Experts"
 			if err := add(Slot{Name: mod + "." + param + "_input_quantizer", Kind: InputSlot, ParentClass: cls, Expert: -1}); err != nil {
 				return nil, err
@@ -186,13 +201,13 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 	if _, ok := shapes["lm_head.weight"]; !ok && tied && strings.HasSuffix(m.Arch, "ForCausalLM") {
 		// A tied lm_head is still an nn.Linear module of its own (its weight is the
 		// embedding's), so it has quantizers even though the checkpoint has no tensor.
-		var shape []int64
+		var emb string
 		for _, n := range names {
 			if strings.HasSuffix(n, "embed_tokens.weight") {
-				shape = shapes[n]
+				emb = n
 			}
 		}
-		if err := linear("lm_head", "", shape); err != nil {
+		if err := linear("lm_head", emb, shapes[emb]); err != nil {
 			return nil, err
 		}
 	}
