@@ -126,6 +126,9 @@ func (q *Quantized) WeightAmax(weights map[string]quant.Tensor) (map[string]quan
 		if !ok {
 			continue
 		}
+		if qn != s.Name {
+			return nil, fmt.Errorf("%w: chained weight quantizer %s (see CheckDataFree)", ErrNeedsCalibration, qn)
+		}
 		if s.Expert >= 0 {
 			var err error
 			if w, err = expertSlice(w, s.Expert); err != nil {
