@@ -77,8 +77,12 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 	if p.dtype == quant.Invalid {
 		p.dtype = configDType(cfg)
 	}
+	decoder := decoderBase(inputs)
 	for _, t := range inputs {
 		idx, prefix := LayerOf(t.Name)
+		if idx != quantstream.NonDecoder && layerBase(idx, prefix) != decoder {
+			idx, prefix = quantstream.NonDecoder, ""
+		}
 		lp := p.layers[idx]
 		if lp == nil {
 			lp = &LayerPlan{Index: idx, Prefix: prefix}
@@ -148,6 +152,29 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		p.QuantConfig = qc
 	}
 	return p, errors.Join(p.Problems...)
+}
+
+// decoderBase is the name base of the decoder layers ("model." for
+// "model.layers.N."): when several bases hold "layers.N." (a vision tower beside the
+// language model), the one with the most tensors, as arrowio groups checkpoints.
+func decoderBase(inputs []quantstream.TensorInfo) string {
+	count := map[string]int{}
+	for _, t := range inputs {
+		if idx, prefix := LayerOf(t.Name); idx != quantstream.NonDecoder {
+			count[layerBase(idx, prefix)]++
+		}
+	}
+	best, n := "", -1
+	for _, b := range sortedKeys(count) {
+		if c := count[b]; c > n || (c == n && len(b) < len(best)) {
+			best, n = b, c
+		}
+	}
+	return best
+}
+
+func layerBase(idx int, prefix string) string {
+	return strings.TrimSuffix(prefix, "layers."+strconv.Itoa(idx)+".")
 }
 
 // Layer returns the plan of a layer index, or nil.

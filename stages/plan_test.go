@@ -72,3 +72,21 @@ func TestPlanNothingQuantized(t *testing.T) {
 		t.Fatalf("layer 0 has %d outputs, want the 9 weights and norms", n)
 	}
 }
+
+// TestPlanVisionTowerIsNonDecoder: "layers.N." under a second, smaller base (a vision
+// tower) goes to the non-decoder group, as arrowio groups checkpoints.
+func TestPlanVisionTowerIsNonDecoder(t *testing.T) {
+	sd, qs := tinyLlama(1)
+	sd["model.visual.layers.0.attn.proj.weight"] = bf16Tensor([]int64{2, 2}, make([]float32, 4))
+	p, err := NewPlan(infosOf(sd), []byte(tinyLlamaConfig), qs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, o := range p.Layer(-1).Outputs {
+		found = found || o.Name == "model.visual.layers.0.attn.proj.weight"
+	}
+	if !found || p.Layer(0).Prefix != "model.layers.0." {
+		t.Fatalf("vision tensor in the non-decoder group: %v; layer 0 prefix %q", found, p.Layer(0).Prefix)
+	}
+}

@@ -33,17 +33,21 @@ func (s *Stage) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.Tens
 	if err != nil {
 		return nil, err
 	}
-	_, prefix := LayerOf(firstName(in))
-	if _, _, err := s.plan.run(ts, &LayerPlan{Index: layer, Prefix: prefix}); err != nil {
+	if _, _, err := s.plan.run(ts, &LayerPlan{Index: layer, Prefix: layerPrefix(layer, in)}); err != nil {
 		return nil, err
 	}
 	return infos(ts), nil
 }
 
-func firstName(in []quantstream.TensorInfo) string {
+// layerPrefix is the "…layers.N." prefix of decoder layer N among its tensors ("" for
+// the non-decoder group).
+func layerPrefix(layer int, in []quantstream.TensorInfo) string {
+	if layer == quantstream.NonDecoder {
+		return ""
+	}
 	for _, t := range in {
-		if idx, _ := LayerOf(t.Name); idx != quantstream.NonDecoder {
-			return t.Name
+		if idx, prefix := LayerOf(t.Name); idx == layer {
+			return prefix
 		}
 	}
 	return ""
@@ -73,8 +77,7 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	if err != nil {
 		return nil, err
 	}
-	_, prefix := LayerOf(firstName(infosIn))
-	if _, _, err := s.plan.run(ts, &LayerPlan{Index: l.Index(), Prefix: prefix}); err != nil {
+	if _, _, err := s.plan.run(ts, &LayerPlan{Index: l.Index(), Prefix: layerPrefix(l.Index(), infosIn)}); err != nil {
 		return nil, err
 	}
 	got := infos(ts)
