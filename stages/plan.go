@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -128,7 +129,7 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		if err != nil {
 			continue
 		}
-		mods, filled, err := p.run(ts, lp)
+		mods, filled, err := p.run(context.Background(), ts, lp)
 		if err != nil {
 			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
 			continue
@@ -269,7 +270,7 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 
 // run performs every export step on one layer: on headers while planning, on data
 // while processing (§7.2 steps 1-4 and 6, then §8.4).
-func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
+func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 	mods, fused, err := p.discover(ts)
 	if err != nil {
 		return nil, nil, err
@@ -324,6 +325,9 @@ func (p *Plan) run(ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 	for _, m := range mods {
 		if m.Format == "" {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
 		}
 		dt := p.dtype
 		if dt == quant.Invalid {

@@ -33,7 +33,7 @@ func (s *Stage) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.Tens
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := s.plan.run(ts, &LayerPlan{Index: layer, Prefix: layerPrefix(layer, in)}); err != nil {
+	if _, _, err := s.plan.run(context.Background(), ts, &LayerPlan{Index: layer, Prefix: layerPrefix(layer, in)}); err != nil {
 		return nil, err
 	}
 	return infos(ts), nil
@@ -77,7 +77,7 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := s.plan.run(ts, &LayerPlan{Index: l.Index(), Prefix: layerPrefix(l.Index(), infosIn)}); err != nil {
+	if _, _, err := s.plan.run(ctx, ts, &LayerPlan{Index: l.Index(), Prefix: layerPrefix(l.Index(), infosIn)}); err != nil {
 		return nil, err
 	}
 	got := infos(ts)
