@@ -219,3 +219,27 @@ func ExampleStage_Process() {
 	// Output:
 	// 0 25 tensors in, 32 out
 }
+
+func ExampleStage_Plan() {
+	sd, qs := tinyLlama(1)
+	p, _ := NewPlan(infosOf(sd), []byte(tinyLlamaConfig), qs, Options{})
+	st := NewStage(p, memory.NewGoAllocator())
+	in := []quantstream.TensorInfo{
+		{Name: "model.layers.0.mlp.down_proj.weight", DType: "BF16", Shape: []int64{32, 64}},
+		{Name: "model.layers.0.mlp.down_proj.weight_quantizer._amax", DType: "BF16", Shape: []int64{}},
+		{Name: "model.layers.0.mlp.down_proj.input_quantizer._amax", DType: "BF16", Shape: []int64{}},
+	}
+	out, err := st.Plan(0, in)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, t := range out {
+		fmt.Println(t.Name, t.DType, t.Shape)
+	}
+	// Output:
+	// model.layers.0.mlp.down_proj.input_scale F32 []
+	// model.layers.0.mlp.down_proj.weight U8 [32 32]
+	// model.layers.0.mlp.down_proj.weight_scale F8_E4M3 [32 4]
+	// model.layers.0.mlp.down_proj.weight_scale_2 F32 []
+}
