@@ -7,7 +7,6 @@ package convert
 import (
 	"context"
 	"errors"
-	"fmt"
 	"runtime"
 	"syscall"
 	"time"
@@ -83,6 +82,7 @@ type job struct {
 	mode      string
 	stages    []quantstream.Stage
 	sideFiles map[string][]byte // generated files (config.json, hf_quant_config.json)
+	skipFiles []string          // input side files that do not belong in the output
 	summary   Summary
 }
 
@@ -138,6 +138,9 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	for name := range j.sideFiles {
 		delete(side, name)
 	}
+	for _, name := range j.skipFiles {
+		delete(side, name)
+	}
 	if err := w.CopySideFiles(side); err != nil {
 		return nil, err
 	}
@@ -189,12 +192,4 @@ func PeakRSS() int64 {
 		return ru.Maxrss
 	}
 	return ru.Maxrss * 1024
-}
-
-// prepare decides what the conversion does from the inputs and options.
-func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, error) {
-	if opt.Recipe != "" || opt.KVCache != "" {
-		return nil, fmt.Errorf("convert: recipes are not wired yet")
-	}
-	return &job{mode: "passthrough"}, nil
 }

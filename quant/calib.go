@@ -83,9 +83,7 @@ func CalibrateAmax(q *Quantizer, w Tensor) (Tensor, error) {
 			}
 		}
 		shape = []int64{rows * nb, 1}
-		if _, isInt := q.NumBits.Int(); isInt && !bs.Dynamic() && q.FakeQuant {
-			outDT = F32
-		}
+		outDT = CalibratedAmaxDType(q, w.DType, rank)
 	case len(axes) > 0:
 		// Reshape every blocked axis d into (ceil(d/b), b) and reduce over the b's.
 		var rshape []int64
@@ -154,6 +152,24 @@ func calibKey(bs *BlockSizes, i, rank int) int {
 }
 
 // calibBlockAxes lists the axes with a block size > 0, sorted.
+// CalibratedAmaxDType is the dtype of the amax CalibrateAmax computes for q on a
+// weight of dtype dt and the given rank, known without the weight's data so that a
+// plan can lay out the buffer before calibration: integer static last-axis block
+// quantizers become StaticBlockScaleQuantizer and keep a float32 amax; every other
+// amax keeps the weight's dtype.
+func CalibratedAmaxDType(q *Quantizer, dt DType, rank int) DType {
+	bs := q.BlockSizes
+	if bs == nil || bs.Dynamic() {
+		return dt
+	}
+	if axes := calibBlockAxes(bs, rank); len(axes) == 1 && axes[0] == rank-1 {
+		if _, isInt := q.NumBits.Int(); isInt && q.FakeQuant {
+			return F32
+		}
+	}
+	return dt
+}
+
 func calibBlockAxes(bs *BlockSizes, rank int) []int {
 	if bs == nil {
 		return nil

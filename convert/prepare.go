@@ -1,0 +1,142 @@
+package convert
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/modelopt"
+	"github.com/quantstream/quantstream/stages"
+)
+
+// ErrPlan wraps the problems found while planning; the conversion did not start.
+var ErrPlan = errors.New("convert: the plan has problems")
+
+// Calibration artifacts that describe the input and are not part of an exported
+// checkpoint.
+var inputOnlyFiles = map[string]bool{
+	"quantizers.json":    true,
+	"quant_recipe.json":  true,
+	"modelopt_state.pth": true,
+}
+
+// prepare decides what the conversion does from the inputs and options:
+// a data-free recipe, a saved ModelOpt checkpoint, calibration state with a
+// quantizers.json table, or a passthrough.
+func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, error) {
+	side := ck.SideFiles()
+	var (
+		qs    stages.Quantizers
+		mode  string
+		extra []quantstream.TensorInfo // tensors the calibration stage adds (weight amax)
+		pre   []quantstream.Stage
+	)
+	switch {
+	case opt.Recipe != "" || opt.KVCache != "":
+		t, cs, added, err := dataFree(ck, side, opt, mem)
+		if err != nil {
+			return nil, err
+		}
+		qs, extra, pre = t, added, []quantstream.Stage{cs}
+		mode = "data-free " + strings.TrimSpace(opt.Recipe+" "+opt.KVCache)
+	case side[modelopt.StateFileName] != "":
+		st, err := modelopt.ReadState(side[modelopt.StateFileName])
+		if err != nil {
+			return nil, err
+		}
+		qs = st.Quantizers
+		mode = "export (saved ModelOpt checkpoint, " + st.CalibMode + ")"
+	case side["quantizers.json"] != "":
+		t, err := modelopt.LoadQuantizersJSON(side["quantizers.json"])
+		if err != nil {
+			return nil, err
+		}
+		qs = t
+		mode = "export (calibration state)"
+	default:
+		j := &job{mode: "passthrough"}
+		for name := range side {
+			if inputOnlyFiles[name] {
+				j.skipFiles = append(j.skipFiles, name)
+			}
+		}
+		return j, nil
+	}
+	cfgPath := side["config.json"]
+	if cfgPath == "" {
+		return nil, fmt.Errorf("convert: no config.json in %s: the architecture decides how modules fuse", strings.Join(opt.Inputs, ", "))
+	}
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	infos := make([]quantstream.TensorInfo, 0, len(ck.Tensors())+len(extra))
+	for _, t := range ck.Tensors() {
+		infos = append(infos, t.Info())
+	}
+	infos = append(infos, extra...)
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+	plan, err := stages.NewPlan(infos, cfg, qs, stages.Options{Div: opt.DivMode})
+	if err != nil {
+		return nil, fmt.Errorf("%w:\n%w", ErrPlan, err)
+	}
+	j := &job{mode: mode, stages: append(pre, stages.NewStage(plan, mem)), sideFiles: map[string][]byte{}}
+	outCfg, err := plan.ConfigJSON(cfg)
+	if err != nil {
+		return nil, err
+	}
+	j.sideFiles["config.json"] = outCfg
+	hq, err := plan.HFQuantConfigJSON()
+	if err != nil {
+		return nil, err
+	}
+	if hq != nil {
+		j.sideFiles["hf_quant_config.json"] = hq
+	}
+	for name := range side {
+		if inputOnlyFiles[name] {
+			j.skipFiles = append(j.skipFiles, name)
+		}
+	}
+	j.summary = summarizePlan(plan)
+	return j, nil
+}
+
+func summarizePlan(p *stages.Plan) Summary {
+	var s Summary
+	s.ModulesPerFmt = map[string]int{}
+	for f, mods := range p.Modules {
+		s.ModulesPerFmt[f] = len(mods)
+	}
+	for _, lp := range p.Layers {
+		s.FilledAmax = append(s.FilledAmax, lp.Filled...)
+	}
+	s.QuantAlgo, s.Unquantized = quantAlgoAndExcluded(p)
+	return s
+}
+
+// quantAlgoAndExcluded reads quant_algo and the excluded modules back from the
+// hf_quant_config the plan will write, so the summary says exactly what the file says.
+func quantAlgoAndExcluded(p *stages.Plan) (string, []string) {
+	b, err := p.HFQuantConfigJSON()
+	if err != nil || b == nil {
+		return "", nil
+	}
+	var hq struct {
+		Quantization struct {
+			QuantAlgo      string   `json:"quant_algo"`
+			ExcludeModules []string `json:"exclude_modules"`
+		} `json:"quantization"`
+	}
+	if json.Unmarshal(b, &hq) != nil {
+		return "", nil
+	}
+	return hq.Quantization.QuantAlgo, hq.Quantization.ExcludeModules
+}
