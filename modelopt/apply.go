@@ -298,6 +298,11 @@ func Apply(r *Recipe, m *Model, opt ApplyOptions) (*Quantized, error) {
 					return nil, fmt.Errorf("quantizer %q: %w", l.name, err)
 				}
 				if shape != nil {
+					if quant.Numel(shape) == 1 {
+						// The max calibrator keeps a single-element amax as a 0-dim
+						// tensor (a 128x128-block FP8 weight of one block, say).
+						shape = []int64{}
+					}
 					out.AmaxShapes[l.name] = shape
 				}
 			case opt.Forwarded:

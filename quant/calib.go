@@ -25,7 +25,7 @@ func CalibrateAmax(q *Quantizer, w Tensor) (Tensor, error) {
 	if q == nil || isSequential(q) {
 		return Tensor{}, fmt.Errorf("%w: calibrate a single quantizer", ErrShape)
 	}
-	if q.Dynamic || isMXFormat(q) {
+	if q.Dynamic || IsMXFormat(q) {
 		return Tensor{}, ErrNoAmax
 	}
 	if !intFloatDType(w.DType) {

@@ -121,8 +121,9 @@ func scaleBitsIs(b *BlockSizes, n NumBits) bool {
 	return b != nil && b.ScaleBits != nil && *b.ScaleBits == n
 }
 
-// isMXFormat is TensorQuantizer.is_mx_format: dynamic blocks with E8M0 scales.
-func isMXFormat(q *Quantizer) bool {
+// IsMXFormat is TensorQuantizer.is_mx_format: dynamic blocks with E8M0 scales. Such a
+// quantizer reports no amax, so it never yields an input_scale.
+func IsMXFormat(q *Quantizer) bool {
 	return q.BlockSizes.Dynamic() && scaleBitsIs(q.BlockSizes, BitsE8M0)
 }
 
@@ -132,7 +133,7 @@ func intOf(n NumBits, w int) bool { b, ok := n.Int(); return ok && b == w }
 // amaxProperty is TensorQuantizer.amax: None without a buffer or for MX formats, and an
 // assertion failure for a dynamic quantizer that holds one.
 func amaxProperty(q *Quantizer, amax *Tensor) (*Tensor, error) {
-	if amax == nil || isMXFormat(q) {
+	if amax == nil || IsMXFormat(q) {
 		return nil, nil
 	}
 	if q.Dynamic {

@@ -39,7 +39,13 @@ func exportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
 			return nil, fmt.Errorf("%w: %s: FP8 block sizes %v", ErrUnsupported, m.Weight, m.WQ.BlockSizes.Dims)
 		}
 		out["weight"] = TensorHeader{quant.F8E4M3, []int64{O, I}}
-		out["weight_scale"] = TensorHeader{quant.F32, []int64{ceilDiv(O, b0), 1, ceilDiv(I, b1), 1}}
+		scale := []int64{ceilDiv(O, b0), 1, ceilDiv(I, b1), 1}
+		if quant.Numel(scale) == 1 {
+			// The scale keeps the amax's shape, and calibration stores a one-block
+			// amax as a 0-dim tensor.
+			scale = []int64{}
+		}
+		out["weight_scale"] = TensorHeader{quant.F32, scale}
 	case "int8_sq", "int8_wo":
 		out["weight"] = TensorHeader{quant.I8, []int64{O, I}}
 		out["weight_scale"] = TensorHeader{quant.F32, squeezed([]int64{O})}
@@ -108,7 +114,7 @@ func exportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
 // an amax (even disabled); the others need it enabled. MX and per-token input
 // quantizers have no amax buffer, hence no input_scale.
 func hasInputScale(m *Module) bool {
-	if m.IQ == nil || m.IAmax == "" {
+	if m.IQ == nil || m.IAmax == "" || quant.IsMXFormat(m.IQ) {
 		return false
 	}
 	if m.Format == "fp8" {

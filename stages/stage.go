@@ -82,7 +82,7 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	}
 	got := infos(ts)
 	if !sameInfos(got, want) {
-		return nil, fmt.Errorf("%w: layer %d produced headers that differ from its plan", ErrPlanMismatch, l.Index())
+		return nil, fmt.Errorf("%w: layer %d: %s", ErrPlanMismatch, l.Index(), firstInfoDiff(got, want))
 	}
 	b := quantstream.NewLayerBuilder(s.mem, l.Index(), l.Prefix())
 	defer b.Release()
@@ -93,6 +93,17 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 		}
 	}
 	return b.Finish()
+}
+
+// firstInfoDiff describes where got and want first differ.
+func firstInfoDiff(got, want []quantstream.TensorInfo) string {
+	for i := 0; i < min(len(got), len(want)); i++ {
+		g, w := got[i], want[i]
+		if g.Name != w.Name || g.DType != w.DType || !slices.Equal(g.Shape, w.Shape) {
+			return fmt.Sprintf("produced %s %s %v where the plan has %s %s %v", g.Name, g.DType, g.Shape, w.Name, w.DType, w.Shape)
+		}
+	}
+	return fmt.Sprintf("produced %d tensors, the plan has %d", len(got), len(want))
 }
 
 func sameInfos(a, b []quantstream.TensorInfo) bool {

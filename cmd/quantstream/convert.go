@@ -148,18 +148,8 @@ func printSummary(w io.Writer, out string, s *convert.Summary) {
 	for _, k := range sortedKeys(s.ModulesPerFmt) {
 		fmt.Fprintf(w, "  %-16s %d modules\n", k, s.ModulesPerFmt[k])
 	}
-	if len(s.Unquantized) > 0 {
-		fmt.Fprintf(w, "left unquantized (%d):\n", len(s.Unquantized))
-		for _, u := range s.Unquantized {
-			fmt.Fprintf(w, "  %s\n", u)
-		}
-	}
-	if len(s.FilledAmax) > 0 {
-		fmt.Fprintf(w, "expert amax filled (experts that saw no calibration tokens) (%d):\n", len(s.FilledAmax))
-		for _, u := range s.FilledAmax {
-			fmt.Fprintf(w, "  %s\n", u)
-		}
-	}
+	printList(w, "left unquantized (exclude_modules)", s.Unquantized)
+	printList(w, "expert input amax filled (experts that saw no calibration tokens)", s.FilledAmax)
 	for _, warn := range s.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
@@ -218,5 +208,22 @@ func (p *progressPrinter) update(pr pipeline.Progress) {
 func (p *progressPrinter) done() {
 	if p.tty && p.printed {
 		fmt.Fprintln(p.w)
+	}
+}
+
+// printList prints a titled list, shortened past a dozen entries: a MoE model can
+// fill thousands of expert amaxes, and --report has them all.
+func printList(w io.Writer, title string, items []string) {
+	if len(items) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%s (%d):\n", title, len(items))
+	const most = 12
+	for i, it := range items {
+		if i == most {
+			fmt.Fprintf(w, "  … and %d more (all of them in --report)\n", len(items)-most)
+			break
+		}
+		fmt.Fprintf(w, "  %s\n", it)
 	}
 }
