@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
+	"sort"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -21,6 +24,13 @@ type PlanReport struct {
 	BytesOut int64
 	// MinMemory is the smallest --max-memory that can run this plan.
 	MinMemory int64
+	// PeakData bounds the tensor bytes in flight during the run (pipeline/doc.go):
+	// min(MaxMemory, layers in flight × MinMemory).
+	PeakData int64
+	// EstSeconds is BytesIn at EstimateGBps, the rate a conversion sustains on a
+	// 2-core machine with a warm page cache (see the benchmarks); disk speed and
+	// cores change it.
+	EstSeconds float64
 	// Problems lists everything that would stop the conversion, all at once.
 	Problems []string
 	Summary  Summary
@@ -39,7 +49,7 @@ func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
 	r := &PlanReport{}
 	j, err := prepare(ck, opt, memory.NewGoAllocator())
 	if err != nil {
-		r.Problems = append(r.Problems, err.Error())
+		r.Problems = append(r.Problems, splitProblems(err)...)
 		return r, nil
 	}
 	r.Mode = j.mode
@@ -53,6 +63,15 @@ func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
 	r.Layers = plan.Layers
 	r.BytesIn = plan.TotalBytes
 	r.MinMemory = plan.MaxCharge
+	workers := opt.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	r.PeakData = int64(workers*(len(p.Stages)+1)) * plan.MaxCharge
+	if opt.MaxMemory > 0 && opt.MaxMemory < r.PeakData {
+		r.PeakData = opt.MaxMemory
+	}
+	r.EstSeconds = float64(r.BytesIn) / (EstimateGBps * 1e9)
 	if err := plan.Check(opt.MaxMemory); err != nil {
 		r.Problems = append(r.Problems, err.Error())
 	}
@@ -66,6 +85,21 @@ func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
 	}
 	r.Shards = sp
 	return r, nil
+}
+
+// EstimateGBps is the conversion rate plan estimates use, in GB/s of input.
+const EstimateGBps = 1.0
+
+// splitProblems turns an error joining several problems (errors.Join, one per line)
+// into one entry per problem.
+func splitProblems(err error) []string {
+	var out []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if line = strings.TrimSpace(line); line != "" && line != ErrPlan.Error()+":" {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 func finalTensors(plan *pipeline.Plan) (out []quantstream.TensorInfo) {
@@ -91,7 +125,18 @@ func (r *PlanReport) Print(w io.Writer) {
 			fmt.Fprintf(w, "shard %s: %d tensors, %s\n", s.Name, len(s.Tensors), HumanBytes(s.Size()))
 		}
 	}
-	fmt.Fprintf(w, "bytes in %s, out %s; needs --max-memory >= %s\n", HumanBytes(r.BytesIn), HumanBytes(r.BytesOut), HumanBytes(r.MinMemory))
+	if r.Summary.QuantAlgo != "" {
+		fmt.Fprintf(w, "quant_algo: %s\n", r.Summary.QuantAlgo)
+	}
+	for _, f := range sortedNames(r.Summary.ModulesPerFmt) {
+		fmt.Fprintf(w, "  %-16s %d modules\n", f, r.Summary.ModulesPerFmt[f])
+	}
+	if n := len(r.Summary.Unquantized); n > 0 {
+		fmt.Fprintf(w, "left unquantized: %s\n", strings.Join(r.Summary.Unquantized, ", "))
+	}
+	fmt.Fprintf(w, "bytes in %s, out %s; needs --max-memory >= %s; tensor bytes in flight <= %s\n",
+		HumanBytes(r.BytesIn), HumanBytes(r.BytesOut), HumanBytes(r.MinMemory), HumanBytes(r.PeakData))
+	fmt.Fprintf(w, "estimated time: %.0fs at %.1f GB/s\n", r.EstSeconds, EstimateGBps)
 	if len(r.Problems) == 0 {
 		fmt.Fprintln(w, "no problems found")
 		return
@@ -114,4 +159,13 @@ func HumanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func sortedNames(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
