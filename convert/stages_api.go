@@ -1,0 +1,67 @@
+package convert
+
+import (
+	"fmt"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/modelopt"
+	"github.com/quantstream/quantstream/quant"
+)
+
+// NewCalibrateStage returns the calibration stage of a data-free conversion, the one
+// Run puts before the export: it appends to each layer the _amax buffer of every
+// enabled weight quantizer of q that calibrates on one of the layer's weights,
+// computed from those weights alone (ModelOpt's max calibration with
+// forward_loop=None). Output layers are allocated from mem.
+//
+// inputs are the headers of every checkpoint tensor (for example from
+// arrowio.Checkpoint.Tensors). The second result lists the headers of the buffers
+// the stage adds; stages.NewPlan needs them among its inputs, so that the export is
+// planned from what the calibration will produce:
+//
+//	q, _ := modelopt.DataFree(recipe, configJSON, shapes)
+//	cal, added, _ := convert.NewCalibrateStage(q, inputs, mem)
+//	plan, _ := stages.NewPlan(append(inputs, added...), configJSON, q.Table, stages.Options{})
+//	// pipeline stages: cal, (your stages), stages.NewStage(plan, mem)
+//
+// The stage is safe for concurrent use on different layers.
+func NewCalibrateStage(q *modelopt.Quantized, inputs []quantstream.TensorInfo, mem memory.Allocator) (quantstream.Stage, []quantstream.TensorInfo, error) {
+	if mem == nil {
+		mem = memory.DefaultAllocator
+	}
+	dtypes := make(map[string]quant.DType, len(inputs))
+	for _, t := range inputs {
+		dt, err := quant.ParseDType(t.DType)
+		if err != nil {
+			return nil, nil, fmt.Errorf("convert: tensor %s: %w", t.Name, err)
+		}
+		dtypes[t.Name] = dt
+	}
+	cs := &calibrateStage{q: q, mem: mem, byWeight: map[string][]quantstream.TensorInfo{}}
+	var added []quantstream.TensorInfo
+	for _, qn := range q.Table.Names() {
+		shape, ok := q.AmaxShapes[qn]
+		tq := q.Table[qn]
+		if !ok || !tq.Enabled {
+			continue
+		}
+		slot, ok := q.Slot(qn)
+		if !ok || slot.Kind != modelopt.WeightSlot || slot.Name != qn {
+			continue
+		}
+		dt, ok := dtypes[slot.Weight]
+		if !ok {
+			return nil, nil, fmt.Errorf("convert: quantizer %s calibrates on %s, which the inputs lack", qn, slot.Weight)
+		}
+		info := quantstream.TensorInfo{
+			Name:  qn + "._amax",
+			DType: quant.CalibratedAmaxDType(tq, dt, len(slot.WeightShape)).String(),
+			Shape: shape,
+		}
+		cs.byWeight[slot.Weight] = append(cs.byWeight[slot.Weight], info)
+		added = append(added, info)
+	}
+	return cs, added, nil
+}

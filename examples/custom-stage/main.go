@@ -1,0 +1,347 @@
+// Command custom-stage builds a data-free conversion by hand from quantstream's
+// public pieces and inserts its own stages between ModelOpt's:
+//
+//	checkpoint ─► calibrate ─► weight-stats (ours) ─► export ─► keep-check (ours) ─► writer
+//	 (arrowio)    (convert)                           (stages)                      (arrowio)
+//
+// weight-stats reports, per layer, every weight's shape, amax and mean |w| beside
+// the amax the calibration computed for it; keep-check guards the layers chosen to
+// stay unquantized. Those layers are left out of quantization the way ModelOpt
+// does it, by a recipe rule that disables their quantizers, so hf_quant_config.json
+// lists them in exclude_modules.
+//
+//	go run ./examples/custom-stage -in testdata/tiny_llama -out /tmp/out -keep 1
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/convert"
+	"github.com/quantstream/quantstream/modelopt"
+	"github.com/quantstream/quantstream/pipeline"
+	"github.com/quantstream/quantstream/quant"
+	"github.com/quantstream/quantstream/stages"
+)
+
+func main() {
+	in := flag.String("in", "", "input checkpoint directory (safetensors + config.json)")
+	out := flag.String("out", "", "output directory (must not exist or be empty)")
+	recipe := flag.String("recipe", "W4A16_NVFP4_CFG", "weight-only ModelOpt preset or recipe file")
+	keep := flag.String("keep", "1", "comma-separated decoder layer indices to leave unquantized (empty: none)")
+	workers := flag.Int("workers", 0, "workers per stage (0: GOMAXPROCS); the output does not depend on it")
+	flag.Parse()
+	if *in == "" || *out == "" {
+		fmt.Fprintln(os.Stderr, "usage: custom-stage -in DIR -out DIR [-recipe NAME] [-keep 1,2]")
+		os.Exit(2)
+	}
+	keepSet, err := parseLayers(*keep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "custom-stage: -keep:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Stdout, *in, *out, *recipe, keepSet, *workers); err != nil {
+		fmt.Fprintln(os.Stderr, "custom-stage:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, w io.Writer, in, out, recipeName string, keep map[int]bool, workers int) error {
+	mem := memory.NewGoAllocator()
+
+	// 1. Headers only: the checkpoint, its config.json and every tensor's shape.
+	ck, err := arrowio.OpenCheckpoint(in)
+	if err != nil {
+		return err
+	}
+	defer ck.Close()
+	side := ck.SideFiles()
+	if side["config.json"] == "" {
+		return fmt.Errorf("no config.json in %s", in)
+	}
+	cfg, err := os.ReadFile(side["config.json"])
+	if err != nil {
+		return err
+	}
+	var inputs []quantstream.TensorInfo
+	shapes := map[string][]int64{}
+	for _, t := range ck.Tensors() {
+		inputs = append(inputs, t.Info())
+		shapes[t.Name] = t.Shape
+	}
+
+	// 2. The recipe, with one rule per kept layer appended: later rules win, as in
+	// ModelOpt's quant_cfg["*layers.1.*"] = {"enable": False}.
+	r, err := modelopt.ResolveRecipe(recipeName, "")
+	if err != nil {
+		return err
+	}
+	off := false
+	for _, i := range sortedKeys(keep) {
+		r.Rules = append(r.Rules, modelopt.Rule{QuantizerName: fmt.Sprintf("*layers.%d.*", i), Enable: &off})
+	}
+	q, err := modelopt.DataFree(r, cfg, shapes)
+	if err != nil {
+		return err // modelopt.ErrNeedsCalibration for recipes with static activation scales
+	}
+
+	// 3. The stages: calibration adds each weight's amax, the plan is made from what
+	// the calibration will produce, and ours go in between and after.
+	calibrate, added, err := convert.NewCalibrateStage(q, inputs, mem)
+	if err != nil {
+		return err
+	}
+	all := append(append([]quantstream.TensorInfo(nil), inputs...), added...)
+	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
+	plan, err := stages.NewPlan(all, cfg, q.Table, stages.Options{})
+	if err != nil {
+		return err
+	}
+	stats := &weightStats{byLayer: map[int][]string{}}
+	p := &pipeline.Pipeline{
+		Source:  &checkpointSource{ck: ck, mem: mem, layers: ck.Layers()},
+		Stages:  []quantstream.Stage{calibrate, stats, stages.NewStage(plan, mem), keepCheck{keep: keep}},
+		Workers: workers,
+	}
+
+	// 4. The writer is laid out from the pipeline's plan before any tensor is read.
+	pp, err := p.Plan()
+	if err != nil {
+		return err
+	}
+	var final []quantstream.TensorInfo
+	for _, lp := range pp.Layers {
+		final = append(final, lp.Steps[len(lp.Steps)-1]...)
+	}
+	wr, err := arrowio.Create(out, final, arrowio.WriteOptions{})
+	if err != nil {
+		return err
+	}
+	defer wr.Abort() // a no-op after Commit
+	p.Sink = writerSink{wr}
+	if err := p.Run(ctx); err != nil {
+		return err
+	}
+
+	// 5. Side files: config.json with its quantization_config, hf_quant_config.json,
+	// and the rest (tokenizer, generation config) copied.
+	outCfg, err := plan.ConfigJSON(cfg)
+	if err != nil {
+		return err
+	}
+	hq, err := plan.HFQuantConfigJSON()
+	if err != nil {
+		return err
+	}
+	delete(side, "config.json")
+	delete(side, "hf_quant_config.json")
+	if err := wr.CopySideFiles(side); err != nil {
+		return err
+	}
+	if err := wr.WriteSideFile("config.json", outCfg); err != nil {
+		return err
+	}
+	if hq != nil {
+		if err := wr.WriteSideFile("hf_quant_config.json", hq); err != nil {
+			return err
+		}
+	}
+	if err := wr.Commit(); err != nil {
+		return err
+	}
+
+	// 6. Report, in layer order whatever order the workers finished in.
+	for _, li := range ck.Layers() {
+		fmt.Fprintf(w, "layer %d %q:\n", li.Index, li.Prefix)
+		for _, line := range stats.byLayer[li.Index] {
+			fmt.Fprintln(w, " ", line)
+		}
+	}
+	for _, f := range sortedKeys(plan.Modules) {
+		fmt.Fprintf(w, "%s: %d modules\n", f, len(plan.Modules[f]))
+	}
+	fmt.Fprintf(w, "wrote %s: %d tensors; left unquantized: %s\n", out, len(final), strings.Join(excluded(hq), ", "))
+	return nil
+}
+
+// weightStats is a pass-through stage that records, for every 2-D or 3-D weight of a
+// layer, its amax and mean |w| and the amax the calibration stage added for it.
+type weightStats struct {
+	mu      sync.Mutex
+	byLayer map[int][]string
+}
+
+var _ quantstream.Stage = (*weightStats)(nil)
+
+func (s *weightStats) Name() string { return "weight-stats" }
+
+// Plan: the layer goes on unchanged.
+func (s *weightStats) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
+	return in, nil
+}
+
+// Process reads the layer and hands it on; ownership passes through.
+func (s *weightStats) Process(ctx context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
+	var lines []string
+	for _, t := range l.Tensors() {
+		if err := ctx.Err(); err != nil {
+			l.Release()
+			return nil, err
+		}
+		if !strings.HasSuffix(t.Name, ".weight") || len(t.Shape) < 2 {
+			continue
+		}
+		amax, mean, err := absStats(t.Tensor)
+		if err != nil {
+			l.Release()
+			return nil, fmt.Errorf("%s: %w", t.Name, err)
+		}
+		line := fmt.Sprintf("%-28s %-11s amax %.6g  mean|w| %.6g", strings.TrimPrefix(t.Name, l.Prefix()), fmt.Sprint(t.Shape), amax, mean)
+		module := strings.TrimSuffix(t.Name, ".weight")
+		if a, ok := l.Lookup(module + ".weight_quantizer._amax"); ok {
+			ca, err := quant.TensorAmax(a.Tensor)
+			if err != nil {
+				l.Release()
+				return nil, fmt.Errorf("%s: %w", a.Name, err)
+			}
+			line += fmt.Sprintf("  calibrated amax %v max %.6g", a.Shape, ca)
+		}
+		lines = append(lines, line)
+	}
+	s.mu.Lock()
+	s.byLayer[l.Index()] = lines
+	s.mu.Unlock()
+	return l, nil
+}
+
+// absStats returns max |w| and mean |w|, summed in element order in float64, so the
+// figures do not depend on scheduling.
+func absStats(t quant.Tensor) (amax, mean float64, err error) {
+	v, err := quant.Float32s(t)
+	if err != nil {
+		return 0, 0, err
+	}
+	var sum float64
+	for _, x := range v {
+		a := math.Abs(float64(x))
+		sum += a
+		amax = max(amax, a)
+	}
+	if len(v) > 0 {
+		mean = sum / float64(len(v))
+	}
+	return amax, mean, nil
+}
+
+// keepCheck guards the layers chosen to stay unquantized: their exported headers
+// must carry no scales and no quantized dtype. It checks in Plan, from headers
+// alone, so a recipe that does not honour the choice fails before anything is read.
+type keepCheck struct{ keep map[int]bool }
+
+var _ quantstream.Stage = keepCheck{}
+
+func (k keepCheck) Name() string { return "keep-check" }
+
+func (k keepCheck) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
+	if !k.keep[layer] {
+		return in, nil
+	}
+	for _, t := range in {
+		switch {
+		case strings.HasSuffix(t.Name, "_scale") || strings.HasSuffix(t.Name, "_scale_2"):
+			return nil, fmt.Errorf("layer kept unquantized has %s", t.Name)
+		case t.DType != "BF16" && t.DType != "F16" && t.DType != "F32":
+			return nil, fmt.Errorf("layer kept unquantized has %s as %s", t.Name, t.DType)
+		}
+	}
+	return in, nil
+}
+
+// Process hands the layer on; Plan has already checked it, and the pipeline checks
+// every layer against the plan.
+func (k keepCheck) Process(_ context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
+	return l, nil
+}
+
+// checkpointSource streams a checkpoint's layers in its deterministic order.
+type checkpointSource struct {
+	ck     *arrowio.Checkpoint
+	mem    memory.Allocator
+	layers []arrowio.LayerInfo
+	next   int
+}
+
+func (s *checkpointSource) Layers() []pipeline.LayerInfo {
+	out := make([]pipeline.LayerInfo, len(s.layers))
+	for i, li := range s.layers {
+		out[i] = pipeline.LayerInfo{Index: li.Index, Prefix: li.Prefix, Tensors: li.Infos()}
+	}
+	return out
+}
+
+func (s *checkpointSource) Next(ctx context.Context) (*quantstream.Layer, error) {
+	if s.next >= len(s.layers) {
+		return nil, io.EOF
+	}
+	s.next++
+	return s.ck.ReadLayer(ctx, s.mem, s.layers[s.next-1])
+}
+
+// writerSink writes each layer at its planned place in the output shards.
+type writerSink struct{ w *arrowio.Writer }
+
+func (s writerSink) Write(_ context.Context, l *quantstream.Layer) error { return s.w.WriteLayer(l) }
+
+func parseLayers(s string) (map[int]bool, error) {
+	set := map[int]bool{}
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		i, err := strconv.Atoi(f)
+		if err != nil || i < 0 {
+			return nil, errors.New("want decoder layer indices such as 1,2")
+		}
+		set[i] = true
+	}
+	return set, nil
+}
+
+// excluded reads exclude_modules back from hf_quant_config.json.
+func excluded(hq []byte) []string {
+	var c struct {
+		Quantization struct {
+			ExcludeModules []string `json:"exclude_modules"`
+		} `json:"quantization"`
+	}
+	if hq == nil || json.Unmarshal(hq, &c) != nil {
+		return nil
+	}
+	return c.Quantization.ExcludeModules
+}
+
+func sortedKeys[K int | string, V any](m map[K]V) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
