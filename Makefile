@@ -38,10 +38,12 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
 
-# Build and run every example on the tiny test models.
+# Build and run every example on the tiny test models (outputs in one temporary
+# directory, removed afterwards). Each example is a package main taking -in DIR -out DIR.
 examples: build
-	@set -e; for d in examples/*/; do \
-	  echo "== $$d"; $(GO) run ./$$d -in testdata/tiny_llama -out $$(mktemp -d)/out; \
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for d in examples/*/; do \
+	  echo "== $$d"; $(GO) run ./$$d -in testdata/tiny_llama -out $$tmp/$$(basename $$d); \
 	done
 
 # Regenerate the tiny test models (deterministic: a fixed seed).
