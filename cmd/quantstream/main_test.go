@@ -46,25 +46,26 @@ func TestRun(t *testing.T) {
 		stdout     []string // substrings, in order
 		stderr     []string
 		lastStdout string // the last line of stdout, if set
-		outDir     string // must exist afterwards (code 0) or not (otherwise)
+		present    string // a directory that must exist afterwards
+		absent     string // a directory that must not exist afterwards
 	}{
 		{name: "no args", args: nil, code: 2, stderr: []string{"usage: quantstream <command>", "convert", "parity"}},
 		{name: "help", args: []string{"help"}, code: 0, stdout: []string{"usage: quantstream <command>"}},
 		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"quantstream " + version}},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: []string{`unknown command "frobnicate"`, "usage: quantstream"}},
 		{name: "convert bad flag", args: []string{"convert", "--bogus"}, code: 2, stderr: []string{"flag provided but not defined: -bogus", "quantstream: usage:"}},
-		{name: "convert bad size", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "x"), "--max-memory", "lots"}, code: 2, stderr: []string{`invalid value "lots" for flag -max-memory`, "quantstream: usage:"}, outDir: filepath.Join(tmp, "x")},
-		{name: "convert bad div-mode", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "x"), "--div-mode", "gpu"}, code: 2, stderr: []string{`--div-mode "gpu": want ieee or cuda`}, outDir: filepath.Join(tmp, "x")},
-		{name: "convert missing --in", args: []string{"convert", "--out", filepath.Join(tmp, "x")}, code: 2, stderr: []string{"--in is required"}, outDir: filepath.Join(tmp, "x")},
+		{name: "convert bad size", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "x"), "--max-memory", "lots"}, code: 2, stderr: []string{`invalid value "lots" for flag -max-memory`, "quantstream: usage:"}, absent: filepath.Join(tmp, "x")},
+		{name: "convert bad div-mode", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "x"), "--div-mode", "gpu"}, code: 2, stderr: []string{`--div-mode "gpu": want ieee or cuda`}, absent: filepath.Join(tmp, "x")},
+		{name: "convert missing --in", args: []string{"convert", "--out", filepath.Join(tmp, "x")}, code: 2, stderr: []string{"--in is required"}, absent: filepath.Join(tmp, "x")},
 		{name: "convert missing --out", args: []string{"convert", "--in", tinyLlama}, code: 2, stderr: []string{"--out is required"}},
-		{name: "convert stray argument", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "x"), "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}, outDir: filepath.Join(tmp, "x")},
+		{name: "convert stray argument", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "x"), "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}, absent: filepath.Join(tmp, "x")},
 		{name: "plan missing --in", args: []string{"plan"}, code: 2, stderr: []string{"--in is required"}},
 		{name: "dump-arrow missing --out", args: []string{"dump-arrow", "--in", tinyLlama}, code: 2, stderr: []string{"--in and --out are required"}},
 		{
 			name: "convert passthrough", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "pass")}, code: 0,
-			stdout: []string{"wrote " + filepath.Join(tmp, "pass") + ": passthrough, 4 layers, 30 tensors in 1 shard(s)", "bytes in 1.31 MiB, out 1.31 MiB"},
-			stderr: []string{"progress: layer 4/4  1.31 MiB / 1.31 MiB (100.0%)"},
-			outDir: filepath.Join(tmp, "pass"),
+			stdout:  []string{"wrote " + filepath.Join(tmp, "pass") + ": passthrough, 4 layers, 30 tensors in 1 shard(s)", "bytes in 1.31 MiB, out 1.31 MiB"},
+			stderr:  []string{"progress: layer 4/4  1.31 MiB / 1.31 MiB (100.0%)"},
+			present: filepath.Join(tmp, "pass"),
 		},
 		{
 			name: "convert W4A16_NVFP4_CFG", args: []string{"convert", "--quiet", "--workers", "2", "--in", tinyLlama, "--out", filepath.Join(tmp, "nvfp4"), "--recipe", "W4A16_NVFP4_CFG"}, code: 0,
@@ -75,21 +76,21 @@ func TestRun(t *testing.T) {
 				"w4a16_nvfp4      21 modules",
 				"left unquantized (exclude_modules) (2):\n  lm_head\n  model.embed_tokens\n",
 			},
-			outDir: filepath.Join(tmp, "nvfp4"),
+			present: filepath.Join(tmp, "nvfp4"),
 		},
 		{
 			name: "convert into existing output", args: []string{"convert", "--quiet", "--in", tinyLlama, "--out", filepath.Join(tmp, "pass")}, code: 1,
-			stderr: []string{"output directory exists and is not empty"},
-			outDir: filepath.Join(tmp, "pass"), // still there: it was written by an earlier case
+			stderr:  []string{"output directory exists and is not empty"},
+			present: filepath.Join(tmp, "pass"), // still there: it was written by an earlier case
 		},
 		{
 			name: "convert recipe needing calibration", args: []string{"convert", "--quiet", "--in", tinyLlama, "--out", filepath.Join(tmp, "fp8"), "--recipe", "FP8_DEFAULT_CFG"}, code: 1,
 			stderr: []string{"recipe needs calibration data", "FP8_DEFAULT_CFG", "input_quantizer", "calibrate with ModelOpt"},
-			outDir: filepath.Join(tmp, "fp8"),
+			absent: filepath.Join(tmp, "fp8"),
 		},
 		{
 			name: "convert unknown recipe", args: []string{"convert", "--quiet", "--in", tinyLlama, "--out", filepath.Join(tmp, "bad"), "--recipe", "NO_SUCH_CFG"}, code: 1,
-			stderr: []string{"NO_SUCH_CFG"}, outDir: filepath.Join(tmp, "bad"),
+			stderr: []string{"NO_SUCH_CFG"}, absent: filepath.Join(tmp, "bad"),
 		},
 		{
 			name: "plan", args: []string{"plan", "--in", tinyLlama, "--recipe", "W4A16_NVFP4_CFG"}, code: 0,
@@ -99,6 +100,15 @@ func TestRun(t *testing.T) {
 			name: "plan over memory", args: []string{"plan", "--in", tinyLlama, "--max-memory", "1KiB"}, code: 1,
 			stdout: []string{"1 problem(s):", "layer exceeds memory budget: layer 0 needs 369152 bytes", "MaxMemory is 1024"},
 			stderr: []string{"quantstream: the plan has 1 problem(s)"},
+		},
+		{
+			name: "plan recipe needing calibration", args: []string{"plan", "--in", tinyLlama, "--recipe", "FP8_DEFAULT_CFG"}, code: 1,
+			stdout: []string{"1 problem(s):", "recipe needs calibration data: FP8_DEFAULT_CFG"},
+			stderr: []string{"quantstream: the plan has 1 problem(s)"},
+		},
+		{
+			name: "dump-arrow", args: []string{"dump-arrow", "--in", tinyLlama, "--out", filepath.Join(tmp, "layers.arrow")}, code: 0,
+			stdout: []string{"wrote " + filepath.Join(tmp, "layers.arrow") + ": 4 layers"}, present: filepath.Join(tmp, "layers.arrow"),
 		},
 		{name: "parity no dir", args: []string{"parity"}, code: 2, stderr: []string{"parity needs at least one golden directory"}},
 		{name: "parity bad group", args: []string{"parity", "--group", "all", golden}, code: 2, stderr: []string{`--group "all": want unit, modules or e2e`}},
@@ -131,11 +141,11 @@ func TestRun(t *testing.T) {
 					t.Errorf("last stdout line %q, want %q", last, tc.lastStdout)
 				}
 			}
-			if tc.outDir != "" {
-				_, err := os.Stat(tc.outDir)
-				if exists := err == nil; exists != (tc.code == 0 || tc.name == "convert into existing output") {
-					t.Errorf("output %s exists: %v (exit code %d)", tc.outDir, exists, code)
-				}
+			if _, err := os.Stat(tc.present); tc.present != "" && err != nil {
+				t.Errorf("output: %v", err)
+			}
+			if _, err := os.Stat(tc.absent); tc.absent != "" && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s exists after exit code %d (stat: %v)", tc.absent, code, err)
 			}
 		})
 	}
@@ -148,7 +158,7 @@ func TestRun(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if got := strings.Join(names, " "); got != "nvfp4 parity-manifest pass" {
+	if got := strings.Join(names, " "); got != "layers.arrow nvfp4 parity-manifest pass" {
 		t.Errorf("left in %s: %s", tmp, got)
 	}
 }
