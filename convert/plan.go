@@ -111,6 +111,11 @@ func finalTensors(plan *pipeline.Plan) (out []quantstream.TensorInfo) {
 
 // Print writes the plan for a person: one line per layer, the shards, the problems.
 func (r *PlanReport) Print(w io.Writer) {
+	if r.Mode == "" {
+		// Preparation failed before anything could be planned: only the problems say anything.
+		r.printProblems(w)
+		return
+	}
 	fmt.Fprintf(w, "mode: %s\n", r.Mode)
 	for _, lp := range r.Layers {
 		last := lp.Steps[len(lp.Steps)-1]
@@ -137,6 +142,10 @@ func (r *PlanReport) Print(w io.Writer) {
 	fmt.Fprintf(w, "bytes in %s, out %s; needs --max-memory >= %s; tensor bytes in flight <= %s\n",
 		HumanBytes(r.BytesIn), HumanBytes(r.BytesOut), HumanBytes(r.MinMemory), HumanBytes(r.PeakData))
 	fmt.Fprintf(w, "estimated time: %.0fs at %.1f GB/s\n", r.EstSeconds, EstimateGBps)
+	r.printProblems(w)
+}
+
+func (r *PlanReport) printProblems(w io.Writer) {
 	if len(r.Problems) == 0 {
 		fmt.Fprintln(w, "no problems found")
 		return

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -116,6 +117,11 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if opt.Out == "" {
 		return fmt.Errorf("%w: --out is required", errUsage)
 	}
+	// Like save_pretrained, create missing parents; the output directory itself only
+	// appears, whole, when the conversion succeeds.
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(opt.Out)), 0o755); err != nil {
+		return fmt.Errorf("creating the parent of --out: %w", err)
+	}
 	var prog *progressPrinter
 	if !f.quiet {
 		prog = newProgressPrinter(stderr)
@@ -139,7 +145,7 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func printSummary(w io.Writer, out string, s *convert.Summary) {
-	fmt.Fprintf(w, "wrote %s: %s, %d layers, %d tensors in %d shard(s)\n", out, s.Mode, s.Layers, s.Tensors, s.Shards)
+	fmt.Fprintf(w, "wrote %s: %s, %d layer groups (decoder layers and the rest), %d tensors in %d shard(s)\n", out, s.Mode, s.Layers, s.Tensors, s.Shards)
 	fmt.Fprintf(w, "bytes in %s, out %s; %.2fs, %.2f GB/s; peak RSS %s\n",
 		convert.HumanBytes(s.BytesIn), convert.HumanBytes(s.BytesOut), s.Seconds, s.GBPerSecond, convert.HumanBytes(s.PeakRSSBytes))
 	if s.QuantAlgo != "" {
@@ -189,7 +195,7 @@ func (p *progressPrinter) update(pr pipeline.Progress) {
 	}
 	eta := "?"
 	if rate > 0 {
-		eta = (time.Duration(float64(pr.TotalBytes-pr.Bytes)/rate) * time.Second / time.Second).Round(time.Second).String()
+		eta = time.Duration(float64(pr.TotalBytes-pr.Bytes) / rate * float64(time.Second)).Round(time.Second).String()
 	}
 	pct := 100.0
 	if pr.TotalBytes > 0 {
