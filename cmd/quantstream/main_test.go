@@ -63,14 +63,14 @@ func TestRun(t *testing.T) {
 		{name: "dump-arrow missing --out", args: []string{"dump-arrow", "--in", tinyLlama}, code: 2, stderr: []string{"--in and --out are required"}},
 		{
 			name: "convert passthrough", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "pass")}, code: 0,
-			stdout:  []string{"wrote " + filepath.Join(tmp, "pass") + ": passthrough, 4 layers, 30 tensors in 1 shard(s)", "bytes in 1.31 MiB, out 1.31 MiB"},
+			stdout:  []string{"wrote " + filepath.Join(tmp, "pass") + ": passthrough, 4 layer groups (decoder layers and the rest), 30 tensors in 1 shard(s)", "bytes in 1.31 MiB, out 1.31 MiB"},
 			stderr:  []string{"progress: layer 4/4  1.31 MiB / 1.31 MiB (100.0%)"},
 			present: filepath.Join(tmp, "pass"),
 		},
 		{
 			name: "convert W4A16_NVFP4_CFG", args: []string{"convert", "--quiet", "--workers", "2", "--in", tinyLlama, "--out", filepath.Join(tmp, "nvfp4"), "--recipe", "W4A16_NVFP4_CFG"}, code: 0,
 			stdout: []string{
-				"wrote " + filepath.Join(tmp, "nvfp4") + ": data-free W4A16_NVFP4_CFG, 4 layers, 72 tensors in 1 shard(s)",
+				"wrote " + filepath.Join(tmp, "nvfp4") + ": data-free W4A16_NVFP4_CFG, 4 layer groups (decoder layers and the rest), 72 tensors in 1 shard(s)",
 				"bytes in 1.31 MiB, out 561.58 KiB",
 				"quant_algo W4A16_NVFP4",
 				"w4a16_nvfp4      21 modules",
