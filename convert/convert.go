@@ -94,7 +94,12 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	}
 	mem := opt.Allocator
 	if mem == nil {
-		mem = NewPoolAllocator()
+		pool := NewPoolAllocator()
+		// The budget bounds the bytes in use; keeping idle buffers only within it
+		// makes the pool's footprint, hence resident memory, follow the budget too.
+		pool.SetLimit(opt.MaxMemory)
+		defer pool.Trim()
+		mem = pool
 	}
 	ck, err := arrowio.OpenCheckpoint(opt.Inputs...)
 	if err != nil {

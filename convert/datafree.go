@@ -2,7 +2,9 @@ package convert
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -11,7 +13,9 @@ import (
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/internal/layerbuf"
 	"github.com/quantstream/quantstream/modelopt"
+	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
 	"github.com/quantstream/quantstream/stages"
 )
@@ -96,41 +100,163 @@ func (s *calibrateStage) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream
 	return append(append([]quantstream.TensorInfo(nil), in...), s.added(in)...), nil
 }
 
+// Process computes the layer's weight amaxes and returns a new layer with the input
+// tensors followed by the amax buffers (calibrateStage.Plan's order). It releases l.
 func (s *calibrateStage) Process(ctx context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
 	defer l.Release()
 	tensors := l.Tensors()
 	infos := make([]quantstream.TensorInfo, len(tensors))
-	weights := map[string]quant.Tensor{}
 	for i, t := range tensors {
 		infos[i] = quantstream.TensorInfo{Name: t.Name, DType: t.DType.String(), Shape: t.Shape}
-		if len(s.byWeight[t.Name]) > 0 {
-			weights[t.Name] = t.Tensor
-		}
 	}
 	want := s.added(infos)
 	if len(want) == 0 {
 		l.Retain()
 		return l, nil
 	}
-	amax, err := s.q.WeightAmax(weights)
+	amax, err := s.amax(ctx, tensors, want)
 	if err != nil {
 		return nil, err
 	}
-	b := quantstream.NewLayerBuilder(s.mem, l.Index(), l.Prefix())
-	defer b.Release()
+	out := append(infos, want...)
+	return layerbuf.Build(s.mem, l.Index(), l.Prefix(), out, func(data []byte, offs []int64) error {
+		var tasks []layerbuf.Task
+		for i, t := range tensors {
+			tasks = append(tasks, layerbuf.Copy(data[offs[i]:offs[i+1]], t.Data)...)
+		}
+		for j, w := range want {
+			a, ok := amax[w.Name]
+			if !ok {
+				return fmt.Errorf("calibration produced no %s", w.Name)
+			}
+			i := len(tensors) + j
+			if int64(len(a.Data)) != offs[i+1]-offs[i] || a.DType.String() != w.DType {
+				return fmt.Errorf("%w: calibration produced %s %v %v, planned %s %v", pipeline.ErrPlanMismatch, w.Name, a.DType, a.Shape, w.DType, w.Shape)
+			}
+			copy(data[offs[i]:offs[i+1]], a.Data)
+		}
+		return layerbuf.Run(ctx, tasks)
+	})
+}
+
+// amax calibrates the buffers want on the layer's tensors. A per-tensor amax of a
+// whole float weight (the data-free NVFP4 and FP8 recipes) is max |x| over its bit
+// patterns, computed on all cores (a maximum does not depend on how it is split);
+// every other layout goes through modelopt (quant.CalibrateAmax).
+func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor, want []quantstream.TensorInfo) (map[string]quant.Tensor, error) {
+	byName := make(map[string]quant.Tensor, len(tensors))
 	for _, t := range tensors {
-		if err := b.Append(t); err != nil {
-			return nil, err
-		}
+		byName[t.Name] = t.Tensor
 	}
+	out := map[string]quant.Tensor{}
+	slow := map[string]quant.Tensor{}
+	var tasks []layerbuf.Task
+	type fast struct {
+		info   quantstream.TensorInfo
+		weight string
+		parts  []uint32
+	}
+	var fasts []*fast
 	for _, w := range want {
-		a, ok := amax[w.Name]
+		qn := strings.TrimSuffix(w.Name, "._amax")
+		slot, ok := s.q.Slot(qn)
 		if !ok {
-			return nil, fmt.Errorf("calibration produced no %s", w.Name)
+			return nil, fmt.Errorf("convert: no quantizer %s", qn)
 		}
-		if err := b.Append(quantstream.Tensor{Name: w.Name, Tensor: a}); err != nil {
+		wt, ok := byName[slot.Weight]
+		if !ok {
+			return nil, fmt.Errorf("convert: %s calibrates on %s, which is not in the layer", qn, slot.Weight)
+		}
+		if slot.Expert >= 0 || quant.Numel(w.Shape) != 1 || absMaxBits(wt.DType, nil) == nil || wt.Check() != nil {
+			slow[slot.Weight] = wt
+			continue
+		}
+		f := &fast{info: w, weight: slot.Weight}
+		esize := int64(wt.DType.Bits() / 8)
+		n := int64(len(wt.Data)) / esize
+		per := int64(layerbuf.ChunkBytes) / esize
+		f.parts = make([]uint32, (n+per-1)/per)
+		for k := range f.parts {
+			lo, hi := int64(k)*per, min(int64(k+1)*per, n)
+			tasks = append(tasks, func() error {
+				f.parts[k] = absMaxBits(wt.DType, wt.Data[lo*esize:hi*esize])()
+				return nil
+			})
+		}
+		fasts = append(fasts, f)
+	}
+	if err := layerbuf.Run(ctx, tasks); err != nil {
+		return nil, err
+	}
+	for _, f := range fasts {
+		var m uint32
+		for _, p := range f.parts {
+			m = max(m, p)
+		}
+		dt := byName[f.weight].DType
+		v, finite := bitsValue(dt, m)
+		if !finite {
+			return nil, fmt.Errorf("quantizer %s: weight %s: %w: detected nan or inf values in amax",
+				strings.TrimSuffix(f.info.Name, "._amax"), f.weight, quant.ErrAssertion)
+		}
+		odt, err := quant.ParseDType(f.info.DType)
+		if err != nil {
 			return nil, err
 		}
+		a, err := quant.FromFloat32(odt, f.info.Shape, []float32{v})
+		if err != nil {
+			return nil, err
+		}
+		out[f.info.Name] = a
 	}
-	return b.Finish()
+	if len(slow) > 0 {
+		a, err := s.q.WeightAmax(slow)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range want {
+			if v, ok := a[w.Name]; ok {
+				out[w.Name] = v
+			}
+		}
+	}
+	return out, nil
+}
+
+// absMaxBits returns a function computing the largest magnitude bit pattern (sign
+// cleared) among data's elements of dtype dt, nil when dt is not a float format it
+// knows. For IEEE-style formats the magnitude bits of finite values order like
+// the values, and infinities and NaNs sort above every finite value.
+func absMaxBits(dt quant.DType, data []byte) func() uint32 {
+	switch dt {
+	case quant.BF16, quant.F16:
+		return func() uint32 {
+			var m uint16
+			for i := 0; i+1 < len(data); i += 2 {
+				m = max(m, binary.LittleEndian.Uint16(data[i:])&0x7FFF)
+			}
+			return uint32(m)
+		}
+	case quant.F32:
+		return func() uint32 {
+			var m uint32
+			for i := 0; i+3 < len(data); i += 4 {
+				m = max(m, binary.LittleEndian.Uint32(data[i:])&0x7FFFFFFF)
+			}
+			return m
+		}
+	}
+	return nil
+}
+
+// bitsValue decodes a magnitude bit pattern of dt; finite is false for Inf or NaN.
+func bitsValue(dt quant.DType, m uint32) (v float32, finite bool) {
+	switch dt {
+	case quant.BF16:
+		return math.Float32frombits(m << 16), m < 0x7F80
+	case quant.F16:
+		return quant.F16ToF32(uint16(m)), m < 0x7C00
+	default:
+		return math.Float32frombits(m), m < 0x7F800000
+	}
 }

@@ -7,8 +7,9 @@ import (
 
 func TestPoolAllocatorReusesAndZeroes(t *testing.T) {
 	p := NewPoolAllocator()
-	b := p.Allocate(3 << 20)
-	if len(b) != 3<<20 || cap(b) != 4<<20 {
+	defer p.Trim()
+	b := p.Allocate(3<<20 + 1)
+	if len(b) != 3<<20+1 || cap(b) != 3<<20+1<<18 {
 		t.Fatalf("len %d cap %d", len(b), cap(b))
 	}
 	if uintptr(unsafe.Pointer(&b[0]))%64 != 0 {
@@ -18,7 +19,10 @@ func TestPoolAllocatorReusesAndZeroes(t *testing.T) {
 		b[i] = 0xAB
 	}
 	p.Free(b)
-	c := p.Allocate(4 << 20)
+	c := p.Allocate(3<<20 + 100)
+	if unsafe.SliceData(c) != unsafe.SliceData(b) {
+		t.Fatal("same class not reused")
+	}
 	for i, v := range c {
 		if v != 0 {
 			t.Fatalf("reused buffer not zeroed at %d", i)
@@ -29,8 +33,41 @@ func TestPoolAllocatorReusesAndZeroes(t *testing.T) {
 		t.Fatalf("small len %d", len(small))
 	}
 	p.Free(small)
+	c[0] = 7
 	g := p.Reallocate(5<<20, c)
-	if len(g) != 5<<20 {
+	if len(g) != 5<<20 || g[0] != 7 || g[len(g)-1] != 0 {
 		t.Fatalf("realloc len %d", len(g))
+	}
+	p.Free(g)
+	p.Free(make([]byte, 4<<20)) // not the pool's: ignored
+}
+
+func TestPoolClassesWasteAtMostAnEighth(t *testing.T) {
+	for size := MinPooled; size < 1<<34; size = size*9/8 + 12345 {
+		c := classCap(size)
+		if c < size || float64(c-size) > float64(size)/8+4096 || c%4096 != 0 {
+			t.Fatalf("size %d: class %d", size, c)
+		}
+	}
+}
+
+func TestPoolLimitUnmapsIdle(t *testing.T) {
+	p := NewPoolAllocator()
+	p.SetLimit(10 << 20)
+	a := p.Allocate(4 << 20)
+	b := p.Allocate(4 << 20)
+	p.Free(a)
+	// 8 MiB mapped, 4 idle; 6 more need the idle buffer gone.
+	c := p.Allocate(6 << 20)
+	if got := p.PeakMapped(); got > 10<<20 {
+		t.Errorf("peak mapped %d over the 10 MiB limit", got)
+	}
+	p.Free(b)
+	p.Free(c)
+	p.Trim()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mapped != 0 || p.idle != 0 || len(p.live) != 0 {
+		t.Errorf("after Trim: mapped %d idle %d live %d", p.mapped, p.idle, len(p.live))
 	}
 }

@@ -9,7 +9,15 @@
 //
 //	go run ./cmd/gentestdata -out testdata
 //
-// Each checkpoint directory is replaced as a whole, atomically.
+// With -synthetic-size it instead writes one large Llama-shaped BF16 checkpoint of
+// about that many bytes into -out (for throughput and memory measurements, see
+// scripts/rss.sh), and with -calib also calibration state for it:
+//
+//	go run ./cmd/gentestdata -synthetic-size 2GB -out /tmp/m2g
+//	go run ./cmd/gentestdata -synthetic-size 2GB -calib nvfp4 -out /tmp/m2g-nvfp4
+//
+// The -calib directory holds quantizers.json and the amax buffers only; convert
+// with --in MODEL --in CALIB. Each directory is replaced as a whole, atomically.
 package main
 
 import (
@@ -17,14 +25,26 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
+	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/internal/testgen"
 )
 
 func main() {
-	out := flag.String("out", "testdata", "directory to write tiny_llama and tiny_moe into")
+	out := flag.String("out", "testdata", "directory to write tiny_llama and tiny_moe into (or the synthetic checkpoint)")
+	size := flag.String("synthetic-size", "", "write one synthetic Llama of about this size (e.g. 2GB, 512MiB) into -out")
+	maxTensor := flag.String("max-tensor", "512MiB", "largest tensor of the synthetic Llama")
+	calib := flag.String("calib", "", "with -synthetic-size: write calibration state (nvfp4 or fp8) for that Llama into -out instead")
 	flag.Parse()
-	if err := run(*out); err != nil {
+	var err error
+	if *size != "" {
+		err = synthetic(*out, *size, *maxTensor, *calib)
+	} else {
+		err = run(*out)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "gentestdata:", err)
 		os.Exit(1)
 	}
@@ -39,4 +59,52 @@ func run(out string) error {
 	}
 	fmt.Println("wrote", filepath.Join(out, "tiny_llama"), "and", filepath.Join(out, "tiny_moe"))
 	return nil
+}
+
+func synthetic(out, size, maxTensor, calib string) error {
+	n, err := parseSize(size)
+	if err != nil {
+		return err
+	}
+	mt, err := parseSize(maxTensor)
+	if err != nil {
+		return err
+	}
+	if calib != "" {
+		c, err := testgen.SyntheticLlama(n, mt)
+		if err != nil {
+			return err
+		}
+		if err := testgen.WriteSyntheticCalib(out, c, calib, true); err != nil {
+			return err
+		}
+		fmt.Printf("wrote %s calibration state for %+v to %s\n", calib, c, out)
+		return nil
+	}
+	c, err := testgen.WriteSyntheticLlama(out, n, mt, arrowio.WriteOptions{Overwrite: true})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("wrote %+v to %s\n", c, out)
+	return nil
+}
+
+// parseSize reads 2GB (decimal), 512MiB (binary) or a plain byte count.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mul    int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mul := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mul = strings.TrimSuffix(s, u.suffix), u.mul
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("size %q: want e.g. 2GB, 512MiB or a byte count", s)
+	}
+	return int64(v * float64(mul)), nil
 }

@@ -8,12 +8,15 @@
 package testgen
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"math/rand/v2"
+	"sort"
 	"strings"
 
 	"github.com/quantstream/quantstream"
@@ -350,4 +353,98 @@ func WriteTinyMoE(dir string, overwrite bool) error {
 			"generation_config.json": GenerationConfigJSON(),
 			"tokenizer.json":         TokenizerJSON(64),
 		})
+}
+
+// Weight and input amaxes of the synthetic calibration state. Weights from
+// TensorData stay below 2^-5·2 = 0.0625, so the weight amax covers them (a real
+// calibration would give about the same); the input amax is an arbitrary activation
+// range. Both are exact in BF16.
+const (
+	synthWeightAmax = 0.0625
+	synthInputAmax  = 4.0
+)
+
+// CalibFormats are the formats WriteSyntheticCalib knows.
+var CalibFormats = []string{"nvfp4", "fp8"}
+
+// WriteSyntheticCalib writes calibration state for the Llama c into dir, as a
+// ModelOpt calibration run leaves it: quantizers.json with the attributes of
+// ModelOpt's NVFP4_DEFAULT_CFG or FP8_DEFAULT_CFG (the e2e golden inputs are the
+// template) and quant_state.safetensors with a per-tensor BF16 amax for every
+// decoder linear's weight and input quantizer. embed_tokens and lm_head are listed
+// disabled, as the recipes leave them. Overlay dir on the checkpoint
+// (`--in MODEL --in dir`) to export it.
+func WriteSyntheticCalib(dir string, c LlamaConfig, format string, overwrite bool) error {
+	var numBits any
+	var blocks any
+	var maxbound float64
+	switch format {
+	case "nvfp4":
+		numBits = []int{2, 1}
+		blocks = map[string]any{"-1": 16, "type": "dynamic", "scale_bits": []int{4, 3}}
+		maxbound = 6
+	case "fp8":
+		numBits = []int{4, 3}
+		maxbound = 448
+	default:
+		return fmt.Errorf("testgen: calibration format %q (want one of %v)", format, CalibFormats)
+	}
+	quantizer := func(class string, enabled bool, bits any, bs any, mb any, amaxShape any) map[string]any {
+		return map[string]any{
+			"class": class, "enabled": enabled, "num_bits": bits, "axis": nil, "block_sizes": bs,
+			"unsigned": false, "narrow_range": false, "fake_quant": true, "maxbound": mb,
+			"amax_shape": amaxShape, "has_pre_quant_scale": false,
+		}
+	}
+	disabledOut := quantizer("TensorQuantizer", false, 8, nil, nil, nil)
+	table := map[string]any{}
+	for _, m := range []string{"model.embed_tokens", "lm_head"} {
+		table[m+".weight_quantizer"] = quantizer("TensorQuantizer", false, numBits, blocks, nil, nil)
+		in := "TensorQuantizer"
+		if m == "model.embed_tokens" {
+			in = "HardDisabledTensorQuantizer"
+		}
+		table[m+".input_quantizer"] = quantizer(in, false, numBits, blocks, nil, nil)
+		table[m+".output_quantizer"] = disabledOut
+	}
+	var amaxes []quantstream.TensorInfo
+	values := map[string]float32{}
+	for l := range c.Layers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		for _, m := range []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"} {
+			for q, v := range map[string]float32{"weight_quantizer": synthWeightAmax, "input_quantizer": synthInputAmax} {
+				name := p + m + "." + q
+				table[name] = quantizer("TensorQuantizer", true, numBits, blocks, maxbound, []int{})
+				amaxes = append(amaxes, bf16(name+"._amax"))
+				values[name+"._amax"] = v
+			}
+			table[p+m+".output_quantizer"] = disabledOut
+		}
+		for _, b := range []string{"q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer", "p_bmm_quantizer"} {
+			table[p+"self_attn."+b] = disabledOut
+		}
+	}
+	sortInfos(amaxes) // name order: the file does not depend on map iteration
+
+	w, err := arrowio.Create(dir, amaxes, arrowio.WriteOptions{Overwrite: overwrite})
+	if err != nil {
+		return err
+	}
+	for _, t := range amaxes {
+		v := math.Float32bits(values[t.Name])
+		b := []byte{byte(v >> 16), byte(v >> 24)} // BF16: the high half, exact here
+		if err := w.WriteTensorFrom(t.Name, bytes.NewReader(b)); err != nil {
+			w.Abort()
+			return err
+		}
+	}
+	if err := w.WriteSideFile("quantizers.json", marshal(table)); err != nil {
+		w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+func sortInfos(ts []quantstream.TensorInfo) {
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
 }

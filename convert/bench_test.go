@@ -1,0 +1,80 @@
+package convert
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/internal/testgen"
+)
+
+// Benchmark sizes come from the environment so that CI (make bench BENCHTIME=1x)
+// stays quick while scripts/rss.sh and people measure big models:
+// QUANTSTREAM_BENCH_SIZE is the synthetic checkpoint's size in bytes (default
+// 512 MB), QUANTSTREAM_BENCH_MEMORY the --max-memory of each conversion (default
+// 1 GiB).
+func benchEnv(b *testing.B, name string, def int64) int64 {
+	b.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v <= 0 {
+		b.Fatalf("%s=%q: want a byte count", name, s)
+	}
+	return v
+}
+
+// BenchmarkConvert converts one synthetic Llama (generated once, page cache warm
+// after the first iteration) in each mode; MB/s are of input bytes.
+func BenchmarkConvert(b *testing.B) {
+	size := benchEnv(b, "QUANTSTREAM_BENCH_SIZE", 512e6)
+	maxMem := benchEnv(b, "QUANTSTREAM_BENCH_MEMORY", 1<<30)
+	dir := b.TempDir()
+	model := filepath.Join(dir, "model")
+	c, err := testgen.WriteSyntheticLlama(model, size, 256<<20, arrowio.WriteOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	calib := map[string]string{}
+	for _, f := range testgen.CalibFormats {
+		calib[f] = filepath.Join(dir, "calib-"+f)
+		if err := testgen.WriteSyntheticCalib(calib[f], c, f, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ck, err := arrowio.OpenCheckpoint(model)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var in int64
+	for _, t := range ck.Tensors() {
+		in += t.Size()
+	}
+	ck.Close()
+	for _, bc := range []struct {
+		name string
+		opt  Options
+	}{
+		{"passthrough", Options{Inputs: []string{model}}},
+		{"nvfp4", Options{Inputs: []string{model, calib["nvfp4"]}}},
+		{"fp8", Options{Inputs: []string{model, calib["fp8"]}}},
+		{"datafree_w4a16_nvfp4", Options{Inputs: []string{model}, Recipe: "W4A16_NVFP4_CFG"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			opt := bc.opt
+			opt.Out = filepath.Join(dir, "out")
+			opt.Overwrite = true
+			opt.MaxMemory = maxMem
+			b.SetBytes(in)
+			for b.Loop() {
+				if _, err := Run(b.Context(), opt); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
