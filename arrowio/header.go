@@ -150,6 +150,10 @@ func ParseHeader(buf []byte, dataSize int64, file string) (*Header, error) {
 		if err := dec.Decode(&e); err != nil {
 			return nil, fmt.Errorf("%w: %s: tensor %q: %v", ErrCorrupt, file, name, err)
 		}
+		if name == "" {
+			// An empty name cannot be addressed by a weight map or a state dict.
+			return nil, fmt.Errorf("%w: %s: tensor with an empty name", ErrCorrupt, file)
+		}
 		if _, dup := h.byName[name]; dup {
 			return nil, fmt.Errorf("%w: %s: duplicate tensor %q", ErrCorrupt, file, name)
 		}

@@ -81,6 +81,7 @@ func TestReadHeaderErrors(t *testing.T) {
 		{"data not covered", rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, eight, -1), ErrCorrupt, ""},
 		{"duplicate tensor", rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight, -1), ErrCorrupt, "a"},
 		{"duplicate metadata", rawFile(`{"__metadata__":{},"__metadata__":{}}`, nil, -1), ErrCorrupt, ""},
+		{"empty tensor name", rawFile(`{"":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4), -1), ErrCorrupt, ""},
 		{"metadata not strings", rawFile(`{"__metadata__":{"a":1}}`, nil, -1), ErrCorrupt, ""},
 		{"entry not an object", rawFile(`{"w":[1]}`, nil, -1), ErrCorrupt, "w"},
 	}

@@ -244,10 +244,9 @@ func (w *Writer) WriteSideFile(name string, data []byte) error {
 	if w.isClosed() {
 		return ErrClosed
 	}
-	if err := os.WriteFile(filepath.Join(w.tmp, name), data, 0o644); err != nil {
-		return fmt.Errorf("arrowio: %w", err)
-	}
-	return nil
+	// Synced like the shards: Commit's rename must not publish an empty config.json
+	// after a crash.
+	return writeFileSync(filepath.Join(w.tmp, name), data)
 }
 
 // CopySideFiles copies files (output base name → source path, e.g. from
@@ -278,6 +277,10 @@ func (w *Writer) copySideFile(name, src string) error {
 		return fmt.Errorf("arrowio: %w", err)
 	}
 	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("arrowio: copying %s: %w", src, err)
+	}
+	if err := out.Sync(); err != nil {
 		out.Close()
 		return fmt.Errorf("arrowio: copying %s: %w", src, err)
 	}
