@@ -7,8 +7,6 @@ package convert
 import (
 	"context"
 	"errors"
-	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -91,6 +89,9 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	start := time.Now()
 	if len(opt.Inputs) == 0 {
 		return nil, ErrNoInput
+	}
+	if err := checkOutputApart(opt.Inputs, opt.Out); err != nil {
+		return nil, err
 	}
 	mem := opt.Allocator
 	if mem == nil {
@@ -186,15 +187,3 @@ func infoBytes(t quantstream.TensorInfo) int64 {
 	return n
 }
 
-// PeakRSS is the process's peak resident set size so far, in bytes (0 where the
-// OS does not say).
-func PeakRSS() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	if runtime.GOOS == "darwin" {
-		return ru.Maxrss
-	}
-	return ru.Maxrss * 1024
-}
