@@ -2,6 +2,7 @@ package convert
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -12,11 +13,14 @@ import (
 )
 
 // DumpArrow writes the layer stream of the overlaid inputs to an Arrow IPC stream
-// file at path, atomically (a temporary file renamed into place). It returns the
-// number of layers written.
-func DumpArrow(ctx context.Context, inputs []string, path string) (int, error) {
+// file at path, atomically (a temporary file renamed into place). An existing file
+// is replaced only with overwrite. It returns the number of layers written.
+func DumpArrow(ctx context.Context, inputs []string, path string, overwrite bool) (int, error) {
 	if len(inputs) == 0 {
 		return 0, ErrNoInput
+	}
+	if _, err := os.Lstat(path); err == nil && !overwrite {
+		return 0, fmt.Errorf("%w: %s", arrowio.ErrExists, path)
 	}
 	ck, err := arrowio.OpenCheckpoint(inputs...)
 	if err != nil {
@@ -42,6 +46,10 @@ func DumpArrow(ctx context.Context, inputs []string, path string) (int, error) {
 		return 0, err
 	}
 	if err := d.Close(); err != nil {
+		return 0, err
+	}
+	// CreateTemp makes the file private (0600); a dump is an ordinary output file.
+	if err := tmp.Chmod(0o644); err != nil {
 		return 0, err
 	}
 	if err := tmp.Sync(); err != nil {

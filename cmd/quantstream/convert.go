@@ -17,6 +17,10 @@ import (
 	"github.com/quantstream/quantstream/quant"
 )
 
+// maxWorkers bounds --workers: beyond a few per core they only add goroutines and
+// layers in flight.
+const maxWorkers = 1024
+
 // multiFlag collects a repeatable string flag (--in A --in B).
 type multiFlag []string
 
@@ -28,6 +32,10 @@ type sizeFlag int64
 
 func (s *sizeFlag) String() string { return fmt.Sprint(int64(*s)) }
 func (s *sizeFlag) Set(v string) error {
+	if v == "0" {
+		*s = 0 // "no bound", as the flag's help says
+		return nil
+	}
 	n, err := arrowio.ParseSize(v)
 	if err != nil {
 		return err
@@ -81,6 +89,9 @@ func (f *convertFlags) parse(args []string) (convert.Options, error) {
 	}
 	if len(f.in) == 0 {
 		return convert.Options{}, fmt.Errorf("%w: --in is required", errUsage)
+	}
+	if f.workers < 0 || f.workers > maxWorkers {
+		return convert.Options{}, fmt.Errorf("%w: --workers %d: want 0 (one per CPU) to %d", errUsage, f.workers, maxWorkers)
 	}
 	var mode quant.DivMode
 	switch f.divMode {

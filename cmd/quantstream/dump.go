@@ -15,6 +15,7 @@ func cmdDumpArrow(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var in multiFlag
 	fs.Var(&in, "in", "input directory; repeat to overlay")
 	out := fs.String("out", "", "output Arrow IPC stream file (one record batch per layer)")
+	overwrite := fs.Bool("overwrite", false, "replace an existing output file")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: quantstream dump-arrow --in DIR [--in DIR …] --out FILE.arrow\n\nRead it with pyarrow.ipc.open_stream or DuckDB.")
 		fs.PrintDefaults()
@@ -25,7 +26,7 @@ func cmdDumpArrow(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(in) == 0 || *out == "" {
 		return fmt.Errorf("%w: --in and --out are required", errUsage)
 	}
-	n, err := convert.DumpArrow(ctx, in, *out)
+	n, err := convert.DumpArrow(ctx, in, *out, *overwrite)
 	if err != nil {
 		return err
 	}
