@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/quantstream/quantstream/internal/pyjson"
 	"io"
 	"os"
 	"slices"
@@ -127,7 +128,7 @@ func (ix *Index) Marshal() []byte {
 			b.WriteByte(',')
 		}
 		b.WriteString("\n    ")
-		writePyString(&b, k)
+		pyjson.WriteString(&b, k)
 		b.WriteString(": ")
 		b.WriteString(strconv.FormatInt(ix.Metadata[k], 10))
 	}
@@ -141,9 +142,9 @@ func (ix *Index) Marshal() []byte {
 			b.WriteByte(',')
 		}
 		b.WriteString("\n    ")
-		writePyString(&b, k)
+		pyjson.WriteString(&b, k)
 		b.WriteString(": ")
-		writePyString(&b, ix.WeightMap[k])
+		pyjson.WriteString(&b, ix.WeightMap[k])
 	}
 	if len(keys) > 0 {
 		b.WriteString("\n  ")
@@ -159,45 +160,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys) // byte order of UTF-8 is code point order, as Python sorts
 	return keys
-}
-
-// writePyString writes s as Python's json.dumps with ensure_ascii=True does:
-// everything outside printable ASCII becomes \uXXXX (UTF-16, surrogate pairs).
-func writePyString(b *bytes.Buffer, s string) {
-	const hex = "0123456789abcdef"
-	u4 := func(r rune) {
-		b.WriteString(`\u`)
-		b.WriteByte(hex[r>>12&0xf])
-		b.WriteByte(hex[r>>8&0xf])
-		b.WriteByte(hex[r>>4&0xf])
-		b.WriteByte(hex[r&0xf])
-	}
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r == '\f':
-			b.WriteString(`\f`)
-		case r >= 0x20 && r < 0x7f:
-			b.WriteByte(byte(r))
-		case r > 0xffff:
-			r -= 0x10000
-			u4(0xd800 | (r>>10)&0x3ff)
-			u4(0xdc00 | r&0x3ff)
-		default:
-			u4(r)
-		}
-	}
-	b.WriteByte('"')
 }

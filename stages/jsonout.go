@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/quantstream/quantstream/internal/pyjson"
 	"io"
 	"strconv"
-	"unicode/utf8"
 )
 
 // Obj is a JSON object that keeps its key order, as Python dicts do.
@@ -101,7 +101,7 @@ func writeVal(w *bytes.Buffer, v any, nl, ind string, depth int) error {
 	case json.Number:
 		w.WriteString(string(x))
 	case string:
-		writePyString(w, x)
+		pyjson.WriteString(w, x)
 	case []string:
 		a := make([]any, len(x))
 		for i, s := range x {
@@ -136,7 +136,7 @@ func writeVal(w *bytes.Buffer, v any, nl, ind string, depth int) error {
 				w.WriteString(sep)
 			}
 			newline(depth + 1)
-			writePyString(w, f.K)
+			pyjson.WriteString(w, f.K)
 			if nl == "" && ind == "" {
 				w.WriteString(":")
 			} else {
@@ -152,41 +152,6 @@ func writeVal(w *bytes.Buffer, v any, nl, ind string, depth int) error {
 		return fmt.Errorf("stages: cannot write %T as JSON", v)
 	}
 	return nil
-}
-
-func writePyString(w *bytes.Buffer, s string) {
-	w.WriteByte('"')
-	for _, r := range s {
-		switch r {
-		case '"':
-			w.WriteString(`\"`)
-		case '\\':
-			w.WriteString(`\\`)
-		case '\n':
-			w.WriteString(`\n`)
-		case '\r':
-			w.WriteString(`\r`)
-		case '\t':
-			w.WriteString(`\t`)
-		case '\b':
-			w.WriteString(`\b`)
-		case '\f':
-			w.WriteString(`\f`)
-		default:
-			switch {
-			case r < 0x20 || r == utf8.RuneError:
-				fmt.Fprintf(w, `\u%04x`, r)
-			case r < 0x80:
-				w.WriteRune(r)
-			case r > 0xFFFF:
-				r -= 0x10000
-				fmt.Fprintf(w, `\u%04x\u%04x`, 0xD800+(r>>10), 0xDC00+(r&0x3FF))
-			default:
-				fmt.Fprintf(w, `\u%04x`, r)
-			}
-		}
-	}
-	w.WriteByte('"')
 }
 
 // ParseOrdered decodes JSON keeping object key order (as Obj) and number literals
