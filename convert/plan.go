@@ -4,8 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -133,7 +134,7 @@ func (r *PlanReport) Print(w io.Writer) {
 	if r.Summary.QuantAlgo != "" {
 		fmt.Fprintf(w, "quant_algo: %s\n", r.Summary.QuantAlgo)
 	}
-	for _, f := range sortedNames(r.Summary.ModulesPerFmt) {
+	for _, f := range slices.Sorted(maps.Keys(r.Summary.ModulesPerFmt)) {
 		fmt.Fprintf(w, "  %-16s %d modules\n", f, r.Summary.ModulesPerFmt[f])
 	}
 	if n := len(r.Summary.Unquantized); n > 0 {
@@ -170,11 +171,3 @@ func HumanBytes(n int64) string {
 	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func sortedNames(m map[string]int) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

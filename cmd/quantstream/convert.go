@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,7 +164,7 @@ func printSummary(w io.Writer, out string, s *convert.Summary) {
 	if s.QuantAlgo != "" {
 		fmt.Fprintf(w, "quant_algo %s\n", s.QuantAlgo)
 	}
-	for _, k := range sortedKeys(s.ModulesPerFmt) {
+	for _, k := range slices.Sorted(maps.Keys(s.ModulesPerFmt)) {
 		fmt.Fprintf(w, "  %-16s %d modules\n", k, s.ModulesPerFmt[k])
 	}
 	printList(w, "left unquantized (exclude_modules)", s.Unquantized)
