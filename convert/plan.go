@@ -170,4 +170,3 @@ func HumanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
-
