@@ -93,6 +93,15 @@ func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, e
 		return nil, err
 	}
 	j.sideFiles["config.json"] = outCfg
+	if side["generation_config.json"] == "" {
+		// save_pretrained, and so ModelOpt's export, writes the one transformers
+		// derives from config.json.
+		gc, err := generationConfigFromModel(cfg)
+		if err != nil {
+			return nil, err
+		}
+		j.sideFiles["generation_config.json"] = gc
+	}
 	hq, err := plan.HFQuantConfigJSON()
 	if err != nil {
 		return nil, err
