@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -225,7 +226,7 @@ func FuzzParseHeader(f *testing.F) {
 		}
 		for i := range h.Tensors {
 			a, b := h.Tensors[i], h2.Tensors[i]
-			if a.Name != b.Name || a.DType != b.DType || a.Begin != b.Begin || a.End != b.End || !equalShape(a.Shape, b.Shape) {
+			if a.Name != b.Name || a.DType != b.DType || a.Begin != b.Begin || a.End != b.End || !slices.Equal(a.Shape, b.Shape) {
 				t.Fatalf("tensor %d: %+v became %+v", i, a, b)
 			}
 		}

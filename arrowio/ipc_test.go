@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -121,7 +122,7 @@ func TestDumpRoundTrip(t *testing.T) {
 		}
 		for k := range l.Len() {
 			a, b := l.Tensor(k), w.Tensor(k)
-			if a.Name != b.Name || a.DType != b.DType || !equalShape(a.Shape, b.Shape) || !bytes.Equal(a.Data, b.Data) {
+			if a.Name != b.Name || a.DType != b.DType || !slices.Equal(a.Shape, b.Shape) || !bytes.Equal(a.Data, b.Data) {
 				t.Fatalf("layer %d row %d differs", i, k)
 			}
 		}

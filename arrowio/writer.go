@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/quantstream/quantstream"
@@ -211,7 +212,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }
 func (w *Writer) WriteLayer(l *quantstream.Layer) error {
 	for i := range l.Len() {
 		t := l.Tensor(i)
-		if _, p, ok := w.plan.Lookup(t.Name); ok && (p.DType != t.DType || !equalShape(p.Shape, t.Shape)) {
+		if _, p, ok := w.plan.Lookup(t.Name); ok && (p.DType != t.DType || !slices.Equal(p.Shape, t.Shape)) {
 			return fmt.Errorf("%w: tensor %q is %v %v, planned %v %v", ErrWrite, t.Name, t.DType, t.Shape, p.DType, p.Shape)
 		}
 		if err := w.WriteTensor(t.Name, t.Data); err != nil {
@@ -219,18 +220,6 @@ func (w *Writer) WriteLayer(l *quantstream.Layer) error {
 		}
 	}
 	return nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func (w *Writer) shardOf(name string) int { return w.plan.loc[name].shard }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/quantstream/quantstream/arrowio"
@@ -153,7 +154,7 @@ func (c *Case) load(ref *TensorRef) (quant.Tensor, error) {
 	if err != nil {
 		return quant.Tensor{}, err
 	}
-	if t.DType.String() != ref.DType || !sameShape(t.Shape, ref.Shape) {
+	if t.DType.String() != ref.DType || !slices.Equal(t.Shape, ref.Shape) {
 		return quant.Tensor{}, fmt.Errorf("parity: case %s: tensor %q is %v %v in %s, manifest says %s %v",
 			c.ID, ref.Tensor, t.DType, t.Shape, c.File, ref.DType, ref.Shape)
 	}
@@ -183,16 +184,4 @@ func (c *Case) Raises() (exc, msg string, ok bool) {
 		json.Unmarshal(m, &msg)
 	}
 	return exc, msg, true
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
