@@ -167,7 +167,7 @@ func printSummary(w io.Writer, out string, s *convert.Summary) {
 	for _, k := range slices.Sorted(maps.Keys(s.ModulesPerFmt)) {
 		fmt.Fprintf(w, "  %-16s %d modules\n", k, s.ModulesPerFmt[k])
 	}
-	printList(w, "left unquantized (exclude_modules)", s.Unquantized)
+	printList(w, "left unquantized (quantizers disabled by the recipe or state, or MoE routers; in exclude_modules)", s.Unquantized)
 	printList(w, "expert input amax filled (experts that saw no calibration tokens)", s.FilledAmax)
 	for _, warn := range s.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)

@@ -74,7 +74,7 @@ func TestRun(t *testing.T) {
 				"bytes in 1.31 MiB, out 561.58 KiB",
 				"quant_algo W4A16_NVFP4",
 				"w4a16_nvfp4      21 modules",
-				"left unquantized (exclude_modules) (2):\n  lm_head\n  model.embed_tokens\n",
+				"left unquantized (quantizers disabled by the recipe or state, or MoE routers; in exclude_modules) (2):\n  lm_head\n  model.embed_tokens\n",
 			},
 			present: filepath.Join(tmp, "nvfp4"),
 		},
