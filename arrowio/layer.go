@@ -11,8 +11,14 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/internal/layerbuf"
 	"github.com/quantstream/quantstream/quant"
 )
+
+// AppendRoom is how many bytes a layer read by ReadLayer has in its data buffer
+// after its last tensor (zeroed): room for a stage to append small tensors in
+// place (see internal/layerbuf.Room).
+const AppendRoom = 64 << 10
 
 // ReadLayer reads the tensors of li into a new Layer, one row per tensor in li's
 // order. The tensor bytes are read with pread straight into one data buffer
@@ -70,16 +76,18 @@ func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorHea
 	defer offsets.Release()
 	offsets.Resize((n + 1) * arrow.Int64SizeBytes)
 	offs := arrow.Int64Traits.CastFromBytes(offsets.Bytes())
-	data := memory.NewResizableBuffer(mem)
+	// Not zeroed: fill writes every tensor byte. The room after the tensors lets a
+	// stage append small tensors (calibrated amax buffers) without copying the layer.
+	data := layerbuf.Alloc(mem, int(total)+AppendRoom)
 	defer data.Release()
-	data.Resize(int(total))
 	var pos int64
 	for i, h := range hdrs {
 		offs[i] = pos
 		pos += h.Size()
 	}
 	offs[n] = pos
-	if err := fill(data.Bytes(), offs); err != nil {
+	clear(data.Bytes()[total:])
+	if err := fill(data.Bytes()[:total], offs); err != nil {
 		return nil, err
 	}
 

@@ -186,4 +186,3 @@ func infoBytes(t quantstream.TensorInfo) int64 {
 	n, _ := dt.ByteLen(quant.Numel(t.Shape))
 	return n
 }
-

@@ -119,24 +119,51 @@ func (s *calibrateStage) Process(ctx context.Context, l *quantstream.Layer) (*qu
 		return nil, err
 	}
 	out := append(infos, want...)
+	if data, end, ok := layerbuf.Room(l); ok {
+		// The amax buffers go after the last tensor, in the room the reader left
+		// (l is ours alone, and no tensor of it lies there): no copy of the layer.
+		offs, err := layerbuf.Sizes(out)
+		if err != nil {
+			return nil, err
+		}
+		extra := offs[len(out)] - offs[len(infos)]
+		if offs[len(infos)] == end && end+extra <= int64(data.Len()) {
+			buf := data.Bytes()
+			for j, w := range want {
+				i := len(tensors) + j
+				if err := putAmax(buf[offs[i]:offs[i+1]], amax, w); err != nil {
+					return nil, err
+				}
+			}
+			return layerbuf.Assemble(s.mem, l.Index(), l.Prefix(), out, offs, data)
+		}
+	}
 	return layerbuf.Build(s.mem, l.Index(), l.Prefix(), out, func(data []byte, offs []int64) error {
 		var tasks []layerbuf.Task
 		for i, t := range tensors {
 			tasks = append(tasks, layerbuf.Copy(data[offs[i]:offs[i+1]], t.Data)...)
 		}
 		for j, w := range want {
-			a, ok := amax[w.Name]
-			if !ok {
-				return fmt.Errorf("calibration produced no %s", w.Name)
-			}
 			i := len(tensors) + j
-			if int64(len(a.Data)) != offs[i+1]-offs[i] || a.DType.String() != w.DType {
-				return fmt.Errorf("%w: calibration produced %s %v %v, planned %s %v", pipeline.ErrPlanMismatch, w.Name, a.DType, a.Shape, w.DType, w.Shape)
+			if err := putAmax(data[offs[i]:offs[i+1]], amax, w); err != nil {
+				return err
 			}
-			copy(data[offs[i]:offs[i+1]], a.Data)
 		}
 		return layerbuf.Run(ctx, tasks)
 	})
+}
+
+// putAmax copies the calibrated buffer w into dst, checking it against the plan.
+func putAmax(dst []byte, amax map[string]quant.Tensor, w quantstream.TensorInfo) error {
+	a, ok := amax[w.Name]
+	if !ok {
+		return fmt.Errorf("calibration produced no %s", w.Name)
+	}
+	if len(a.Data) != len(dst) || a.DType.String() != w.DType {
+		return fmt.Errorf("%w: calibration produced %s %v %v, planned %s %v", pipeline.ErrPlanMismatch, w.Name, a.DType, a.Shape, w.DType, w.Shape)
+	}
+	copy(dst, a.Data)
+	return nil
 }
 
 // amax calibrates the buffers want on the layer's tensors. A per-tensor amax of a
@@ -230,13 +257,7 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 func absMaxBits(dt quant.DType, data []byte) func() uint32 {
 	switch dt {
 	case quant.BF16, quant.F16:
-		return func() uint32 {
-			var m uint16
-			for i := 0; i+1 < len(data); i += 2 {
-				m = max(m, binary.LittleEndian.Uint16(data[i:])&0x7FFF)
-			}
-			return uint32(m)
-		}
+		return func() uint32 { return absMax16(data) }
 	case quant.F32:
 		return func() uint32 {
 			var m uint32
@@ -259,4 +280,35 @@ func bitsValue(dt quant.DType, m uint32) (v float32, finite bool) {
 	default:
 		return math.Float32frombits(m), m < 0x7F800000
 	}
+}
+
+// absMax16 is the largest of data's little-endian 16-bit words with the sign bit
+// cleared. It compares four words per step in one uint64 (SWAR): with the top bit
+// of every lane clear, (a|H)-b keeps a lane's top bit exactly when a ≥ b, and no
+// lane borrows from the next.
+func absMax16(data []byte) uint32 {
+	const (
+		mag = 0x7FFF_7FFF_7FFF_7FFF
+		top = 0x8000_8000_8000_8000
+	)
+	var m0, m1 uint64
+	maxw := func(a, b uint64) uint64 {
+		ge := ((a | top) - b) & top // 0x8000 in the lanes where a ≥ b
+		keep := ge | (ge - ge>>15)  // widened to 0xFFFF there
+		return a&keep | b&^keep
+	}
+	i := 0
+	for ; i+16 <= len(data); i += 16 {
+		m0 = maxw(m0, binary.LittleEndian.Uint64(data[i:])&mag)
+		m1 = maxw(m1, binary.LittleEndian.Uint64(data[i+8:])&mag)
+	}
+	m := maxw(m0, m1)
+	var r uint16
+	for k := range 4 {
+		r = max(r, uint16(m>>(16*k)))
+	}
+	for ; i+1 < len(data); i += 2 {
+		r = max(r, binary.LittleEndian.Uint16(data[i:])&0x7FFF)
+	}
+	return uint32(r)
 }

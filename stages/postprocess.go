@@ -89,6 +89,13 @@ func postprocess(ts *tensorSet, maxbound float32, kvFormat string, qlora bool, m
 		if out == key && len(shape) == len(h.Shape) {
 			continue
 		}
+		if lo, ok := ts.later[key]; ok && !kv {
+			// Renamed or squeezed: the same bytes under another header.
+			ts.del(key)
+			lo.job.outs[lo.k] = out
+			ts.setLater(out, h.DType, shape, lo.job, lo.k)
+			continue
+		}
 		var t quant.Tensor
 		if !ts.planning() {
 			var err error

@@ -8,6 +8,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/internal/layerbuf"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -84,15 +85,70 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	if !sameInfos(got, want) {
 		return nil, fmt.Errorf("%w: layer %d: %s", ErrPlanMismatch, l.Index(), firstInfoDiff(got, want))
 	}
-	b := quantstream.NewLayerBuilder(s.mem, l.Index(), l.Prefix())
-	defer b.Release()
-	for _, h := range got {
-		t := ts.data[h.Name]
-		if err := b.Append(quantstream.Tensor{Name: h.Name, Tensor: t}); err != nil {
-			return nil, err
+	if unchanged(ts, got, in) {
+		// Nothing to export in this layer (an excluded lm_head, the embeddings, a
+		// norm): hand on the input rather than copy it.
+		l.Retain()
+		return l, nil
+	}
+	return layerbuf.Build(s.mem, l.Index(), l.Prefix(), got, func(data []byte, offs []int64) error {
+		return fillOutput(ctx, ts, got, data, offs)
+	})
+}
+
+// unchanged reports whether the output is the input: the same tensors in the same
+// order, each still the input's own bytes.
+func unchanged(ts *tensorSet, got []quantstream.TensorInfo, in []quantstream.Tensor) bool {
+	if len(got) != len(in) || len(ts.later) > 0 {
+		return false
+	}
+	for i, t := range in {
+		d, ok := ts.data[t.Name]
+		if !ok || got[i].Name != t.Name || got[i].DType != t.DType.String() || !slices.Equal(got[i].Shape, t.Shape) ||
+			len(d.Data) != len(t.Data) || (len(d.Data) > 0 && &d.Data[0] != &t.Data[0]) {
+			return false
 		}
 	}
-	return b.Finish()
+	return true
+}
+
+// fillOutput writes the layer's outputs into data (output i at offs[i]:offs[i+1]):
+// the tensors computed already are copied, the rowJobs run, all of it split into
+// pieces over the cores.
+func fillOutput(ctx context.Context, ts *tensorSet, got []quantstream.TensorInfo, data []byte, offs []int64) error {
+	var tasks []layerbuf.Task
+	var jobs []*rowJob
+	where := map[string][]byte{}
+	for i, h := range got {
+		dst := data[offs[i]:offs[i+1]]
+		if lo, ok := ts.later[h.Name]; ok {
+			if !slices.Contains(jobs, lo.job) {
+				jobs = append(jobs, lo.job)
+			}
+			where[h.Name] = dst
+			continue
+		}
+		t, ok := ts.data[h.Name]
+		if !ok || len(t.Data) != len(dst) {
+			return fmt.Errorf("%w: tensor %s has %d bytes, the plan %d", ErrPlanMismatch, h.Name, len(t.Data), len(dst))
+		}
+		tasks = append(tasks, layerbuf.Copy(dst, t.Data)...)
+	}
+	for _, j := range jobs {
+		dst := make([][]byte, len(j.outs))
+		for k, name := range j.outs {
+			if name == "" {
+				dst[k] = make([]byte, j.outBytes[k]) // dropped by a later step
+				continue
+			}
+			dst[k] = where[name]
+			if int64(len(dst[k])) != j.outBytes[k] {
+				return fmt.Errorf("%w: tensor %s has %d bytes, the plan %d", ErrPlanMismatch, name, j.outBytes[k], len(dst[k]))
+			}
+		}
+		tasks = append(tasks, layerbuf.Rows(j.rows, j.rowBytes, func(r0, r1 int) error { return j.fill(dst, r0, r1) })...)
+	}
+	return layerbuf.Run(ctx, tasks)
 }
 
 // firstInfoDiff describes where got and want first differ.

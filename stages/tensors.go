@@ -18,6 +18,36 @@ type TensorHeader struct {
 type tensorSet struct {
 	hdr  map[string]TensorHeader
 	data map[string]quant.Tensor // nil while planning
+	// later holds the outputs computed only when the layer's output buffer exists
+	// (rowJob), by name; such a tensor has a header and no data.
+	later map[string]laterOut
+}
+
+// rowJob computes one module's large outputs row range by row range, straight into
+// the output layer: rows are independent, so Stage.Process splits them across cores
+// and the bytes do not depend on the split.
+type rowJob struct {
+	rows     int
+	rowBytes int64 // input bytes per row, to size the pieces
+	outs     []string
+	outBytes []int64 // each output's size
+	// fill writes rows [r0, r1) of every output; dst[k] is all of outs[k].
+	fill func(dst [][]byte, r0, r1 int) error
+}
+
+type laterOut struct {
+	job *rowJob
+	k   int // index in job.outs
+}
+
+// setLater records name as output k of job, with its header.
+func (ts *tensorSet) setLater(name string, dt quant.DType, shape []int64, job *rowJob, k int) {
+	ts.setHeader(name, dt, shape)
+	delete(ts.data, name)
+	if ts.later == nil {
+		ts.later = map[string]laterOut{}
+	}
+	ts.later[name] = laterOut{job, k}
 }
 
 func (ts *tensorSet) planning() bool { return ts.data == nil }
@@ -27,6 +57,9 @@ func (ts *tensorSet) has(name string) bool { _, ok := ts.hdr[name]; return ok }
 func (ts *tensorSet) get(name string) (quant.Tensor, error) {
 	t, ok := ts.data[name]
 	if !ok {
+		if _, later := ts.later[name]; later {
+			return quant.Tensor{}, fmt.Errorf("%w: tensor %q is read before it is computed", ErrPlanMismatch, name)
+		}
 		return quant.Tensor{}, fmt.Errorf("%w: tensor %q not in layer", ErrPlanMismatch, name)
 	}
 	return t, nil
@@ -50,6 +83,7 @@ func (ts *tensorSet) set(name string, t quant.Tensor) {
 	if ts.data != nil {
 		ts.data[name] = t
 	}
+	delete(ts.later, name)
 }
 
 // setHeader records a tensor whose data is computed later (or only planned).
@@ -71,6 +105,11 @@ func (ts *tensorSet) del(name string) {
 	delete(ts.hdr, name)
 	if ts.data != nil {
 		delete(ts.data, name)
+	}
+	if lo, ok := ts.later[name]; ok {
+		// The job still writes this output; it goes nowhere.
+		lo.job.outs[lo.k] = ""
+		delete(ts.later, name)
 	}
 }
 

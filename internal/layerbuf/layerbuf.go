@@ -78,12 +78,22 @@ func Build(mem memory.Allocator, index int, prefix string, infos []quantstream.T
 	if err := fill(data.Bytes(), offs); err != nil {
 		return nil, err
 	}
+	return Assemble(mem, index, prefix, infos, offs, data)
+}
+
+// Assemble returns a layer with one row per info whose data are data's bytes
+// offs[i]:offs[i+1] (data may be longer than offs[len(infos)]). It retains data;
+// the caller keeps its reference.
+func Assemble(mem memory.Allocator, index int, prefix string, infos []quantstream.TensorInfo, offs []int64, data *memory.Buffer) (*quantstream.Layer, error) {
+	n := len(infos)
+	if len(offs) != n+1 || offs[n] > int64(data.Len()) {
+		return nil, fmt.Errorf("layer %d: %d offsets for %d tensors in %d bytes", index, len(offs), n, data.Len())
+	}
 	offsets := memory.NewResizableBuffer(mem)
 	defer offsets.Release()
 	offsets.Resize(len(offs) * arrow.Int64SizeBytes)
 	copy(arrow.Int64Traits.CastFromBytes(offsets.Bytes()), offs)
 
-	n := len(infos)
 	ad := array.NewData(arrow.BinaryTypes.LargeBinary, n, []*memory.Buffer{nil, offsets, data}, nil, 0, 0)
 	dataCol := array.NewLargeBinaryData(ad)
 	ad.Release()
@@ -108,6 +118,25 @@ func Build(mem memory.Allocator, index int, prefix string, infos []quantstream.T
 	rec := array.NewRecordBatch(quantstream.LayerSchema(index, prefix), []arrow.Array{names, dtypes, shapes, dataCol}, int64(n))
 	defer rec.Release()
 	return quantstream.LayerFromRecord(rec)
+}
+
+// Room returns l's data buffer and the offset where its last tensor ends, when the
+// tensors lie back to back from its start (as arrowio.ReadLayer and Build lay them
+// out); the bytes after end belong to no tensor of l. ok is false otherwise.
+func Room(l *quantstream.Layer) (data *memory.Buffer, end int64, ok bool) {
+	col, isBin := l.Record().Column(quantstream.ColData).(*array.LargeBinary)
+	if !isBin || col.Data().Offset() != 0 || len(col.Data().Buffers()) < 3 {
+		return nil, 0, false
+	}
+	offs := col.ValueOffsets()
+	if len(offs) == 0 || offs[0] != 0 {
+		return nil, 0, false
+	}
+	buf := col.Data().Buffers()[2]
+	if buf == nil {
+		return nil, 0, false
+	}
+	return buf, offs[len(offs)-1], true
 }
 
 // Task is one piece of work of Run; tasks write disjoint memory.
