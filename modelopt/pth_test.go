@@ -215,6 +215,13 @@ func TestStateTableMatchesQuantizersJSON(t *testing.T) {
 				}
 				x := st.Extra[qn]
 				r := raw[qn]
+				// Both decoders record the buffers the planner checks the input against.
+				for _, q := range []*quant.Quantizer{g, w} {
+					if q.HasBufferShape != (r.AmaxShape != nil) || !slices.Equal(q.BufferShape, r.AmaxShape) || q.HasPreQuantScale != r.HasPreQuantScale {
+						t.Errorf("%s: buffer shape %v (%v), pre_quant_scale %v; quantizers.json amax_shape %v, has_pre_quant_scale %v",
+							qn, q.BufferShape, q.HasBufferShape, q.HasPreQuantScale, r.AmaxShape, r.HasPreQuantScale)
+					}
+				}
 				amax, has := x.Buffers["_amax"]
 				if has != (r.AmaxShape != nil) || (has && !slices.Equal(amax.Shape, r.AmaxShape)) {
 					t.Errorf("%s: _amax buffer %v (%v), quantizers.json amax_shape %v", qn, amax.Shape, has, r.AmaxShape)

@@ -64,6 +64,9 @@ type jsonQuantizer struct {
 	Dynamic     bool                       `json:"dynamic"`
 	MaxBound    *float64                   `json:"maxbound"`
 	AmaxShape   []int64                    `json:"amax_shape_for_export"`
+	// BufferShape is the _amax buffer's shape, null when the quantizer has none.
+	BufferShape      json.RawMessage `json:"amax_shape"`
+	HasPreQuantScale bool            `json:"has_pre_quant_scale"`
 }
 
 // LoadQuantizersJSON reads a quantizers.json table (the golden sets' form of the
@@ -99,6 +102,16 @@ func (jq jsonQuantizer) quantizer() (*quant.Quantizer, error) {
 		MaxBound:    jq.MaxBound,
 		AmaxShape:   jq.AmaxShape,
 	}
+	if len(jq.BufferShape) > 0 && string(jq.BufferShape) != "null" {
+		if err := json.Unmarshal(jq.BufferShape, &q.BufferShape); err != nil {
+			return nil, fmt.Errorf("amax_shape %s: %w", jq.BufferShape, err)
+		}
+		if q.BufferShape == nil {
+			q.BufferShape = []int64{}
+		}
+		q.HasBufferShape = true
+	}
+	q.HasPreQuantScale = jq.HasPreQuantScale
 	nb, err := ParseNumBits(jq.NumBits)
 	if err != nil {
 		return nil, err

@@ -408,6 +408,17 @@ func quantizerFromState(d *Dict) (*quant.Quantizer, *QuantizerExtra, error) {
 					bm.DType = string(dd)
 				}
 				x.Buffers[name] = bm
+				switch name {
+				case "_amax":
+					if _, ok := meta.Get("shape"); ok {
+						q.BufferShape, q.HasBufferShape = bm.Shape, true
+						if q.BufferShape == nil {
+							q.BufferShape = []int64{}
+						}
+					}
+				case "_pre_quant_scale":
+					q.HasPreQuantScale = true
+				}
 			}
 		}
 	}

@@ -261,3 +261,13 @@ func calibReduceKeep(v []float32, shape []int64, red []int) ([]int64, []float32)
 	}
 	return out, res
 }
+
+// CheckCalibrationDType reports whether CalibrateAmax can calibrate a weight of dtype
+// dt (ErrUnsupportedDType otherwise): only BF16, F16 and F32 weights, so that a
+// planner can refuse, from headers, a weight that is already quantized.
+func CheckCalibrationDType(dt DType) error {
+	if !intFloatDType(dt) {
+		return fmt.Errorf("%w: calibrate on %v (only BF16, F16 and F32 weights)", ErrUnsupportedDType, dt)
+	}
+	return nil
+}

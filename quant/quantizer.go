@@ -55,4 +55,13 @@ type Quantizer struct {
 	AmaxShape   []int64      // _amax_shape_for_export, nil when unset (-1 allowed)
 	MaxBound    *float64     // as reported, nil when not defined
 	Sequential  []*Quantizer // for a SequentialQuantizer (W4A8): the chained quantizers
+
+	// What the calibration state says about the quantizer's buffers, for checking
+	// the checkpoint against it; only a planner reads them. HasBufferShape: the
+	// state records an "_amax" buffer, of shape BufferShape (quantizers.json's
+	// amax_shape, non-null; modelopt_state's _pytorch_state_metadata). A state that
+	// does not say (a recipe applied data-free) leaves them zero.
+	BufferShape      []int64
+	HasBufferShape   bool
+	HasPreQuantScale bool // the state records a "_pre_quant_scale" buffer
 }

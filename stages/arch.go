@@ -41,13 +41,17 @@ type Arch struct {
 
 // ModelConfig is the part of config.json the export reads.
 type ModelConfig struct {
-	Architectures     []string     `json:"architectures"`
-	ModelType         string       `json:"model_type"`
-	Dtype             string       `json:"dtype"`
-	TorchDtype        string       `json:"torch_dtype"`
-	QLoraRank         *int         `json:"q_lora_rank"`
-	TieWordEmbeddings bool         `json:"tie_word_embeddings"`
-	TextConfig        *ModelConfig `json:"text_config"`
+	Architectures     []string `json:"architectures"`
+	ModelType         string   `json:"model_type"`
+	Dtype             string   `json:"dtype"`
+	TorchDtype        string   `json:"torch_dtype"`
+	QLoraRank         *int     `json:"q_lora_rank"`
+	TieWordEmbeddings bool     `json:"tie_word_embeddings"`
+	// NumExperts / NumLocalExperts bound the expert count of fused experts tensors
+	// (Qwen-MoE / Mixtral, GPT-OSS names); nil when absent.
+	NumExperts      *int64       `json:"num_experts"`
+	NumLocalExperts *int64       `json:"num_local_experts"`
+	TextConfig      *ModelConfig `json:"text_config"`
 }
 
 // ParseModelConfig decodes config.json.

@@ -198,7 +198,7 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 		ex, err = exportFloatAdapter(ts, m, dtype, mode)
 	}
 	if err != nil {
-		return fmt.Errorf("module %s: %w", m.Name, err)
+		return nameOnce(m.Name, err) // quant's errors name the module already
 	}
 	if ex == nil {
 		return fmt.Errorf("%w: module %s: format None at export, %q when planned", ErrPlanMismatch, m.Name, m.Format)

@@ -27,35 +27,50 @@ func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool, mo
 			return err
 		}
 	}
-	if resmoothOnly || ts.planning() {
+	if resmoothOnly {
 		return nil
 	}
+	// The buffers shared and whether each module has one are known from headers: the
+	// checks run while planning too, so that plan finds what convert would.
+	var shared []func(*Module) string
 	if hasQuant(mods[0].IQ) && mods[0].IAmax != "" {
-		if err := shareMax(ts, mods, func(m *Module) string { return m.IAmax }); err != nil {
-			return err
-		}
+		shared = append(shared, func(m *Module) string { return m.IAmax })
 	}
 	wq := mods[0].WQ
 	switch {
 	case wq != nil && len(wq.Sequential) > 0:
 		if last := wq.Sequential[len(wq.Sequential)-1]; last.Enabled && mods[0].WAmax1 != "" {
-			return shareMax(ts, mods, func(m *Module) string { return m.WAmax1 })
+			shared = append(shared, func(m *Module) string { return m.WAmax1 })
 		}
 	case hasQuant(wq) && mods[0].WAmax != "" && numel(ts.hdr[mods[0].WAmax].Shape) == 1:
-		return shareMax(ts, mods, func(m *Module) string { return m.WAmax })
+		shared = append(shared, func(m *Module) string { return m.WAmax })
+	}
+	for _, buf := range shared {
+		if err := shareMax(ts, mods, buf); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // shareMax sets a scalar buffer of every module to the group's maximum, keeping each
-// buffer's dtype.
+// buffer's dtype. While planning it only checks that every module has the buffer.
 func shareMax(ts *tensorSet, mods []*Module, buf func(*Module) string) error {
+	var missing []string
+	for _, m := range mods {
+		if buf(m) == "" {
+			missing = append(missing, m.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: %s: no %s, which %s has (modules fused together share its maximum)", ErrMissingAmax, strings.Join(missing, ", "), strings.TrimPrefix(buf(mods[0]), mods[0].Name+"."), mods[0].Name)
+	}
+	if ts.planning() {
+		return nil
+	}
 	var best float32
 	for i, m := range mods {
 		name := buf(m)
-		if name == "" {
-			return fmt.Errorf("%w: %s has no buffer while %s has", ErrMissingAmax, m.Name, buf(mods[0]))
-		}
 		v, err := ts.scalar(name)
 		if err != nil {
 			return err

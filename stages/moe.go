@@ -33,8 +33,12 @@ type fusedExperts struct {
 	first3, dn3 []int64
 }
 
-// findFused finds fused expert containers among the layer's tensors.
-func findFused(ts *tensorSet, qs Quantizers) ([]*fusedExperts, error) {
+// findFused finds fused expert containers among the layer's tensors. The expert
+// count of a container comes from its header, so it is checked before anything is
+// sized by it: against numExperts (config.json's num_experts / num_local_experts,
+// 0 when the config has none) and against the number of per-expert weight
+// quantizers; no dimension may be zero.
+func findFused(ts *tensorSet, qs Quantizers, numExperts int64) ([]*fusedExperts, error) {
 	var out []*fusedExperts
 	for _, n := range sortedKeys(ts.hdr) {
 		container, attr := splitLast(n)
@@ -58,10 +62,49 @@ func findFused(ts *tensorSet, qs Quantizers) ([]*fusedExperts, error) {
 			return nil, fmt.Errorf("%w: fused experts %s: gate_up_proj rows %d not even", ErrShape, container, f.first3[1])
 		}
 		f.dn3 = dn.Shape
+		if err := checkExpertCount(container, attr, f.first3, dn.Shape, qs, numExperts); err != nil {
+			return nil, err
+		}
 		f.experts = int(f.first3[0])
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// checkExpertCount validates a fused experts container's shapes before they size
+// anything: no zero dimension, the expert count of config.json (when it says), and
+// one "<attr>_weight_quantizers.<e>" per expert for both projections.
+func checkExpertCount(container, attr string, first, down []int64, qs Quantizers, numExperts int64) error {
+	for _, d := range append(slices.Clone(first), down...) {
+		if d <= 0 {
+			return fmt.Errorf("%w: fused experts %s: %s %v, down_proj %v: zero-size dimension", ErrShape, container, attr, first, down)
+		}
+	}
+	e := first[0]
+	if numExperts > 0 && e != numExperts {
+		return fmt.Errorf("%w: fused experts %s.%s has %d experts, config.json says %d", ErrShape, container, attr, e, numExperts)
+	}
+	for _, a := range []string{attr, "down_proj"} {
+		prefix := container + "." + a + "_weight_quantizers."
+		n := countIndexed(qs, prefix, e)
+		if n != e {
+			return fmt.Errorf("%w: fused experts %s.%s has %d experts, the quantizer table %d %s<e> entries", ErrShape, container, a, e, n, prefix)
+		}
+	}
+	return nil
+}
+
+// countIndexed counts prefix+"0", prefix+"1", ... in qs, stopping after limit+1 so
+// that a hostile count costs nothing.
+func countIndexed(qs Quantizers, prefix string, limit int64) int64 {
+	var n int64
+	for n <= limit {
+		if _, ok := qs.Get(prefix + strconv.FormatInt(n, 10)); !ok {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 type expertSlice struct {

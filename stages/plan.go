@@ -52,10 +52,11 @@ type Plan struct {
 	// them joined.
 	Problems []error
 
-	dtype  quant.DType
-	opts   Options
-	qs     Quantizers
-	layers map[int]*LayerPlan
+	dtype      quant.DType
+	numExperts int64 // config.json's expert count, 0 when it has none
+	opts       Options
+	qs         Quantizers
+	layers     map[int]*LayerPlan
 }
 
 // NewPlan plans an export. inputs are the headers of every input tensor (all shards
@@ -74,6 +75,7 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 	if p.Arch, err = DetectArch(cfg); err != nil {
 		return p, err
 	}
+	p.numExperts = configExperts(cfg)
 	p.dtype = opts.DType
 	if p.dtype == quant.Invalid {
 		p.dtype = configDType(cfg)
@@ -93,20 +95,24 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		lp.Inputs = append(lp.Inputs, t)
 	}
 	sort.Slice(p.Layers, func(i, j int) bool { return p.Layers[i].Index < p.Layers[j].Index })
+	p.Problems = append(p.Problems, checkCoverage(inputs, qs)...)
 
 	var cmods []ConfigModule
 	var routers []string
 	// The model-level format (needed by nvfp4_awq folding) comes from module order,
 	// which spans layers: discover first, then plan each layer.
+	failed := map[int]bool{} // layers whose problems are listed already
 	for _, lp := range p.Layers {
 		ts, err := headerSet(lp.Inputs)
 		if err != nil {
 			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
+			failed[lp.Index] = true
 			continue
 		}
 		mods, _, err := p.discover(ts)
 		if err != nil {
 			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
+			failed[lp.Index] = true
 			continue
 		}
 		cmods = append(cmods, configModules(mods)...)
@@ -125,6 +131,9 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 	}
 	p.KVFormat = kv
 	for _, lp := range p.Layers {
+		if failed[lp.Index] {
+			continue
+		}
 		ts, err := headerSet(lp.Inputs)
 		if err != nil {
 			continue
@@ -199,6 +208,19 @@ func (p *Plan) ConfigJSON(configJSON []byte) ([]byte, error) {
 	return WriteConfigJSON(configJSON, p.QuantConfig)
 }
 
+// configExperts is config.json's num_experts or num_local_experts (also under
+// text_config), 0 when absent.
+func configExperts(c *ModelConfig) int64 {
+	for ; c != nil; c = c.TextConfig {
+		for _, n := range []*int64{c.NumExperts, c.NumLocalExperts} {
+			if n != nil && *n > 0 {
+				return *n
+			}
+		}
+	}
+	return 0
+}
+
 func configDType(c *ModelConfig) quant.DType {
 	s := c.Dtype
 	if s == "" {
@@ -246,7 +268,7 @@ func infos(ts *tensorSet) []quantstream.TensorInfo {
 // discover expands fused experts and finds the layer's modules.
 func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 	ov := &overlay{Quantizers: p.qs, extra: map[string]*quant.Quantizer{}}
-	fused, err := findFused(ts, p.qs)
+	fused, err := findFused(ts, p.qs, p.numExperts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -257,7 +279,7 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 	}
 	mods, err := discoverModules(ts.hdr, ov)
 	bmm, berr := discoverBMM(ts.hdr, p.qs)
-	mods, err = append(mods, bmm...), errors.Join(err, berr)
+	mods, err = append(mods, bmm...), errors.Join(err, berr, checkZeroDims(ts, append(mods, bmm...)))
 	for _, m := range mods {
 		for _, f := range fused {
 			if strings.HasPrefix(m.Name, f.name+".") {
@@ -271,6 +293,11 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 // run performs every export step on one layer: on headers while planning, on data
 // while processing (§7.2 steps 1-4 and 6, then §8.4).
 func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
+	if !ts.planning() {
+		if err := checkBuffers(ts); err != nil {
+			return nil, nil, err
+		}
+	}
 	mods, fused, err := p.discover(ts)
 	if err != nil {
 		return nil, nil, err
@@ -332,6 +359,12 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 		dt := p.dtype
 		if dt == quant.Invalid {
 			dt = ts.hdr[m.Weight].DType
+		}
+		if !ts.planning() {
+			if err := checkZeroAmax(ts, m); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
 		errs = append(errs, exportModule(ts, m, dt, p.opts.Div))
 	}

@@ -58,12 +58,9 @@ func layerPrefix(layer int, in []quantstream.TensorInfo) string {
 // the returned layer belongs to the caller. Output tensors are in name order, exactly
 // as Plan lists them.
 func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstream.Layer, err error) {
+	// A panic is not recovered here: the pipeline recovers it at the stage boundary
+	// (pipeline.ErrPanic, with the stack), and l is released on the way out.
 	defer l.Release()
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("stages: layer %d: panic: %v", l.Index(), r)
-		}
-	}()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
