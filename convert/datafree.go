@@ -3,6 +3,7 @@ package convert
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -49,6 +50,7 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	}
 	cs := &calibrateStage{q: q, mem: mem, byWeight: map[string][]quantstream.TensorInfo{}}
 	var extra []quantstream.TensorInfo
+	var badDType []error
 	for _, qn := range q.Table.Names() {
 		shape, ok := q.AmaxShapes[qn]
 		tq := q.Table[qn]
@@ -63,6 +65,11 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 		if !ok {
 			return nil, nil, nil, fmt.Errorf("convert: quantizer %s calibrates on %s, which the checkpoint lacks", qn, slot.Weight)
 		}
+		if err := quant.CheckCalibrationDType(dt); err != nil {
+			// Found from headers, all at once, so that plan reports what convert hits.
+			badDType = append(badDType, fmt.Errorf("convert: quantizer %s calibrates on %s: %w", qn, slot.Weight, err))
+			continue
+		}
 		info := quantstream.TensorInfo{
 			Name:  qn + "._amax",
 			DType: quant.CalibratedAmaxDType(tq, dt, len(slot.WeightShape)).String(),
@@ -70,6 +77,9 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 		}
 		cs.byWeight[slot.Weight] = append(cs.byWeight[slot.Weight], info)
 		extra = append(extra, info)
+	}
+	if len(badDType) > 0 {
+		return nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, errors.Join(badDType...))
 	}
 	return q.Table, cs, extra, nil
 }
@@ -157,7 +167,7 @@ func (s *calibrateStage) Process(ctx context.Context, l *quantstream.Layer) (*qu
 func putAmax(dst []byte, amax map[string]quant.Tensor, w quantstream.TensorInfo) error {
 	a, ok := amax[w.Name]
 	if !ok {
-		return fmt.Errorf("calibration produced no %s", w.Name)
+		return fmt.Errorf("%w: calibration produced no %s", pipeline.ErrPlanMismatch, w.Name)
 	}
 	if len(a.Data) != len(dst) || a.DType.String() != w.DType {
 		return fmt.Errorf("%w: calibration produced %s %v %v, planned %s %v", pipeline.ErrPlanMismatch, w.Name, a.DType, a.Shape, w.DType, w.Shape)

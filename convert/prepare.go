@@ -40,6 +40,9 @@ func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, e
 	)
 	switch {
 	case opt.Recipe != "" || opt.KVCache != "":
+		if err := checkDataFreeInput(ck, side); err != nil {
+			return nil, err
+		}
 		t, cs, added, err := dataFree(ck, side, opt, mem)
 		if err != nil {
 			return nil, err
