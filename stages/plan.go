@@ -279,7 +279,8 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 	}
 	mods, err := discoverModules(ts.hdr, ov)
 	bmm, berr := discoverBMM(ts.hdr, p.qs)
-	mods, err = append(mods, bmm...), errors.Join(err, berr, checkZeroDims(ts, append(mods, bmm...)))
+	mods = append(mods, bmm...)
+	err = errors.Join(err, berr, checkZeroDims(ts, mods))
 	for _, m := range mods {
 		for _, f := range fused {
 			if strings.HasPrefix(m.Name, f.name+".") {
@@ -299,6 +300,9 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 		}
 	}
 	mods, fused, err := p.discover(ts)
+	if err == nil {
+		err = checkBufferHeaders(ts, mods)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -224,10 +224,10 @@ func checkBuffers(ts *tensorSet) error {
 	return errors.Join(errs...)
 }
 
-// checkZeroAmax refuses, right before export, a zero weight amax that the format
-// divides by as it is: the per-tensor FP8 weight scale (amax.item()/448) and the
-// NVFP4-family global scale (amax/(6·448)) take the raw buffer, so ModelOpt would
-// write 0 scales and 0/0 weights. Formats whose scales go through export_amax (which
+// checkZeroAmax refuses, right before export, a zero amax that the format divides
+// by as it is: the per-tensor FP8 weight scale (amax.item()/448), the NVFP4-family
+// global scale (amax/(6·448)) and the dynamic NVFP4 input scale take the raw buffer,
+// so ModelOpt would write 0 scales and 0/0 weights (or fail its scale > 0 assert). Formats whose scales go through export_amax (which
 // turns zeros into maxbound: INT, per-channel FP8, static blocks) keep zeros.
 func checkZeroAmax(ts *tensorSet, m *Module) error {
 	var bufs []string
@@ -242,6 +242,14 @@ func checkZeroAmax(ts *tensorSet, m *Module) error {
 			bufs = []string{m.WAmax}
 		}
 	}
+	switch m.Format {
+	case "nvfp4", "nvfp4_awq", "nvfp4_svdquant":
+		// A dynamic-block NVFP4 input quantizer's amax reaches the input scale without
+		// export_amax's zero fix, and ModelOpt asserts the scale is positive.
+		if hasQuant(m.IQ) && m.IQ.BlockSizes.Dynamic() {
+			bufs = append(bufs, m.IAmax)
+		}
+	}
 	for _, b := range bufs {
 		if b == "" {
 			continue
@@ -251,7 +259,7 @@ func checkZeroAmax(ts *tensorSet, m *Module) error {
 			continue
 		}
 		if err := quant.CheckFinite(t, true); err != nil {
-			return fmt.Errorf("tensor %s: %w (the %s weight scale would be 0 and the weight 0/0)", b, err, m.Format)
+			return fmt.Errorf("tensor %s: %w (a %s scale would be 0: ModelOpt divides by this amax as it is)", b, err, m.Format)
 		}
 	}
 	return nil
@@ -272,4 +280,39 @@ func nameOnce(module string, err error) error {
 		return err
 	}
 	return fmt.Errorf("module %s: %w", module, err)
+}
+
+// checkBufferHeaders checks, from headers, what the export reads of each quantized
+// module: its weight and its amax and pre_quant_scale buffers are BF16, F16 or F32
+// (fp8_pb_real weights are FP8 already), and the per-tensor FP8 weight amax has one
+// element (its scale is amax.item()/448).
+func checkBufferHeaders(ts *tensorSet, mods []*Module) error {
+	var errs []error
+	for _, m := range mods {
+		if m.Format == "" {
+			continue
+		}
+		for _, b := range []string{m.WAmax, m.WAmax1, m.IAmax, m.PQS} {
+			h, ok := ts.hdr[b]
+			if b == "" || !ok {
+				continue
+			}
+			switch h.DType {
+			case quant.BF16, quant.F16, quant.F32:
+			default:
+				errs = append(errs, fmt.Errorf("%w: tensor %s is %v (calibration buffers are BF16, F16 or F32)", ErrDType, b, h.DType))
+			}
+		}
+		if h, ok := ts.hdr[m.Weight]; ok && m.Format != "fp8_pb_real" {
+			switch h.DType {
+			case quant.BF16, quant.F16, quant.F32:
+			default:
+				errs = append(errs, fmt.Errorf("%w: weight %s is %v; %s export quantizes BF16, F16 or F32 weights", ErrDType, m.Weight, h.DType, m.Format))
+			}
+		}
+		if h, ok := ts.hdr[m.WAmax]; ok && m.Format == "fp8" && h.Shape != nil && numel(h.Shape) != 1 {
+			errs = append(errs, fmt.Errorf("%w: tensor %s has shape %v; a per-tensor FP8 weight amax has one element", ErrShape, m.WAmax, h.Shape))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -221,6 +221,7 @@ func TestProcessRefusesBadAmax(t *testing.T) {
 		{"nvfp4 weight amax zero", func() (map[string]quant.Tensor, table) { return tinyLlama(1) }, "model.layers.0.mlp.down_proj.weight_quantizer._amax", 0, quant.ErrNonPositive},
 		{"fp8 input amax NaN", fp8, k + "input_quantizer._amax", nan, quant.ErrNonFinite},
 		{"kv amax NaN", fp8, "model.layers.0.self_attn.k_bmm_quantizer._amax", nan, quant.ErrNonFinite},
+		{"nvfp4 input amax zero", func() (map[string]quant.Tensor, table) { return tinyLlama(1) }, "model.layers.0.mlp.down_proj.input_quantizer._amax", 0, quant.ErrNonPositive},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sd, qs := tc.state()
@@ -233,10 +234,90 @@ func TestProcessRefusesBadAmax(t *testing.T) {
 			}
 		})
 	}
-	t.Run("fp8 per-channel zero rows keep export_amax's rule", func(t *testing.T) {
+	t.Run("valid state", func(t *testing.T) {
 		sd, qs := tinyLlama(1)
 		if err := processErr(t, sd, qs, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestPlanChecksBufferHeaders: buffer dtypes and the per-tensor FP8 amax's element
+// count are known from headers, so plan reports them, naming the tensor.
+func TestPlanChecksBufferHeaders(t *testing.T) {
+	const k = "model.layers.0.self_attn.k_proj."
+	for _, tc := range []struct {
+		name   string
+		tensor string
+		t      quant.Tensor
+		want   error
+	}{
+		{"fp8 weight amax of two elements", k + "weight_quantizer._amax", bf16Tensor([]int64{2}, []float32{1, 2}), ErrShape},
+		{"integer input amax", k + "input_quantizer._amax", quant.Tensor{DType: quant.I32, Shape: []int64{}, Data: make([]byte, 4)}, ErrDType},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sd, qs := tinyLlama(1)
+			for n, q := range qs {
+				if q.Enabled && q.NumBits == quant.BitsE2M1 {
+					qs[n] = fp8Q(true)
+				}
+			}
+			sd[tc.tensor] = tc.t
+			_, err := NewPlan(infosOf(sd), []byte(tinyLlamaConfig), qs, Options{})
+			if !errors.Is(err, tc.want) || strings.Count(err.Error(), tc.tensor) != 1 {
+				t.Fatalf("got %v, want %v naming %s once", err, tc.want, tc.tensor)
+			}
+		})
+	}
+}
+
+// TestProcessErrorNamesTensorOnce: a layer whose data does not match what was
+// planned (an I16 weight where the plan saw BF16) fails naming the weight, once.
+func TestProcessErrorNamesTensorOnce(t *testing.T) {
+	sd, qs := tinyLlama(1)
+	const w = "model.layers.0.self_attn.k_proj.weight"
+	bad := sd[w]
+	bad.DType = quant.I16 // same size, not a float the export casts
+	err := processErr(t, sd, qs, map[string]quant.Tensor{w: bad})
+	if !errors.Is(err, ErrDType) {
+		t.Fatalf("got %v, want ErrDType", err)
+	}
+	if n := strings.Count(err.Error(), "model.layers.0.self_attn.k_proj"); n != 1 {
+		t.Fatalf("module named %d times: %v", n, err)
+	}
+}
+
+func TestNameOnce(t *testing.T) {
+	const m = "model.layers.0.mlp.up_proj"
+	for _, tc := range []struct{ err, want string }{
+		{m + ": quant: shape mismatch", m + ": quant: shape mismatch"},
+		{"quant: assertion failed: scaling factor 0 not positive", "module " + m + ": quant: assertion failed: scaling factor 0 not positive"},
+	} {
+		if got := nameOnce(m, errors.New(tc.err)).Error(); got != tc.want {
+			t.Errorf("nameOnce(%q) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+	if nameOnce(m, nil) != nil {
+		t.Error("nameOnce(nil) != nil")
+	}
+}
+
+// TestStageProcessLeavesPanicsToPipeline: Process does not turn a panic into an error
+// of its own (pipeline.protect recovers it with ErrPanic and the stack), and still
+// releases its input.
+func TestStageProcessLeavesPanicsToPipeline(t *testing.T) {
+	sd, _ := tinyLlama(1)
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	in := []quantstream.Tensor{{Name: "model.norm.weight", Tensor: sd["model.norm.weight"]}}
+	l, err := quantstream.NewLayer(mem, quantstream.NonDecoder, "", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("the panic was swallowed")
+		}
+	}()
+	NewStage(nil, mem).Process(t.Context(), l) // a nil plan panics
 }
