@@ -114,17 +114,21 @@ func checkCoverage(inputs []quantstream.TensorInfo, qs Quantizers) []error {
 		return m
 	}
 	var errs []error
+	withWeight := 0 // enabled weight quantizers whose weight is there
 	for _, name := range qs.Names() {
 		q, _ := qs.Get(name)
 		if q == nil || !q.Enabled {
 			continue
 		}
 		owner, comp, _, _ := quantizerOf(name + "._")
+		isWQ := strings.HasSuffix(comp, "weight_quantizer") || strings.HasSuffix(comp, "weight_quantizers")
 		if w := weightOf(owner, comp); w != "" && !has(have, w) {
-			if strings.HasSuffix(comp, "weight_quantizer") || strings.HasSuffix(comp, "weight_quantizers") {
+			if isWQ {
 				note(w).quantizers = append(note(w).quantizers, name)
 			}
 			continue // an input quantizer's buffers are reported with the weight
+		} else if isWQ && w != "" {
+			withWeight++
 		}
 		if q.HasBufferShape {
 			b := name + "._amax"
@@ -153,12 +157,23 @@ func checkCoverage(inputs []quantstream.TensorInfo, qs Quantizers) []error {
 			errs = append(errs, fmt.Errorf("%w: tensor %s: the input has no module %s", ErrUnusedBuffer, t.Name, owner))
 		}
 	}
+	var noWeight []string
+	for _, w := range sortedKeys(lost) {
+		if len(lost[w].quantizers) > 0 {
+			noWeight = append(noWeight, w)
+		}
+	}
+	if withWeight == 0 && len(noWeight) > 1 {
+		// Not one weight: the base checkpoint was left out. That is the one problem;
+		// every buffer would be reported as unused too.
+		return []error{fmt.Errorf("%w: none of the %d weights the enabled weight quantizers quantize is in the input (%s); is the base checkpoint among the --in directories?", ErrMissingWeight, len(noWeight), listNames(noWeight))}
+	}
 	for _, w := range sortedKeys(lost) {
 		m := lost[w]
 		slices.Sort(m.buffers)
 		switch {
 		case len(m.quantizers) > 0:
-			errs = append(errs, fmt.Errorf("%w: %s is enabled but weight %s is not in the input%s (is the base checkpoint among the --in directories?)", ErrMissingWeight, strings.Join(m.quantizers, ", "), w, buffersNote(m.buffers)))
+			errs = append(errs, fmt.Errorf("%w: %s is enabled but weight %s is not in the input%s", ErrMissingWeight, strings.Join(m.quantizers, ", "), w, buffersNote(m.buffers)))
 		default:
 			errs = append(errs, fmt.Errorf("%w: %s: no weight %s in the input", ErrUnusedBuffer, listNames(m.buffers), w))
 		}
@@ -218,7 +233,7 @@ func checkBuffers(ts *tensorSet) error {
 			continue
 		}
 		if err := quant.CheckFinite(ts.data[n], strings.HasSuffix(n, "._pre_quant_scale")); err != nil {
-			errs = append(errs, fmt.Errorf("tensor %s: %w (quantstream refuses non-finite, negative or zero calibration values rather than exporting a made-up range)", n, err))
+			errs = append(errs, fmt.Errorf("tensor %s: %w (a failed calibration: where ModelOpt's export_amax would silently export maxbound for NaN, the dtype's max for Inf or its tiny for a negative value, quantstream refuses)", n, err))
 		}
 	}
 	return errors.Join(errs...)
