@@ -4,7 +4,13 @@
 // An export is planned first, from tensor headers, config.json and the quantizer
 // attributes alone (NewPlan): every output tensor's name, dtype and shape per layer,
 // hf_quant_config.json and the config.json "quantization_config", and every problem of
-// the inputs at once. Then a Stage turns each layer record into its exported record:
+// the inputs at once. Before any layer is planned, the input is checked against the
+// quantizer table (validate.go): an enabled weight quantizer needs its weight, every
+// quantizer buffer a module, and every buffer the calibration state records must be
+// there with its shape; counts and shapes that size anything (fused experts) are
+// checked against config.json and the table. Then a Stage turns each layer record
+// into its exported record, refusing non-finite or negative calibration buffers
+// (quant.ErrNonFinite, quant.ErrNonPositive) before any step reads them:
 //
 //	layer in ─► expand fused experts (§7.4) ─► fill expert input amax (§7.2.1)
 //	         ─► nvfp4_awq: fold o_proj/down_proj pre_quant_scale into v_proj/up_proj
