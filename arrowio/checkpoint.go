@@ -2,6 +2,7 @@ package arrowio
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -25,10 +26,11 @@ func (t TensorRef) Info() quantstream.TensorInfo {
 	return quantstream.TensorInfo{Name: t.Name, DType: t.DType.String(), Shape: slices.Clone(t.Shape)}
 }
 
-// LayerInfo is one group of a checkpoint: a decoder block, or the non-decoder group.
+// LayerInfo is one group of a checkpoint: a decoder block, or one top-level module
+// outside the decoder (see OpenCheckpoint).
 type LayerInfo struct {
 	Index   int    // decoder block number, or quantstream.NonDecoder
-	Prefix  string // e.g. "model.layers.12."; "" for the non-decoder group
+	Prefix  string // e.g. "model.layers.12."; "" outside the decoder
 	Tensors []TensorRef
 }
 
@@ -90,7 +92,7 @@ func OpenCheckpoint(dirs ...string) (*Checkpoint, error) {
 		}
 	}
 	c.names = sortedKeys(c.tensors)
-	layers, err := groupLayers(c.names, c.tensors)
+	layers, err := groupLayers(c.names, c.tensors, untiedEmbeddings(c.side["config.json"]))
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -162,10 +164,19 @@ func (c *Checkpoint) openDir(dir string) (map[string]TensorRef, error) {
 var layerRE = regexp.MustCompile(`(?:^|\.)layers\.(\d{1,9})\.`)
 
 // groupLayers puts every tensor named <base>layers.N.… into decoder layer N and the
-// rest into the non-decoder group. When names carry "layers.N." under several bases
-// (a vision tower beside the language model), the base with the most tensors is the
-// decoder; the others go to the non-decoder group.
-func groupLayers(names []string, refs map[string]TensorRef) ([]LayerInfo, error) {
+// rest outside the decoder. When names carry "layers.N." under several bases (a vision
+// tower beside the language model), the base with the most tensors is the decoder;
+// the others are grouped like any non-decoder tensor.
+//
+// The tensors outside the decoder are one group (all of them, sorted by name) unless
+// together they hold more bytes than the largest decoder layer: then the memory a
+// conversion needs would be theirs, and grouping by top-level module (<base>embed_tokens,
+// <base>norm, lm_head, …; a name outside <base> by its first component) keeps it down (an
+// embedding of a large vocabulary becomes a layer of its own, not one with lm_head
+// as well). The embeddings and lm_head stay one group unless untied says the model does
+// not tie them and lm_head has its own weight: a tied lm_head's quantizer is
+// calibrated on the embedding weight, so it must travel with it.
+func groupLayers(names []string, refs map[string]TensorRef, untied bool) ([]LayerInfo, error) {
 	type match struct{ base, prefix string }
 	matches := make([]match, len(names))
 	count := map[string]int{}
@@ -189,11 +200,17 @@ func groupLayers(names []string, refs map[string]TensorRef) ([]LayerInfo, error)
 		}
 	}
 	byIndex := map[int]*LayerInfo{}
-	nonDecoder := &LayerInfo{Index: quantstream.NonDecoder}
+	byModule := map[string]*LayerInfo{}
 	for i, n := range names {
 		m := matches[i]
 		if m.prefix == "" || m.base != decoder {
-			nonDecoder.Tensors = append(nonDecoder.Tensors, refs[n])
+			k := moduleKey(n, decoder)
+			li := byModule[k]
+			if li == nil {
+				li = &LayerInfo{Index: quantstream.NonDecoder}
+				byModule[k] = li
+			}
+			li.Tensors = append(li.Tensors, refs[n])
 			continue
 		}
 		idx, _ := strconv.Atoi(m.prefix[len(m.base)+len("layers.") : len(m.prefix)-1]) // at most 9 digits
@@ -206,20 +223,103 @@ func groupLayers(names []string, refs map[string]TensorRef) ([]LayerInfo, error)
 		}
 		li.Tensors = append(li.Tensors, refs[n])
 	}
-	out := make([]LayerInfo, 0, len(byIndex)+1)
+	out := make([]LayerInfo, 0, len(byIndex)+len(byModule))
+	var largest int64
 	for _, li := range byIndex {
 		out = append(out, *li)
+		largest = max(largest, li.DataBytes())
 	}
 	slices.SortFunc(out, func(a, b LayerInfo) int { return cmp.Compare(a.Index, b.Index) })
-	if len(nonDecoder.Tensors) > 0 {
-		out = append(out, *nonDecoder)
+	all := &LayerInfo{Index: quantstream.NonDecoder}
+	for _, k := range sortedKeys(byModule) {
+		all.Tensors = append(all.Tensors, byModule[k].Tensors...)
+	}
+	if len(all.Tensors) == 0 {
+		return out, nil
+	}
+	if all.DataBytes() <= largest {
+		// The decoder layers set the memory a conversion needs; one group is as good.
+		return append(out, *all), nil
+	}
+	mergeTiedEmbeddings(byModule, decoder, untied)
+	for _, k := range sortedKeys(byModule) {
+		li := byModule[k]
+		slices.SortFunc(li.Tensors, func(a, b TensorRef) int { return cmp.Compare(a.Name, b.Name) })
+		out = append(out, *li)
 	}
 	return out, nil
 }
 
+// moduleKey is the top-level module of a non-decoder tensor: the component after
+// the decoder's base when the name is under it, else the first component.
+func moduleKey(name, decoder string) string {
+	rest, base := name, ""
+	if decoder != "" && strings.HasPrefix(name, decoder) {
+		rest, base = name[len(decoder):], decoder
+	}
+	if i := strings.IndexByte(rest, '.'); i >= 0 {
+		rest = rest[:i]
+	}
+	return base + rest
+}
+
+// mergeTiedEmbeddings joins the lm_head group to the embeddings group unless the
+// model is known to be untied and lm_head has a weight of its own.
+func mergeTiedEmbeddings(byModule map[string]*LayerInfo, decoder string, untied bool) {
+	head, embed := "lm_head", decoder+"embed_tokens"
+	h, e := byModule[head], byModule[embed]
+	if h == nil || e == nil {
+		return
+	}
+	if untied && slices.ContainsFunc(h.Tensors, func(t TensorRef) bool { return t.Name == head+".weight" }) {
+		return
+	}
+	e.Tensors = append(e.Tensors, h.Tensors...)
+	delete(byModule, head)
+}
+
+// untiedEmbeddings reports whether config.json (at path, "" for none) says
+// tie_word_embeddings is false, at the top or in text_config, and nowhere true.
+// Anything else (no file, no key, a parse error) counts as possibly tied, which
+// only makes a group larger.
+func untiedEmbeddings(path string) bool {
+	if path == "" {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) > 64<<20 {
+		return false
+	}
+	var cfg struct {
+		Tie  *bool `json:"tie_word_embeddings"`
+		Text *struct {
+			Tie *bool `json:"tie_word_embeddings"`
+		} `json:"text_config"`
+	}
+	if json.Unmarshal(b, &cfg) != nil {
+		return false
+	}
+	flags := []*bool{cfg.Tie}
+	if cfg.Text != nil {
+		flags = append(flags, cfg.Text.Tie)
+	}
+	seen := false
+	for _, t := range flags {
+		if t != nil {
+			if *t {
+				return false
+			}
+			seen = true
+		}
+	}
+	return seen
+}
+
 // Layers returns the checkpoint's groups: decoder layers by ascending index, then
-// the non-decoder group (if any tensor is outside the decoder) last. Tensors in a
-// group are sorted by name. The order is deterministic whatever the sharding.
+// the tensors outside the decoder (index quantstream.NonDecoder): one group, or,
+// when that group would be larger than any decoder layer, one group per top-level
+// module (the embeddings with lm_head unless config.json unties them), by name.
+// Tensors in a group are sorted by name. The order is deterministic whatever the sharding.
 // The caller must not modify the result.
 func (c *Checkpoint) Layers() []LayerInfo { return c.layers }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -322,5 +323,48 @@ func TestReadLayersConcurrently(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestCheckpointGroupsLargeNonDecoderPerModule: embeddings larger than a decoder
+// layer split the non-decoder tensors per top-level module, keeping a tied lm_head
+// with the embeddings.
+func TestCheckpointGroupsLargeNonDecoderPerModule(t *testing.T) {
+	cfg := testgen.LlamaConfig{Layers: 2, Hidden: 32, Intermediate: 64, Heads: 2, KVHeads: 1, Vocab: 1024}
+	for _, tc := range []struct {
+		name   string
+		config string
+		groups [][]string // non-decoder groups, in order
+	}{
+		{"untied", `{"tie_word_embeddings": false}`, [][]string{{"lm_head.weight"}, {"model.embed_tokens.weight"}, {"model.norm.weight"}}},
+		{"tied", `{"tie_word_embeddings": true}`, [][]string{{"lm_head.weight", "model.embed_tokens.weight"}, {"model.norm.weight"}}},
+		{"unknown", `{}`, [][]string{{"lm_head.weight", "model.embed_tokens.weight"}, {"model.norm.weight"}}},
+		{"untied in text_config", `{"text_config": {"tie_word_embeddings": false}}`, [][]string{{"lm_head.weight"}, {"model.embed_tokens.weight"}, {"model.norm.weight"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "m")
+			err := testgen.WriteCheckpoint(dir, testgen.LlamaTensors(cfg), 1, arrowio.WriteOptions{},
+				map[string][]byte{"config.json": []byte(tc.config)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := openCheckpoint(t, dir)
+			layers := c.Layers()
+			var got [][]string
+			for _, li := range layers[cfg.Layers:] {
+				if li.Index != quantstream.NonDecoder || li.Prefix != "" {
+					t.Fatalf("group %d %q after the decoder", li.Index, li.Prefix)
+				}
+				var names []string
+				for _, r := range li.Tensors {
+					names = append(names, r.Name)
+				}
+				got = append(got, names)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.groups) {
+				t.Fatalf("non-decoder groups %v, want %v", got, tc.groups)
+			}
+			readAllLayers(t, c)
+		})
 	}
 }

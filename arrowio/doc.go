@@ -28,8 +28,10 @@
 // calibration directory whose tensors replace or add to it), reads only headers,
 // and groups tensors into layers: every tensor named <prefix>layers.N.… is in
 // decoder layer N, everything else in the non-decoder group
-// (quantstream.NonDecoder). Layers() lists decoder layers by ascending N and the
-// non-decoder group last; tensors within a layer are sorted by name. Grouping does
+// (quantstream.NonDecoder), which is split per top-level module (embeddings, final
+// norm, lm_head) when it would be larger than every decoder layer. Layers() lists
+// decoder layers by ascending N and the non-decoder groups last; tensors within a
+// layer are sorted by name. Grouping does
 // not depend on how tensors are spread over shards.
 //
 // ReadLayer turns a layer into a quantstream.Layer (one Arrow record: name, dtype,

@@ -14,7 +14,8 @@ import (
 // stays quick while scripts/rss.sh and people measure big models:
 // QUANTSTREAM_BENCH_SIZE is the synthetic checkpoint's size in bytes (default
 // 512 MB), QUANTSTREAM_BENCH_MEMORY the --max-memory of each conversion (default
-// 1 GiB).
+// 1 GiB). QUANTSTREAM_BENCH_DIR keeps the generated models in that directory and
+// reuses them on the next run (for profiling without regenerating).
 func benchEnv(b *testing.B, name string, def int64) int64 {
 	b.Helper()
 	s := os.Getenv(name)
@@ -33,16 +34,34 @@ func benchEnv(b *testing.B, name string, def int64) int64 {
 func BenchmarkConvert(b *testing.B) {
 	size := benchEnv(b, "QUANTSTREAM_BENCH_SIZE", 512e6)
 	maxMem := benchEnv(b, "QUANTSTREAM_BENCH_MEMORY", 1<<30)
-	dir := b.TempDir()
+	dir := os.Getenv("QUANTSTREAM_BENCH_DIR")
+	if dir == "" {
+		dir = b.TempDir()
+	} else {
+		dir = filepath.Join(dir, strconv.FormatInt(size, 10))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
 	model := filepath.Join(dir, "model")
-	c, err := testgen.WriteSyntheticLlama(model, size, 256<<20, arrowio.WriteOptions{})
+	c, err := testgen.SyntheticLlama(size, 256<<20)
 	if err != nil {
 		b.Fatal(err)
 	}
 	calib := map[string]string{}
 	for _, f := range testgen.CalibFormats {
 		calib[f] = filepath.Join(dir, "calib-"+f)
-		if err := testgen.WriteSyntheticCalib(calib[f], c, f, false); err != nil {
+	}
+	if _, err := os.Stat(filepath.Join(dir, "done")); err != nil {
+		if _, err := testgen.WriteSyntheticLlama(model, size, 256<<20, arrowio.WriteOptions{Overwrite: true}); err != nil {
+			b.Fatal(err)
+		}
+		for _, f := range testgen.CalibFormats {
+			if err := testgen.WriteSyntheticCalib(calib[f], c, f, true); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "done"), nil, 0o644); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -112,7 +112,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 		return nil, err
 	}
 	p := &pipeline.Pipeline{
-		Source:    newCheckpointSource(ck, mem),
+		Source:    newCheckpointSource(ck, mem).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory),
 		Stages:    append(j.stages, opt.Stages...),
 		Workers:   opt.Workers,
 		MaxMemory: opt.MaxMemory,

@@ -12,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/internal/layerbuf"
 )
 
 const tinyLlama = "../testdata/tiny_llama"
@@ -130,5 +131,72 @@ func TestExistingOutputNotOverwritten(t *testing.T) {
 	}
 	if _, err := os.Stat(keep); err != nil {
 		t.Errorf("existing output touched: %v", err)
+	}
+}
+
+// TestExportOutputIndependentOfWorkers: the export stages split layers over cores
+// by row ranges; bytes must not depend on workers nor on the split (the second run
+// cuts weights into pieces of a few rows).
+func TestExportOutputIndependentOfWorkers(t *testing.T) {
+	golden := filepath.Join("..", "testdata", "golden", "e2e")
+	for _, tc := range []struct {
+		name string
+		opt  Options
+	}{
+		{"datafree_w4a16_nvfp4", Options{Inputs: []string{tinyLlama}, Recipe: "W4A16_NVFP4_CFG"}},
+		{"fp8", Options{Inputs: []string{filepath.Join(golden, "base_llama"), filepath.Join(golden, "fp8", "input")}}},
+		{"nvfp4", Options{Inputs: []string{filepath.Join(golden, "base_llama"), filepath.Join(golden, "nvfp4", "input")}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dirs := map[int]string{}
+			for _, workers := range []int{1, 4} {
+				if workers > 1 {
+					defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
+					layerbuf.ChunkBytes = 1000
+				}
+				mem := memory.NewCheckedAllocator(NewPoolAllocator())
+				opt := tc.opt
+				opt.Out, opt.Workers, opt.Allocator, opt.MaxShardSize = filepath.Join(t.TempDir(), "out"), workers, mem, 400_000
+				if _, err := Run(t.Context(), opt); err != nil {
+					t.Fatal(err)
+				}
+				mem.AssertSize(t, 0)
+				dirs[workers] = opt.Out
+			}
+			assertSameDir(t, dirs[1], dirs[4])
+		})
+	}
+}
+
+// TestPassthroughSplitsLayersForBudget: a budget below the largest layer but above
+// the largest tensor converts by runs of tensors, with the same bytes out.
+func TestPassthroughSplitsLayersForBudget(t *testing.T) {
+	ref := filepath.Join(t.TempDir(), "ref")
+	if _, err := Run(t.Context(), Options{Inputs: []string{tinyLlama}, Out: ref}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := MakePlan(t.Context(), Options{Inputs: []string{tinyLlama}, MaxMemory: 200_000})
+	if err != nil || len(p.Problems) > 0 {
+		t.Fatalf("plan: %v %v", err, p.Problems)
+	}
+	if p.MinMemory > 200_000 || len(p.Layers) <= 4 {
+		t.Fatalf("%d groups needing %d bytes", len(p.Layers), p.MinMemory)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	sum, err := Run(t.Context(), Options{Inputs: []string{tinyLlama}, Out: out, MaxMemory: 200_000, Allocator: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem.AssertSize(t, 0)
+	if sum.MaxChargeB > 200_000 {
+		t.Errorf("largest charge %d over the budget", sum.MaxChargeB)
+	}
+	assertSameDir(t, ref, out)
+
+	// A budget below the largest tensor is refused on the layer, as without cutting.
+	p, err = MakePlan(t.Context(), Options{Inputs: []string{tinyLlama}, MaxMemory: 1 << 10})
+	if err != nil || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "layer 0 needs 369152 bytes") {
+		t.Fatalf("plan: %v %v", err, p.Problems)
 	}
 }

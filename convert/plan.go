@@ -55,7 +55,7 @@ func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
 	}
 	r.Mode = j.mode
 	r.Summary = j.summary
-	p := &pipeline.Pipeline{Source: newCheckpointSource(ck, nil), Stages: append(j.stages, opt.Stages...), Workers: opt.Workers}
+	p := &pipeline.Pipeline{Source: newCheckpointSource(ck, nil).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory), Stages: append(j.stages, opt.Stages...), Workers: opt.Workers}
 	plan, err := p.Plan()
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())

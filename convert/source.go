@@ -25,6 +25,48 @@ func newCheckpointSource(ck *arrowio.Checkpoint, mem memory.Allocator) *checkpoi
 	return &checkpointSource{ck: ck, mem: mem, layers: ck.Layers()}
 }
 
+// splitForBudget cuts layers for a passthrough (stages is the number of stages: none
+// needs a whole layer then) under a memory budget: each layer larger than a quarter
+// of maxMemory becomes runs of consecutive tensors of at most that many bytes (a
+// larger tensor alone), so that a budget below the largest layer still converts,
+// with a read and a write in flight at once. Nothing is cut when some tensor alone
+// exceeds the budget: the plan then reports the layer that does not fit, as it
+// would without cutting. Output order and bytes are unchanged: the runs keep the
+// layer's tensor order.
+func (s *checkpointSource) splitForBudget(stages int, maxMemory int64) *checkpointSource {
+	if stages > 0 || maxMemory <= 0 {
+		return s
+	}
+	for _, li := range s.layers {
+		for _, t := range li.Tensors {
+			if t.Size() > maxMemory {
+				return s
+			}
+		}
+	}
+	target := maxMemory / 4
+	var out []arrowio.LayerInfo
+	for _, li := range s.layers {
+		if li.DataBytes() <= target {
+			out = append(out, li)
+			continue
+		}
+		run := arrowio.LayerInfo{Index: li.Index, Prefix: li.Prefix}
+		var n int64
+		for _, t := range li.Tensors {
+			if len(run.Tensors) > 0 && n+t.Size() > target {
+				out = append(out, run)
+				run, n = arrowio.LayerInfo{Index: li.Index, Prefix: li.Prefix}, 0
+			}
+			run.Tensors = append(run.Tensors, t)
+			n += t.Size()
+		}
+		out = append(out, run)
+	}
+	s.layers = out
+	return s
+}
+
 func (s *checkpointSource) Layers() []pipeline.LayerInfo {
 	out := make([]pipeline.LayerInfo, len(s.layers))
 	for i, li := range s.layers {

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -153,7 +154,7 @@ func Run(ctx context.Context, tasks []Task) error {
 			if err := context.Cause(ctx); err != nil {
 				return err
 			}
-			if err := t(); err != nil {
+			if err := run(t); err != nil {
 				return err
 			}
 		}
@@ -169,7 +170,7 @@ func Run(ctx context.Context, tasks []Task) error {
 				if i >= len(tasks) || ctx.Err() != nil {
 					return
 				}
-				errs[i] = tasks[i]()
+				errs[i] = run(tasks[i])
 			}
 		})
 	}
@@ -182,9 +183,21 @@ func Run(ctx context.Context, tasks []Task) error {
 	return context.Cause(ctx)
 }
 
+// run runs t, turning a panic into an error: a task runs on a goroutine of its own,
+// where the pipeline's recovery at the stage boundary cannot see it.
+func run(t Task) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("layerbuf: panic in a task: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return t()
+}
+
 // ChunkBytes is about how much input one Task should process: large enough that
 // scheduling costs nothing, small enough that the cores share a layer evenly.
-const ChunkBytes = 4 << 20
+// A variable so that tests can show the output does not depend on it.
+var ChunkBytes = 4 << 20
 
 // Copy returns tasks that copy src into dst (equal lengths) in ChunkBytes pieces.
 func Copy(dst, src []byte) []Task {
@@ -199,7 +212,7 @@ func Copy(dst, src []byte) []Task {
 // Rows splits rows [0, rows) into ranges of about ChunkBytes of input (rowBytes
 // each) and returns one task per range running fn(r0, r1).
 func Rows(rows int, rowBytes int64, fn func(r0, r1 int) error) []Task {
-	per := max(1, int(ChunkBytes/max(rowBytes, 1)))
+	per := max(1, int(int64(ChunkBytes)/max(rowBytes, 1)))
 	var out []Task
 	for r0 := 0; r0 < rows; r0 += per {
 		r1 := min(r0+per, rows)
