@@ -68,7 +68,11 @@ func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	r.PeakData = int64(workers*(len(p.Stages)+1)) * plan.MaxCharge
+	inFlight := workers * (len(p.Stages) + 1)
+	if n := maxLayers(opt); n > 0 {
+		inFlight = n
+	}
+	r.PeakData = int64(inFlight) * plan.MaxCharge
 	if opt.MaxMemory > 0 && opt.MaxMemory < r.PeakData {
 		r.PeakData = opt.MaxMemory
 	}
