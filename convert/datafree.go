@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -129,15 +130,14 @@ func (s *calibrateStage) Process(ctx context.Context, l *quantstream.Layer) (*qu
 		return nil, err
 	}
 	out := append(infos, want...)
-	if data, end, ok := layerbuf.Room(l); ok {
+	if data, have, ok := layerbuf.Room(l); ok {
 		// The amax buffers go after the last tensor, in the room the reader left
 		// (l is ours alone, and no tensor of it lies there): no copy of the layer.
 		offs, err := layerbuf.Sizes(out)
 		if err != nil {
 			return nil, err
 		}
-		extra := offs[len(out)] - offs[len(infos)]
-		if offs[len(infos)] == end && end+extra <= int64(data.Len()) {
+		if slices.Equal(have, offs[:len(infos)+1]) && offs[len(out)] <= int64(data.Len()) {
 			buf := data.Bytes()
 			for j, w := range want {
 				i := len(tensors) + j

@@ -121,23 +121,20 @@ func Assemble(mem memory.Allocator, index int, prefix string, infos []quantstrea
 	return quantstream.LayerFromRecord(rec)
 }
 
-// Room returns l's data buffer and the offset where its last tensor ends, when the
-// tensors lie back to back from its start (as arrowio.ReadLayer and Build lay them
-// out); the bytes after end belong to no tensor of l. ok is false otherwise.
-func Room(l *quantstream.Layer) (data *memory.Buffer, end int64, ok bool) {
+// Room returns l's data buffer and its tensors' offsets in it (offs[i]:offs[i+1] is
+// row i; the bytes after offs[len-1] belong to no tensor of l). ok is false when
+// the layer's data column is sliced.
+func Room(l *quantstream.Layer) (data *memory.Buffer, offs []int64, ok bool) {
 	col, isBin := l.Record().Column(quantstream.ColData).(*array.LargeBinary)
 	if !isBin || col.Data().Offset() != 0 || len(col.Data().Buffers()) < 3 {
-		return nil, 0, false
+		return nil, nil, false
 	}
-	offs := col.ValueOffsets()
-	if len(offs) == 0 || offs[0] != 0 {
-		return nil, 0, false
-	}
+	offs = col.ValueOffsets()
 	buf := col.Data().Buffers()[2]
-	if buf == nil {
-		return nil, 0, false
+	if len(offs) == 0 || buf == nil {
+		return nil, nil, false
 	}
-	return buf, offs[len(offs)-1], true
+	return buf, offs, true
 }
 
 // Task is one piece of work of Run; tasks write disjoint memory.

@@ -82,9 +82,9 @@ func TestBuildAssembleRoom(t *testing.T) {
 	if !ok || !bytes.Equal(b.Data, []byte{12, 13, 14, 15}) || l.Index() != 4 {
 		t.Fatalf("b = %+v", b)
 	}
-	data, end, ok := Room(l)
-	if !ok || end != 16 || data.Len() != 16 {
-		t.Fatalf("room %v %d", ok, end)
+	data, offs, ok := Room(l)
+	if !ok || len(offs) != 3 || offs[2] != 16 || data.Len() != 16 {
+		t.Fatalf("room %v %v", ok, offs)
 	}
 	// A second layer over the first's data: the first two bytes of a as one tensor.
 	l2, err := Assemble(mem, 4, "model.layers.4.", infos[1:], []int64{0, 4}, data)
