@@ -115,10 +115,24 @@ func (p *PoolAllocator) AllocateUninitialized(size int) []byte {
 func (p *PoolAllocator) get(size int) (b []byte, reused bool) {
 	c := classCap(size)
 	p.mu.Lock()
-	if l := p.free[c]; len(l) > 0 {
+	// The buffer's own class, else the smallest idle one up to twice the size: an
+	// idle buffer is resident already, while a new mapping adds fresh pages (which
+	// the kernel must zero) to the footprint.
+	best := 0
+	if len(p.free[c]) > 0 {
+		best = c
+	} else {
+		for k, l := range p.free {
+			if len(l) > 0 && k > c && k <= 2*size && (best == 0 || k < best) {
+				best = k
+			}
+		}
+	}
+	if best > 0 {
+		l := p.free[best]
 		b = l[len(l)-1]
-		p.free[c] = l[:len(l)-1]
-		p.idle -= int64(c)
+		p.free[best] = l[:len(l)-1]
+		p.idle -= int64(best)
 		p.mu.Unlock()
 		return b[:size], true
 	}

@@ -71,3 +71,26 @@ func TestPoolLimitUnmapsIdle(t *testing.T) {
 		t.Errorf("after Trim: mapped %d idle %d live %d", p.mapped, p.idle, len(p.live))
 	}
 }
+
+func TestPoolReusesALargerIdleBuffer(t *testing.T) {
+	p := NewPoolAllocator()
+	defer p.Trim()
+	a := p.Allocate(6 << 20)
+	a[0] = 1
+	p.Free(a)
+	b := p.Allocate(4 << 20) // a fits (within twice the size): no new mapping
+	if unsafe.SliceData(b) != unsafe.SliceData(a) || b[0] != 0 || len(b) != 4<<20 {
+		t.Fatal("idle 6 MiB buffer not reused, or not zeroed")
+	}
+	c := p.Allocate(2 << 20) // none idle within 4 MiB
+	p.Free(b)
+	p.Free(c)
+	if got := p.PeakMapped(); got != 8<<20 {
+		t.Errorf("peak mapped %d, want 8 MiB", got)
+	}
+	d := p.Allocate(2 << 20) // its own class again
+	if unsafe.SliceData(d) != unsafe.SliceData(c) {
+		t.Error("own class not preferred")
+	}
+	p.Free(d)
+}
