@@ -32,6 +32,9 @@ type Options struct {
 	Overwrite bool
 
 	// Workers per stage (0: GOMAXPROCS). The output bytes do not depend on it.
+	// With 0, two layers are in flight at a time (the export stages spread each
+	// layer over every core); a positive Workers keeps the pipeline's default of
+	// Workers × (stages + 1) layers in flight, within MaxMemory.
 	Workers int
 	// MaxMemory bounds tensor bytes in flight (0: no bound).
 	MaxMemory int64
