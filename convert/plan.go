@@ -122,11 +122,25 @@ func (r *PlanReport) Print(w io.Writer) {
 		return
 	}
 	fmt.Fprintf(w, "mode: %s\n", r.Mode)
+	outside := 0
+	for _, lp := range r.Layers {
+		if lp.Prefix == "" {
+			outside++
+		}
+	}
 	for _, lp := range r.Layers {
 		last := lp.Steps[len(lp.Steps)-1]
 		name := fmt.Sprintf("layer %d", lp.Index)
 		if lp.Prefix == "" {
 			name = "non-decoder tensors"
+			if outside > 1 && len(lp.Steps[0]) > 0 {
+				// Grouped per module (arrowio): say which.
+				m := lp.Steps[0][0].Name
+				if i := strings.LastIndexByte(m, '.'); i > 0 {
+					m = m[:i]
+				}
+				name = m
+			}
 		}
 		fmt.Fprintf(w, "%-22s %4d tensors in, %4d out, %s in, %s out\n", name, len(lp.Steps[0]), len(last), HumanBytes(lp.Bytes[0]), HumanBytes(lp.Bytes[len(lp.Bytes)-1]))
 	}
