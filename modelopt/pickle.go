@@ -479,19 +479,9 @@ func (u *unpickler) setOn(k, v any) error {
 }
 
 func (u *unpickler) put(long bool) error {
-	var idx uint32
-	if long {
-		b, err := u.take(4)
-		if err != nil {
-			return err
-		}
-		idx = binary.LittleEndian.Uint32(b)
-	} else {
-		b, err := u.take(1)
-		if err != nil {
-			return err
-		}
-		idx = uint32(b[0])
+	idx, err := u.memoIndex(long)
+	if err != nil {
+		return err
 	}
 	t, err := u.top()
 	if err != nil {
@@ -504,20 +494,27 @@ func (u *unpickler) put(long bool) error {
 	return nil
 }
 
-func (u *unpickler) get(long bool) error {
-	var idx uint32
+// memoIndex reads the memo key of a BINPUT/BINGET (one byte) or LONG_BINPUT/LONG_BINGET
+// (four bytes, little-endian) opcode.
+func (u *unpickler) memoIndex(long bool) (uint32, error) {
 	if long {
 		b, err := u.take(4)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		idx = binary.LittleEndian.Uint32(b)
-	} else {
-		b, err := u.take(1)
-		if err != nil {
-			return err
-		}
-		idx = uint32(b[0])
+		return binary.LittleEndian.Uint32(b), nil
+	}
+	b, err := u.take(1)
+	if err != nil {
+		return 0, err
+	}
+	return uint32(b[0]), nil
+}
+
+func (u *unpickler) get(long bool) error {
+	idx, err := u.memoIndex(long)
+	if err != nil {
+		return err
 	}
 	v, ok := u.memo[idx]
 	if !ok {
