@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -98,7 +99,7 @@ func TestDataFreeWeightAmaxMatchesCalibrated(t *testing.T) {
 			}
 			for _, k := range want {
 				g, w := got[k], state[k]
-				if g.DType != w.DType || !equalShape(g.Shape, w.Shape) || !bytes.Equal(g.Data, w.Data) {
+				if g.DType != w.DType || !slices.Equal(g.Shape, w.Shape) || !bytes.Equal(g.Data, w.Data) {
 					t.Errorf("%s: got %v %v, want %v %v (bytes equal %v)", k, g.DType, g.Shape, w.DType, w.Shape, bytes.Equal(g.Data, w.Data))
 				}
 			}
@@ -108,18 +109,6 @@ func TestDataFreeWeightAmaxMatchesCalibrated(t *testing.T) {
 	if checked < 5 {
 		t.Errorf("only %d calibrated cases compared", checked)
 	}
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestDataFreePresets(t *testing.T) {
@@ -146,7 +135,7 @@ func TestDataFreePresets(t *testing.T) {
 			}
 			for qn, shape := range q.AmaxShapes {
 				a, ok := amax[qn+"._amax"]
-				if !ok || !equalShape(a.Shape, shape) {
+				if !ok || !slices.Equal(a.Shape, shape) {
 					t.Errorf("%s: amax %v (present %v), calibration shape %v", qn, a.Shape, ok, shape)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -138,7 +139,7 @@ func TestFloatFormatDispatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(a.Data, b.Data) || a.DType != U8 || !fqSameShape(a.Shape, []int64{4, 32}) {
+		if !bytes.Equal(a.Data, b.Data) || a.DType != U8 || !slices.Equal(a.Shape, []int64{4, 32}) {
 			t.Errorf("mxfp4: %v %v vs %v", a.DType, a.Shape, b.Shape)
 		}
 	})
@@ -277,7 +278,7 @@ func TestMXFP8Padding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !fqSameShape(q.Shape, []int64{2, 40}) || !fqSameShape(s.Shape, []int64{2, 2}) {
+	if !slices.Equal(q.Shape, []int64{2, 40}) || !slices.Equal(s.Shape, []int64{2, 2}) {
 		t.Fatalf("shapes %v %v", q.Shape, s.Shape)
 	}
 	padded := make([]float32, 2*64)
@@ -291,7 +292,7 @@ func TestMXFP8Padding(t *testing.T) {
 		t.Error("padded quantization differs from explicit zero padding")
 	}
 	d, err := MXFP8Dequantize(q, s, F32)
-	if err != nil || !fqSameShape(d.Shape, []int64{2, 40}) {
+	if err != nil || !slices.Equal(d.Shape, []int64{2, 40}) {
 		t.Fatalf("dequantize: %v %v", d.Shape, err)
 	}
 	if _, err := AppendMXFP8Scales(nil, w, 0, 2, DivIEEE); !errors.Is(err, ErrShape) {

@@ -1,6 +1,9 @@
 package quant
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // FP8Divider is the element-wise step of ModelOpt's FP8 weight formats:
 // q = fp8(round_qdt(w / d)), with d taken from a scale tensor through a blockMap
@@ -376,7 +379,7 @@ func FP8BlockDequantize(q, s Tensor, blocks FP8Blocks, dtype DType) (Tensor, err
 		return Tensor{}, err
 	}
 	grid := fp8BlockScaleShape(q.Shape, rep)
-	if len(s.Shape) != len(grid) || Numel(s.Shape) != Numel(grid) || !fqSameShape(s.Shape, grid) {
+	if !slices.Equal(s.Shape, grid) {
 		return Tensor{}, fmt.Errorf("%w: scales %v, want %v", ErrShape, s.Shape, grid)
 	}
 	m, err := newBlockMap(q.Shape, grid, rep)
@@ -404,16 +407,4 @@ func FP8BlockDequantize(q, s Tensor, blocks FP8Blocks, dtype DType) (Tensor, err
 		}
 	}
 	return FromFloat32(dtype, q.Shape, out)
-}
-
-func fqSameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

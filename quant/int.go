@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Integer weight formats (spec §5.7, §5.8): int8_sq / int8_wo store one signed byte per
@@ -259,7 +260,7 @@ func PackInt4InUint8(w, s Tensor) (Tensor, error) {
 	if err != nil {
 		return Tensor{}, err
 	}
-	if (len(w.Shape) == 2 || len(w.Shape) == 3) && sameShape64(s.Shape[:len(s.Shape)-1], w.Shape[:len(w.Shape)-1]) {
+	if (len(w.Shape) == 2 || len(w.Shape) == 3) && slices.Equal(s.Shape[:len(s.Shape)-1], w.Shape[:len(w.Shape)-1]) {
 		data, err := AppendInt4RowPairs(make([]byte, 0, w.Numel()/2), w.Data, w.DType, int(in), sv, int(sc))
 		if err != nil {
 			return Tensor{}, err
@@ -498,7 +499,7 @@ func intMeanStack(ts []Tensor, mode DivMode) (Tensor, error) {
 	}
 	var acc []float32
 	for i, t := range ts {
-		if t.DType != ts[0].DType || !sameShape64(t.Shape, ts[0].Shape) {
+		if t.DType != ts[0].DType || !slices.Equal(t.Shape, ts[0].Shape) {
 			return Tensor{}, fmt.Errorf("%w: pre_quant_scales.%d is %v %v, want %v %v", ErrShape, i, t.DType, t.Shape, ts[0].DType, ts[0].Shape)
 		}
 		v, err := intScaleF32(t, fmt.Sprintf("pre_quant_scales.%d", i))
@@ -585,18 +586,6 @@ func TransposeLast2(t Tensor) (Tensor, error) {
 }
 
 func cloneShape(s []int64) []int64 { return append(make([]int64, 0, len(s)), s...) }
-
-func sameShape64(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 // intBroadcastShape is PyTorch's broadcast of two shapes (right-aligned).
 func intBroadcastShape(a, b []int64) ([]int64, bool) {

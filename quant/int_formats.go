@@ -1,6 +1,9 @@
 package quant
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 func init() {
 	for _, name := range []string{"int8_sq", "int8_wo"} {
@@ -41,7 +44,7 @@ func int4FormatDequantize(p Tensor, scale, _ *Tensor, _ int, dtype DType) (Tenso
 		return Tensor{}, err
 	}
 	s := *scale
-	if len(s.Shape) != len(q.Shape) || !sameShape64(s.Shape[:len(s.Shape)-1], q.Shape[:len(q.Shape)-1]) {
+	if len(s.Shape) != len(q.Shape) || !slices.Equal(s.Shape[:len(s.Shape)-1], q.Shape[:len(q.Shape)-1]) {
 		return Tensor{}, fmt.Errorf("%w: int4 scale %v for unpacked weight %v", ErrShape, s.Shape, q.Shape)
 	}
 	cols, sc := int(q.Shape[len(q.Shape)-1]), int(s.Shape[len(s.Shape)-1])

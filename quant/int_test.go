@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -120,7 +121,7 @@ func TestInt4RoundingTiesAndNibbles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Data[0] != tc.want || !sameShape64(p.Shape, []int64{1, 1}) {
+			if p.Data[0] != tc.want || !slices.Equal(p.Shape, []int64{1, 1}) {
 				t.Fatalf("packed %#02x %v, want %#02x [1 1]", p.Data[0], p.Shape, tc.want)
 			}
 			u, err := UnpackInt4(p)
@@ -159,7 +160,7 @@ func TestScalingFactorFromWeightZeros(t *testing.T) {
 	}
 	got4, _ := Float32s(s4)
 	want4 := []float32{1, 1, 1, 1, 1, float32(127) / 7}
-	if !sameShape64(s4.Shape, []int64{3, 2}) {
+	if !slices.Equal(s4.Shape, []int64{3, 2}) {
 		t.Fatalf("int4 scale shape %v", s4.Shape)
 	}
 	for i := range want4 {
@@ -284,7 +285,7 @@ func TestInt4Pack3DMatchesPerExpert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(p3.Data, want) || !sameShape64(p3.Shape, []int64{e, rows / 2, cols}) {
+	if !bytes.Equal(p3.Data, want) || !slices.Equal(p3.Shape, []int64{e, rows / 2, cols}) {
 		t.Fatalf("3-D packing differs from per-expert packing (shape %v)", p3.Shape)
 	}
 }
@@ -334,7 +335,7 @@ func TestIntRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d.DType != dt || !sameShape64(d.Shape, w.Shape) {
+			if d.DType != dt || !slices.Equal(d.Shape, w.Shape) {
 				t.Fatalf("%s %v: dequantized %v %v", tc.format, dt, d.DType, d.Shape)
 			}
 			wv, _ := Float32s(w)
@@ -376,7 +377,7 @@ func TestMaybeTransposeIsItsOwnInverse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameShape64(tw.Shape, []int64{2, 4, 3}) {
+	if !slices.Equal(tw.Shape, []int64{2, 4, 3}) {
 		t.Fatalf("shape %v", tw.Shape)
 	}
 	tv, _ := Float32s(tw)
@@ -391,7 +392,7 @@ func TestMaybeTransposeIsItsOwnInverse(t *testing.T) {
 		t.Fatal("transpose twice differs from the input")
 	}
 	same, _, _ := MaybeTransposeExpertWeightDimensions(w, nil, false)
-	if !bytes.Equal(same.Data, w.Data) || !sameShape64(same.Shape, w.Shape) {
+	if !bytes.Equal(same.Data, w.Data) || !slices.Equal(same.Shape, w.Shape) {
 		t.Fatal("not BMM: tensor changed")
 	}
 }

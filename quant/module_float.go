@@ -1,6 +1,9 @@
 package quant
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Adapters from the module layer to the NVFP4 / MX scale math of nvfp4.go and mx.go.
 
@@ -83,7 +86,7 @@ func mxfp8WeightScale(w Tensor, scaleBuf *Tensor, mode DivMode) (*Tensor, error)
 	want := cloneShape(w.Shape)
 	want[len(want)-1] /= mxfp8Block
 	if scaleBuf != nil {
-		if scaleBuf.DType != U8 || !sameShape64(scaleBuf.Shape, want) {
+		if scaleBuf.DType != U8 || !slices.Equal(scaleBuf.Shape, want) {
 			return nil, fmt.Errorf("%w: MXFP8 _scale is %v %v, want U8 %v", ErrAssertion, scaleBuf.DType, scaleBuf.Shape, want)
 		}
 		return cloneTensor(scaleBuf), nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -228,7 +229,7 @@ func TestExportAmax(t *testing.T) {
 				t.Fatal(err)
 			}
 			v, _ := Float32s(*got)
-			if !sameShape64(got.Shape, tc.wantShape) || fmt.Sprint(v) != fmt.Sprint(tc.want) {
+			if !slices.Equal(got.Shape, tc.wantShape) || fmt.Sprint(v) != fmt.Sprint(tc.want) {
 				t.Fatalf("got %v %v, want %v %v", got.Shape, v, tc.wantShape, tc.want)
 			}
 			if got.DType != tc.amax.DType {
@@ -258,7 +259,7 @@ func TestScalingFactorAssertsPositive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := Scalar(*s); v != 1 || !sameShape64(s.Shape, []int64{1}) {
+	if v, _ := Scalar(*s); v != 1 || !slices.Equal(s.Shape, []int64{1}) {
 		t.Fatalf("zero int8 amax: scale %v %v, want 1 of shape (1,)", v, s.Shape)
 	}
 	q8.Enabled = false
@@ -311,7 +312,7 @@ func TestKVCacheScaleHF(t *testing.T) {
 	}
 	kv, _ := Scalar(*k)
 	vv, _ := Scalar(*v)
-	if kv != 1 || vv != 2 || !sameShape64(k.Shape, []int64{1}) {
+	if kv != 1 || vv != 2 || !slices.Equal(k.Shape, []int64{1}) {
 		t.Fatalf("k %v %v, v %v; want 1 (1,), 2", kv, k.Shape, vv)
 	}
 }
@@ -348,7 +349,7 @@ func TestCalibrateAmaxLayouts(t *testing.T) {
 				t.Fatal(err)
 			}
 			gv, _ := Float32s(got)
-			if got.DType != tc.dt || !sameShape64(got.Shape, tc.shape) || fmt.Sprint(gv) != fmt.Sprint(tc.want) {
+			if got.DType != tc.dt || !slices.Equal(got.Shape, tc.shape) || fmt.Sprint(gv) != fmt.Sprint(tc.want) {
 				t.Fatalf("got %v %v %v, want %v %v %v", got.DType, got.Shape, gv, tc.dt, tc.shape, tc.want)
 			}
 		})

@@ -3,6 +3,7 @@ package quant
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // MX formats (spec §5.2, §5.3): one E8M0 power-of-two scale per block of 32.
@@ -296,7 +297,7 @@ func MXFP8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err err
 		if s.DType != U8 {
 			return Tensor{}, Tensor{}, fmt.Errorf("%w: MXFP8 scale is %v, want U8 (E8M0)", ErrUnsupportedDType, s.DType)
 		}
-		if !fqSameShape(s.Shape, sshape) && !(len(s.Shape) == 1 && len(w.Shape) == 1) {
+		if !slices.Equal(s.Shape, sshape) && !(len(s.Shape) == 1 && len(w.Shape) == 1) {
 			return Tensor{}, Tensor{}, fmt.Errorf("%w: MXFP8 scale %v for weight %v", ErrShape, s.Shape, w.Shape)
 		}
 		if data, err = AppendMXFP8Rows(make([]byte, 0, rows*cols), w, s.Data, 0, rows); err != nil {
