@@ -754,52 +754,38 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 		ex.WeightScale2 = squeezed(s2)
 	}
 
+	// NVFP4 weights, and fp8_pc_pt weights of BMM experts, are quantized with the
+	// expert dimensions transposed and transposed back (with the NVFP4 block scales);
+	// MaybeTransposeExpertWeightDimensions leaves non-BMM weights as they are.
 	bmm := isBMMExpert(m)
+	nvfp4 := format == "nvfp4" || format == "nvfp4_awq" || format == "nvfp4_svdquant" || format == "w4a16_nvfp4"
+	transpose := nvfp4 || (format == "fp8_pc_pt" && bmm)
 	w := m.Weight
-	switch {
-	case format == "nvfp4" || format == "nvfp4_awq" || format == "nvfp4_svdquant" || format == "w4a16_nvfp4":
+	if transpose {
 		if w, _, err = MaybeTransposeExpertWeightDimensions(w, nil, bmm); err != nil {
 			return nil, err
 		}
+	}
+	if nvfp4 {
 		if ex.WeightScale, err = nvfp4ScaleFromQuantizer(m, *ex.WeightScale2, w, mode); err != nil {
 			return nil, err
 		}
-		wd, err := exportCast(w, dtype)
-		if err != nil {
-			return nil, fmt.Errorf("%s: weight: %w", m.Name, err)
-		}
-		q, err := ToQuantizedWeight(wd, ex.WeightScale, ex.WeightScale2, format, block, mode)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", m.Name, err)
-		}
-		if ex.Weight, ex.WeightScale, err = MaybeTransposeExpertWeightDimensions(q, ex.WeightScale, bmm); err != nil {
-			return nil, err
-		}
-	case format == "fp8_pc_pt" && bmm:
-		if w, _, err = MaybeTransposeExpertWeightDimensions(w, nil, bmm); err != nil {
-			return nil, err
-		}
-		wd, err := exportCast(w, dtype)
-		if err != nil {
-			return nil, fmt.Errorf("%s: weight: %w", m.Name, err)
-		}
-		q, err := ToQuantizedWeight(wd, ex.WeightScale, ex.WeightScale2, format, block, mode)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", m.Name, err)
-		}
-		if ex.Weight, _, err = MaybeTransposeExpertWeightDimensions(q, nil, bmm); err != nil {
-			return nil, err
-		}
-	default:
-		wd, err := exportCast(w, dtype)
-		if err != nil {
-			return nil, fmt.Errorf("%s: weight: %w", m.Name, err)
-		}
-		q, err := ToQuantizedWeight(wd, ex.WeightScale, ex.WeightScale2, format, block, mode)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", m.Name, err)
-		}
-		ex.Weight = q
+	}
+	wd, err := exportCast(w, dtype)
+	if err != nil {
+		return nil, fmt.Errorf("%s: weight: %w", m.Name, err)
+	}
+	if ex.Weight, err = ToQuantizedWeight(wd, ex.WeightScale, ex.WeightScale2, format, block, mode); err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Name, err)
+	}
+	switch {
+	case nvfp4:
+		ex.Weight, ex.WeightScale, err = MaybeTransposeExpertWeightDimensions(ex.Weight, ex.WeightScale, bmm)
+	case transpose:
+		ex.Weight, _, err = MaybeTransposeExpertWeightDimensions(ex.Weight, nil, bmm)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return ex, nil
 }
