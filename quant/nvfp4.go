@@ -79,58 +79,57 @@ func (n NVFP4) scale2(r, rows int) float32 {
 // cast (get_weights_scaling_factor with keep_high_precision): f32(block_amax /
 // f32(6·wsf2)), with 0 replaced by 1. The weight is zero-padded to whole blocks.
 func (n NVFP4) AppendBlockScalesF32(dst []float32, w Tensor, r0, r1 int) ([]float32, error) {
-	rows, cols, padded, err := n.layout(w)
-	if err != nil {
-		return dst, err
-	}
-	if r0 < 0 || r1 > rows || r0 > r1 {
-		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
-	}
-	nb := padded / n.Block
-	row := make([]float32, padded)
-	for r := r0; r < r1; r++ {
-		fqDecode(row[:cols], w, r*cols)
-		d := float32(E2M1Max * n.scale2(r, rows))
-		for b := range nb {
-			s := fqAbsMax(0, row[b*n.Block:(b+1)*n.Block]) / d
-			if s == 0 {
-				s = 1
-			}
-			dst = append(dst, s)
+	err := n.eachRow(w, r0, r1, func(row []float32, d float32) {
+		for b := range len(row) / n.Block {
+			dst = append(dst, nvfp4BlockScaleF32(row[b*n.Block:(b+1)*n.Block], d))
 		}
-	}
-	return dst, nil
+	})
+	return dst, err
 }
 
 // AppendBlockScales appends the E4M3 block scales of rows [r0, r1)
 // (get_weights_scaling_factor): fp8(clamp(scale, 2^-9, 448)); NaN stays NaN (0x7F).
 func (n NVFP4) AppendBlockScales(dst []byte, w Tensor, r0, r1 int) ([]byte, error) {
+	err := n.eachRow(w, r0, r1, func(row []float32, d float32) {
+		for b := range len(row) / n.Block {
+			dst = append(dst, nvfp4BlockScale(row[b*n.Block:(b+1)*n.Block], d))
+		}
+	})
+	return dst, err
+}
+
+// eachRow checks w and rows [r0, r1) against n, then calls f with each row, decoded
+// to float32 and zero-padded to whole blocks, and its d = f32(6·wsf2). row is reused
+// from call to call.
+func (n NVFP4) eachRow(w Tensor, r0, r1 int, f func(row []float32, d float32)) error {
 	rows, cols, padded, err := n.layout(w)
 	if err != nil {
-		return dst, err
+		return err
 	}
 	if r0 < 0 || r1 > rows || r0 > r1 {
-		return dst, fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
+		return fmt.Errorf("%w: rows [%d,%d) of %d", ErrShape, r0, r1, rows)
 	}
-	nb := padded / n.Block
 	row := make([]float32, padded)
 	for r := r0; r < r1; r++ {
 		fqDecode(row[:cols], w, r*cols)
-		d := float32(E2M1Max * n.scale2(r, rows))
-		for b := range nb {
-			dst = append(dst, nvfp4BlockScale(row[b*n.Block:(b+1)*n.Block], d))
-		}
+		f(row, float32(E2M1Max*n.scale2(r, rows)))
 	}
-	return dst, nil
+	return nil
 }
 
-// nvfp4BlockScale is the E4M3 scale of one block given d = f32(6·wsf2).
-func nvfp4BlockScale(x []float32, d float32) uint8 {
+// nvfp4BlockScaleF32 is the scale of one block before the FP8 cast given
+// d = f32(6·wsf2): f32(amax / d), 0 replaced by 1.
+func nvfp4BlockScaleF32(x []float32, d float32) float32 {
 	s := fqAbsMax(0, x) / d
 	if s == 0 {
 		s = 1
 	}
-	return F32ToE4M3(fqClamp(s, nvfp4MinScale, E4M3Max))
+	return s
+}
+
+// nvfp4BlockScale is the E4M3 scale of one block given d = f32(6·wsf2).
+func nvfp4BlockScale(x []float32, d float32) uint8 {
+	return F32ToE4M3(fqClamp(nvfp4BlockScaleF32(x, d), nvfp4MinScale, E4M3Max))
 }
 
 // AppendQuantizeRows computes the block scales of rows [r0, r1) and packs them in
