@@ -66,7 +66,7 @@ func CalibrateAmax(q *Quantizer, w Tensor) (Tensor, error) {
 			}
 		}
 		if axis == nil {
-			shape, amax = []int64{}, []float32{absMax(v)}
+			shape, amax = []int64{}, []float32{fqAbsMax(0, v)}
 		} else {
 			shape, amax = calibReduceKeep(v, w.Shape, axis)
 		}
@@ -79,7 +79,7 @@ func CalibrateAmax(q *Quantizer, w Tensor) (Tensor, error) {
 		for r := int64(0); r < rows; r++ {
 			row := v[r*in : (r+1)*in]
 			for j := int64(0); j < nb; j++ {
-				amax = append(amax, absMax(row[j*b:min((j+1)*b, in)]))
+				amax = append(amax, fqAbsMax(0, row[j*b:min((j+1)*b, in)]))
 			}
 		}
 		shape = []int64{rows * nb, 1}
@@ -107,7 +107,7 @@ func CalibrateAmax(q *Quantizer, w Tensor) (Tensor, error) {
 		}
 		shape, amax = calibReduceKeep(padded, rshape, red)
 	case q.Axis == nil:
-		shape, amax = []int64{}, []float32{absMax(v)}
+		shape, amax = []int64{}, []float32{fqAbsMax(0, v)}
 	default:
 		keep := map[int]bool{}
 		for _, a := range q.Axis {

@@ -370,7 +370,7 @@ func ScalingFactorFromWeight(w Tensor, groupSize int, mode DivMode) (Tensor, err
 	for r := 0; r < n; r++ {
 		intRowDecode(row, w.Data[r*k*es:(r+1)*k*es], w.DType)
 		for j := 0; j < k; j += g {
-			a := absMax(row[j : j+g])
+			a := absMaxFirstNaN(row[j : j+g])
 			s := DivScalar(a, maxbound, mode)
 			if s == 0 {
 				s = 1
@@ -381,15 +381,17 @@ func ScalingFactorFromWeight(w Tensor, groupSize int, mode DivMode) (Tensor, err
 	return FromFloat32(F32, shape, out)
 }
 
-// absMax is max(|x|) with NaN propagating, as torch.max over abs() does.
-func absMax(x []float32) float32 {
-	var m float32
-	for _, v := range x {
-		a := float32(math.Abs(float64(v)))
-		if a > m {
-			m = a
-		} else if a != a {
-			return a
+// absMaxFirstNaN is fqAbsMax(0, x), except that when x holds a NaN the result is
+// the first NaN with its sign cleared (through float64), as this INT scale path has
+// always computed it, rather than fqAbsMax's NaN of largest payload. The two differ
+// only in NaN payload bits, and those reach the INT scales.
+func absMaxFirstNaN(x []float32) float32 {
+	m := fqAbsMax(0, x)
+	if m != m {
+		for _, v := range x {
+			if v != v {
+				return float32(math.Abs(float64(v)))
+			}
 		}
 	}
 	return m
