@@ -440,7 +440,7 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 	}
 	var s2 float32
 	var st quant.Tensor
-	if g != nil && high { // static quantizer, scales before normalisation and cast
+	if g != nil { // static quantizer: block scales from the per-block _amax
 		ga, err := quant.Scalar(*g)
 		if err != nil {
 			return nil, err
@@ -453,28 +453,13 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 		if len(amax) != rows*nb {
 			return nil, fmt.Errorf("%w: %d block amaxes for weight %v with block %d", quant.ErrShape, len(amax), w.Shape, block)
 		}
-		for i, a := range amax {
-			if amax[i] = quant.DivScalar(a, quant.E2M1Max, flMode); amax[i] == 0 {
-				amax[i] = 1
+		if high { // scales before normalisation and cast
+			if st, err = quant.FromFloat32(quant.F32, shape, quant.NVFP4StaticBlockScalesF32(nil, amax, flMode)); err != nil {
+				return nil, err
 			}
+		} else {
+			st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: quant.NVFP4StaticBlockScales(nil, amax, ga, fp8Max, flMode)}
 		}
-		if st, err = quant.FromFloat32(quant.F32, shape, amax); err != nil {
-			return nil, err
-		}
-	} else if g != nil { // static quantizer
-		ga, err := quant.Scalar(*g)
-		if err != nil {
-			return nil, err
-		}
-		s2 = quant.NVFP4GlobalScale(ga, fp8Max, flMode)
-		amax, err := quant.Float32s(amaxT)
-		if err != nil {
-			return nil, err
-		}
-		if len(amax) != rows*nb {
-			return nil, fmt.Errorf("%w: %d block amaxes for weight %v with block %d", quant.ErrShape, len(amax), w.Shape, block)
-		}
-		st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: quant.NVFP4StaticBlockScales(nil, amax, ga, fp8Max, flMode)}
 	} else { // dynamic quantizer: wsf2 from _amax, blocks from the weight
 		a, err := quant.Scalar(amaxT)
 		if err != nil {

@@ -302,3 +302,31 @@ func TestMXFP8Padding(t *testing.T) {
 		t.Errorf("quantize_with_scale: %v, want ErrShape", err)
 	}
 }
+
+// TestNVFP4StaticBlockScalesF32: the static block scales before the FP8 cast are
+// amax ÷scalar 6 with 0 → 1, and normalising and casting them gives
+// NVFP4StaticBlockScales' codes, in both division modes.
+func TestNVFP4StaticBlockScalesF32(t *testing.T) {
+	amax := []float32{0, 6, 3, 0.75, 448, 1e-3, 2.5e-7}
+	for _, mode := range []DivMode{DivIEEE, DivCUDA} {
+		t.Run(mode.String(), func(t *testing.T) {
+			got := NVFP4StaticBlockScalesF32(nil, amax, mode)
+			if want := []float32{1, 1, 0.5, 0.125}; !slices.Equal(got[:len(want)], want) {
+				t.Errorf("scales %v, want %v first", got, want)
+			}
+			for i, a := range amax {
+				if want := DivScalar(a, E2M1Max, mode); a != 0 && got[i] != want {
+					t.Errorf("scale of amax %v = %v, want %v", a, got[i], want)
+				}
+			}
+			const ga, fp8Max = 448, E4M3Max
+			codes := NVFP4StaticBlockScales(nil, amax, ga, fp8Max, mode)
+			smax := DivScalar(ga, E2M1Max, mode)
+			for i, s := range got {
+				if c := NVFP4CastBlockScale(s, smax, fp8Max, true); c != codes[i] {
+					t.Errorf("block %d: cast of %v = %#02x, NVFP4StaticBlockScales %#02x", i, s, c, codes[i])
+				}
+			}
+		})
+	}
+}

@@ -230,13 +230,30 @@ func (n NVFP4) AppendRows(dst []byte, w Tensor, scales []float32, r0, r1 int) ([
 func NVFP4StaticBlockScales(dst []byte, amax []float32, globalAmax, fp8Max float32, mode DivMode) []byte {
 	smax := DivScalar(globalAmax, E2M1Max, mode)
 	for _, a := range amax {
-		s := DivScalar(a, E2M1Max, mode)
-		if s == 0 {
-			s = 1
-		}
-		dst = append(dst, NVFP4CastBlockScale(s, smax, fp8Max, true))
+		dst = append(dst, NVFP4CastBlockScale(nvfp4StaticScale(a, mode), smax, fp8Max, true))
 	}
 	return dst
+}
+
+// NVFP4StaticBlockScalesF32 is the static path of
+// get_weights_scaling_factor_from_quantizer with keep_high_precision: the block
+// scales before normalisation and the FP8 cast, s = amax ÷scalar 6 (0 → 1).
+// amax holds one value per block, row-major; dst gets one value per block.
+func NVFP4StaticBlockScalesF32(dst, amax []float32, mode DivMode) []float32 {
+	for _, a := range amax {
+		dst = append(dst, nvfp4StaticScale(a, mode))
+	}
+	return dst
+}
+
+// nvfp4StaticScale is one static block scale before the FP8 cast: amax ÷scalar 6,
+// 0 replaced by 1.
+func nvfp4StaticScale(amax float32, mode DivMode) float32 {
+	s := DivScalar(amax, E2M1Max, mode)
+	if s == 0 {
+		s = 1
+	}
+	return s
 }
 
 // NVFP4CastBlockScale is nvfp4_tensor._cast_per_block_scale_to_fp8: with
