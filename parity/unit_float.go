@@ -374,23 +374,29 @@ func unitNVFP4Scale(c *Case) (*Result, error) {
 	rows := int(w.Numel() / w.Shape[len(w.Shape)-1])
 	shape := append([]int64(nil), w.Shape...)
 	shape[len(shape)-1] /= int64(block)
-	var st quant.Tensor
+	st, err := flNVFP4BlockScales(n, w, rows, shape, high)
+	if err != nil {
+		return nil, err
+	}
+	return flResult("weights_scaling_factor", st, "weights_scaling_factor_2", *s2t), nil
+}
+
+// flNVFP4BlockScales is get_weights_scaling_factor's block scales of rows [0, rows)
+// of w, in shape: float32 before the FP8 cast with keep_high_precision (high), else
+// the E4M3 codes.
+func flNVFP4BlockScales(n quant.NVFP4, w quant.Tensor, rows int, shape []int64, high bool) (quant.Tensor, error) {
 	if high {
 		v, err := n.AppendBlockScalesF32(nil, w, 0, rows)
 		if err != nil {
-			return nil, err
+			return quant.Tensor{}, err
 		}
-		if st, err = quant.FromFloat32(quant.F32, shape, v); err != nil {
-			return nil, err
-		}
-	} else {
-		b, err := n.AppendBlockScales(nil, w, 0, rows)
-		if err != nil {
-			return nil, err
-		}
-		st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: b}
+		return quant.FromFloat32(quant.F32, shape, v)
 	}
-	return flResult("weights_scaling_factor", st, "weights_scaling_factor_2", *s2t), nil
+	b, err := n.AppendBlockScales(nil, w, 0, rows)
+	if err != nil {
+		return quant.Tensor{}, err
+	}
+	return quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: b}, nil
 }
 
 func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
@@ -475,20 +481,8 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 				return nil, err
 			}
 		}
-		if high {
-			v, err := n.AppendBlockScalesF32(nil, w, 0, rows)
-			if err != nil {
-				return nil, err
-			}
-			if st, err = quant.FromFloat32(quant.F32, shape, v); err != nil {
-				return nil, err
-			}
-		} else {
-			b, err := n.AppendBlockScales(nil, w, 0, rows)
-			if err != nil {
-				return nil, err
-			}
-			st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: b}
+		if st, err = flNVFP4BlockScales(n, w, rows, shape, high); err != nil {
+			return nil, err
 		}
 	}
 	s2t, _ := quant.FromFloat32(quant.F32, nil, []float32{s2})
