@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/quantstream/quantstream/quant"
 )
@@ -32,14 +31,6 @@ func init() {
 }
 
 const flMode = quant.DivIEEE
-
-func flOptInput(c *Case, role string) (*quant.Tensor, error) {
-	t, ok, err := c.Input(role)
-	if err != nil || !ok {
-		return nil, err
-	}
-	return &t, nil
-}
 
 // flIntParam reads an integer parameter; def is used when it is absent or null.
 func flIntParam(c *Case, name string, def int) (int, error) {
@@ -112,19 +103,6 @@ func flAxis(c *Case) ([]int, error) {
 	return list, nil
 }
 
-// flDType maps a manifest dtype ("bf16", "torch.float16", ...) to a quant.DType.
-func flDType(s string) (quant.DType, error) {
-	switch strings.TrimPrefix(s, "torch.") {
-	case "bf16", "bfloat16":
-		return quant.BF16, nil
-	case "f16", "float16", "half":
-		return quant.F16, nil
-	case "f32", "float32", "float":
-		return quant.F32, nil
-	}
-	return quant.Invalid, fmt.Errorf("parity: unknown torch dtype %q", s)
-}
-
 // flOutDType is the dtype a dequantizing function returns: params.dtype when given,
 // else the fallback (the original weight's dtype, ModelOpt's metadata default).
 func flOutDType(c *Case, fallback quant.DType) (quant.DType, error) {
@@ -133,7 +111,7 @@ func flOutDType(c *Case, fallback quant.DType) (quant.DType, error) {
 	if err != nil || !ok {
 		return fallback, err
 	}
-	return flDType(s)
+	return torchDType(s)
 }
 
 func flResult(kv ...any) *Result {
@@ -160,7 +138,7 @@ func unitFP8QTensorQuantize(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := flOptInput(c, "scales")
+	s, err := optInput(c, "scales")
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +237,7 @@ func unitMXFP8Quantize(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	given, err := flOptInput(c, "weights_scaling_factor")
+	given, err := optInput(c, "weights_scaling_factor")
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +277,7 @@ func unitNVFP4CastBlockScale(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	smaxT, err := flOptInput(c, "per_block_scale_max")
+	smaxT, err := optInput(c, "per_block_scale_max")
 	if err != nil {
 		return nil, err
 	}
@@ -331,10 +309,6 @@ func unitNVFP4CastBlockScale(c *Case) (*Result, error) {
 	return flResult("fp8_scale", quant.Tensor{DType: quant.F8E4M3, Shape: s.Shape, Data: out}), nil
 }
 
-// flScale2Values returns the global scale as ModelOpt broadcasts it (one value or
-// one per expert).
-func flScale2Values(t quant.Tensor) ([]float32, error) { return quant.Float32s(t) }
-
 func unitNVFP4Scale(c *Case) (*Result, error) {
 	w, err := c.MustInput("weight")
 	if err != nil {
@@ -351,7 +325,7 @@ func unitNVFP4Scale(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	s2t, err := flOptInput(c, "weights_scaling_factor_2")
+	s2t, err := optInput(c, "weights_scaling_factor_2")
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +337,7 @@ func unitNVFP4Scale(c *Case) (*Result, error) {
 		t, _ := quant.FromFloat32(quant.F32, nil, []float32{quant.NVFP4GlobalScale(a, quant.E4M3Max, flMode)})
 		s2t = &t
 	}
-	s2, err := flScale2Values(*s2t)
+	s2, err := quant.Float32s(*s2t) // one value, or one per expert as ModelOpt broadcasts it
 	if err != nil {
 		return nil, err
 	}
@@ -423,12 +397,12 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := flOptInput(c, "quantizer.global_amax")
+	g, err := optInput(c, "quantizer.global_amax")
 	if err != nil {
 		return nil, err
 	}
 	if g == nil {
-		if g, err = flOptInput(c, "quantizer._global_amax"); err != nil {
+		if g, err = optInput(c, "quantizer._global_amax"); err != nil {
 			return nil, err
 		}
 	}
@@ -440,7 +414,7 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	given, err := flOptInput(c, "weights_scaling_factor_2")
+	given, err := optInput(c, "weights_scaling_factor_2")
 	if err != nil {
 		return nil, err
 	}
@@ -509,11 +483,11 @@ func unitNVFP4Quantize(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := flOptInput(c, "weights_scaling_factor")
+	s, err := optInput(c, "weights_scaling_factor")
 	if err != nil {
 		return nil, err
 	}
-	s2, err := flOptInput(c, "weights_scaling_factor_2")
+	s2, err := optInput(c, "weights_scaling_factor_2")
 	if err != nil {
 		return nil, err
 	}
@@ -563,11 +537,11 @@ func unitToQuantizedWeightFloat(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := flOptInput(c, "weights_scaling_factor")
+	s, err := optInput(c, "weights_scaling_factor")
 	if err != nil {
 		return nil, err
 	}
-	s2, err := flOptInput(c, "weights_scaling_factor_2")
+	s2, err := optInput(c, "weights_scaling_factor_2")
 	if err != nil {
 		return nil, err
 	}

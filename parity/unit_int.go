@@ -23,7 +23,7 @@ func init() {
 	Register("quant_utils.maybe_transpose_expert_weight_dimensions", "", unitMaybeTranspose)
 }
 
-// torchDType maps the manifest's short dtype names ("bf16", "f16", "f32") to dtypes.
+// torchDType maps a manifest dtype ("bf16", "torch.float16", ...) to a quant.DType.
 func torchDType(s string) (quant.DType, error) {
 	switch strings.TrimPrefix(s, "torch.") {
 	case "bf16", "bfloat16":
