@@ -15,6 +15,7 @@ import (
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
+	"github.com/quantstream/quantstream/stages"
 )
 
 // ErrNoInput is returned when Options names no input directory.
@@ -85,6 +86,7 @@ type job struct {
 	sideFiles map[string][]byte // generated files (config.json, hf_quant_config.json)
 	skipFiles []string          // input side files that do not belong in the output
 	summary   Summary
+	plan      *stages.Plan // the export's plan; nil for a passthrough
 }
 
 // Run converts opt.Inputs into opt.Out.
@@ -114,8 +116,10 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	src := newCheckpointSource(ck, mem).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory).
+		splitExperts(j.plan, len(opt.Stages), opt.MaxMemory)
 	p := &pipeline.Pipeline{
-		Source:    newCheckpointSource(ck, mem).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory),
+		Source:    src,
 		Stages:    append(j.stages, opt.Stages...),
 		Workers:   opt.Workers,
 		MaxMemory: opt.MaxMemory,
@@ -124,9 +128,15 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	p.MaxLayers = maxLayers(opt)
 	plan, err := p.Plan()
 	if err != nil {
+		return nil, src.explain(err)
+	}
+	if err := src.readExpertFill(ctx, j.plan); err != nil {
 		return nil, err
 	}
-	out := finalTensors(plan)
+	out, err := src.outputTensors(plan, p.Stages)
+	if err != nil {
+		return nil, err
+	}
 	w, err := arrowio.Create(opt.Out, out, arrowio.WriteOptions{
 		PlanOptions: arrowio.PlanOptions{MaxShardSize: opt.MaxShardSize},
 		Overwrite:   opt.Overwrite,
@@ -166,7 +176,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 
 	s := j.summary
 	s.Mode = j.mode
-	s.Layers = len(plan.Layers)
+	s.Layers = len(plan.Layers) - src.extraGroups()
 	s.Tensors = len(out)
 	s.BytesIn = plan.TotalBytes
 	for _, t := range out {

@@ -55,7 +55,9 @@ func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
 	}
 	r.Mode = j.mode
 	r.Summary = j.summary
-	p := &pipeline.Pipeline{Source: newCheckpointSource(ck, nil).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory), Stages: append(j.stages, opt.Stages...), Workers: opt.Workers}
+	src := newCheckpointSource(ck, nil).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory).
+		splitExperts(j.plan, len(opt.Stages), opt.MaxMemory)
+	p := &pipeline.Pipeline{Source: src, Stages: append(j.stages, opt.Stages...), Workers: opt.Workers}
 	plan, err := p.Plan()
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())
@@ -78,9 +80,12 @@ func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
 	}
 	r.EstSeconds = float64(r.BytesIn) / (EstimateGBps * 1e9)
 	if err := plan.Check(opt.MaxMemory); err != nil {
+		r.Problems = append(r.Problems, src.explain(err).Error())
+	}
+	tensors, err := src.outputTensors(plan, p.Stages)
+	if err != nil {
 		r.Problems = append(r.Problems, err.Error())
 	}
-	tensors := finalTensors(plan)
 	for _, t := range tensors {
 		r.BytesOut += infoBytes(t)
 	}
@@ -128,9 +133,12 @@ func (r *PlanReport) Print(w io.Writer) {
 			outside++
 		}
 	}
-	for _, lp := range r.Layers {
+	for i, lp := range r.Layers {
 		last := lp.Steps[len(lp.Steps)-1]
 		name := fmt.Sprintf("layer %d", lp.Index)
+		if g := groupName(r.Layers, i); g != "" {
+			name = g
+		}
 		if lp.Prefix == "" {
 			name = "non-decoder tensors"
 			if outside > 1 && len(lp.Steps[0]) > 0 {

@@ -90,7 +90,7 @@ func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, e
 	if err != nil {
 		return nil, fmt.Errorf("%w:\n%w", ErrPlan, err)
 	}
-	j := &job{mode: mode, stages: append(pre, stages.NewStage(plan, mem)), sideFiles: map[string][]byte{}}
+	j := &job{mode: mode, stages: append(pre, stages.NewStage(plan, mem)), sideFiles: map[string][]byte{}, plan: plan}
 	outCfg, err := plan.ConfigJSON(cfg)
 	if err != nil {
 		return nil, err

@@ -17,6 +17,15 @@ type checkpointSource struct {
 	mem    memory.Allocator
 	layers []arrowio.LayerInfo
 	next   int
+
+	// Set by splitExperts when it cut some layer: whole are the groups before,
+	// of[i] is the index in whole of layers[i].
+	whole []arrowio.LayerInfo
+	of    []int
+	// preread names, per split layer, the amax tensors its fill targets need.
+	preread map[int][]string
+	// noSplit says why a layer over a quarter of the budget was kept whole.
+	noSplit map[int]error
 }
 
 var _ pipeline.Source = (*checkpointSource)(nil)

@@ -268,31 +268,70 @@ func allZero(a []float32) bool {
 	return true
 }
 
-// fillExpertInputAmax is set_expert_quantizer_amax for the input quantizers of
-// iterable experts (§7.2 step 1): per MoE block and projection, the target is the max
-// over every existing amax of the batch's enabled input quantizers (zeros included),
-// 0.5 when none has one; it goes to each quantizer whose amax is missing or all zero,
-// except dynamic ones. It returns the names it filled, sorted.
-func fillExpertInputAmax(ts *tensorSet, mods []*Module) ([]string, error) {
-	type key struct{ block, proj string }
-	batches := map[key][]*Module{}
-	var keys []key
+// fillKey names a batch of the MoE input-amax fill: an MoE block and a projection.
+type fillKey struct{ block, proj string }
+
+// fillBatches groups the iterable experts' modules with an enabled input quantizer by
+// MoE block and projection, keys in the order of mods.
+func fillBatches(mods []*Module) ([]fillKey, map[fillKey][]*Module) {
+	batches := map[fillKey][]*Module{}
+	var keys []fillKey
 	for _, m := range mods {
 		if m.Expert < 0 || m.FromFused || !hasQuant(m.IQ) {
 			continue
 		}
 		block, _ := splitLast(m.Parent)
-		k := key{block, m.Proj}
+		k := fillKey{block, m.Proj}
 		if _, ok := batches[k]; !ok {
 			keys = append(keys, k)
 		}
 		batches[k] = append(batches[k], m)
 	}
+	return keys, batches
+}
+
+// fillTarget is the value set_expert_quantizer_amax gives the batch's quantizers that
+// need one: the max over every existing amax of the batch (zeros included; NaN wins,
+// as torch.max over the stacked maxima), 0.5 when none has one.
+func fillTarget(ts *tensorSet, batch []*Module) (float32, error) {
+	have := false
+	var best float32
+	for _, m := range batch {
+		if m.IAmax == "" {
+			continue
+		}
+		v, err := ts.floats(m.IAmax)
+		if err != nil {
+			return 0, err
+		}
+		if len(v) > 0 {
+			a := maxOf(v)
+			if !have || a > best || a != a {
+				best, have = a, true
+			}
+		}
+	}
+	if !have {
+		best = 0.5
+	}
+	return best, nil
+}
+
+// fillExpertInputAmax is set_expert_quantizer_amax for the input quantizers of
+// iterable experts (§7.2 step 1): per MoE block and projection, the target is the max
+// over every existing amax of the batch's enabled input quantizers (zeros included),
+// 0.5 when none has one; it goes to each quantizer whose amax is missing or all zero,
+// except dynamic ones. It returns the names it filled, sorted.
+//
+// ts holds the whole layer unless split is non-nil: the layer is exported in groups
+// of experts (ExpertSplit), and the targets were computed from the whole layer's
+// amaxes beforehand (SetExpertFill); a batch that needs a fill without a target is an
+// error, never a target computed from part of the batch.
+func fillExpertInputAmax(ts *tensorSet, mods []*Module, split *expertSplit) ([]string, error) {
+	keys, batches := fillBatches(mods)
 	var filled []string
 	for _, k := range keys {
 		batch := batches[k]
-		have := false
-		var best float32
 		var need []*Module
 		for _, m := range batch {
 			if m.IAmax == "" {
@@ -301,26 +340,34 @@ func fillExpertInputAmax(ts *tensorSet, mods []*Module) ([]string, error) {
 				}
 				continue
 			}
-			if ts.planning() {
+			if ts.planning() || m.IQ.Dynamic {
 				continue
 			}
 			v, err := ts.floats(m.IAmax)
 			if err != nil {
 				return nil, err
 			}
-			if len(v) > 0 {
-				// torch.max over the stacked per-quantizer maxima: NaN wins.
-				a := maxOf(v)
-				if !have || a > best || a != a {
-					best, have = a, true
-				}
-			}
-			if allZero(v) && !m.IQ.Dynamic {
+			if allZero(v) {
 				need = append(need, m)
 			}
 		}
-		if !have {
-			best = 0.5
+		if len(need) == 0 {
+			continue
+		}
+		var best float32
+		if !ts.planning() {
+			var err error
+			if split == nil {
+				best, err = fillTarget(ts, batch)
+			} else {
+				var ok bool
+				if best, ok = split.targets[k]; !ok {
+					err = fmt.Errorf("%w: %s needs the MoE input amax fill, whose target is the max over every expert of the layer, but the layer is exported in groups of experts and no target was computed for %s.*.%s", ErrPlanMismatch, need[0].Name, k.block, k.proj)
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
 		}
 		for _, m := range need {
 			name := m.Name + ".input_quantizer._amax"

@@ -57,6 +57,9 @@ type Plan struct {
 	opts       Options
 	qs         Quantizers
 	layers     map[int]*LayerPlan
+	// splits holds the decoder layers exported in groups of experts (ExpertSplit),
+	// set before any Process and read-only afterwards.
+	splits map[int]*expertSplit
 }
 
 // NewPlan plans an export. inputs are the headers of every input tensor (all shards
@@ -310,7 +313,7 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 	for _, m := range mods {
 		byName[m.ID()] = m
 	}
-	filled, err := fillExpertInputAmax(ts, mods)
+	filled, err := fillExpertInputAmax(ts, mods, p.splits[lp.Index])
 	if err != nil {
 		return nil, nil, err
 	}

@@ -375,6 +375,37 @@ var CalibFormats = []string{"nvfp4", "fp8"}
 // disabled, as the recipes leave them. Overlay dir on the checkpoint
 // (`--in MODEL --in dir`) to export it.
 func WriteSyntheticCalib(dir string, c LlamaConfig, format string, overwrite bool) error {
+	mods := []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
+	return writeCalib(dir, c.Layers, mods, nil, format, func(int, string) (float32, bool) { return synthInputAmax, true }, overwrite)
+}
+
+// WriteSyntheticMoECalib writes calibration state for the MoE c into dir like
+// WriteSyntheticCalib, with per-expert quantizers (mlp.experts.E.{gate,up,down}_proj)
+// and the router mlp.gate left unquantized, as the recipes leave it. inputAmax gives
+// each expert's input amax in a layer (the same for its three projections); ok false
+// leaves the expert without one (its quantizer records no buffer), as an expert that
+// no calibration token was routed to: the export then fills it (§7.2 step 1).
+// Values should be exact in BF16.
+func WriteSyntheticMoECalib(dir string, c MoEConfig, format string, inputAmax func(layer, expert int) (v float32, ok bool), overwrite bool) error {
+	mods := []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"}
+	for e := range c.Experts {
+		for _, p := range []string{"gate_proj", "up_proj", "down_proj"} {
+			mods = append(mods, fmt.Sprintf("mlp.experts.%d.%s", e, p))
+		}
+	}
+	return writeCalib(dir, c.Layers, mods, []string{"mlp.gate"}, format, func(l int, m string) (float32, bool) {
+		var e int
+		if _, err := fmt.Sscanf(m, "mlp.experts.%d.", &e); err != nil {
+			return synthInputAmax, true
+		}
+		return inputAmax(l, e)
+	}, overwrite)
+}
+
+// writeCalib writes quantizers.json and quant_state.safetensors for the modules mods
+// (relative to each decoder layer) with disabled modules off beside them; inputAmax
+// gives a module's input amax, none when ok is false.
+func writeCalib(dir string, layers int, mods, off []string, format string, inputAmax func(layer int, module string) (float32, bool), overwrite bool) error {
 	var numBits any
 	var blocks any
 	var maxbound float64
@@ -409,16 +440,29 @@ func WriteSyntheticCalib(dir string, c LlamaConfig, format string, overwrite boo
 	}
 	var amaxes []quantstream.TensorInfo
 	values := map[string]float32{}
-	for l := range c.Layers {
+	for l := range layers {
 		p := fmt.Sprintf("model.layers.%d.", l)
-		for _, m := range []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"} {
-			for q, v := range map[string]float32{"weight_quantizer": synthWeightAmax, "input_quantizer": synthInputAmax} {
+		for _, m := range mods {
+			for _, q := range []string{"weight_quantizer", "input_quantizer"} {
 				name := p + m + "." + q
+				v, ok := float32(synthWeightAmax), true
+				if q == "input_quantizer" {
+					v, ok = inputAmax(l, m)
+				}
+				if !ok {
+					table[name] = quantizer("TensorQuantizer", true, numBits, blocks, maxbound, nil)
+					continue
+				}
 				table[name] = quantizer("TensorQuantizer", true, numBits, blocks, maxbound, []int{})
 				amaxes = append(amaxes, bf16(name+"._amax"))
 				values[name+"._amax"] = v
 			}
 			table[p+m+".output_quantizer"] = disabledOut
+		}
+		for _, m := range off {
+			for _, q := range []string{"weight_quantizer", "input_quantizer", "output_quantizer"} {
+				table[p+m+"."+q] = quantizer("TensorQuantizer", false, numBits, blocks, nil, nil)
+			}
 		}
 		for _, b := range []string{"q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer", "p_bmm_quantizer"} {
 			table[p+"self_attn."+b] = disabledOut
@@ -447,4 +491,50 @@ func WriteSyntheticCalib(dir string, c LlamaConfig, format string, overwrite boo
 
 func sortInfos(ts []quantstream.TensorInfo) {
 	sort.Slice(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
+}
+
+// SyntheticMoE picks a Qwen3-MoE shape whose BF16 checkpoint is close to (at most)
+// size bytes with no tensor above maxTensor bytes, mostly experts as in real MoE
+// models: hidden 1024 (or less when a layer does not fit twice), experts of width
+// hidden/2, as many experts per layer as keep four layers, and as many layers as fit.
+func SyntheticMoE(size, maxTensor int64) (MoEConfig, error) {
+	for _, h := range []int{1024, 512, 256, 128} {
+		c := MoEConfig{
+			LlamaConfig:     LlamaConfig{Hidden: h, Intermediate: h * 8 / 3 / 128 * 128, Heads: h / 128, KVHeads: max(1, h/512), Vocab: 32000},
+			MoEIntermediate: h / 2, TopK: 2,
+		}
+		if v := maxTensor / int64(2*h) / 256 * 256; int64(c.Vocab) > v {
+			c.Vocab = int(v)
+		}
+		if c.Vocab == 0 || int64(h)*int64(h)*2 > maxTensor {
+			continue
+		}
+		layerBytes := func() int64 {
+			c.Layers = 1
+			defer func() { c.Layers = 0 }()
+			return checkpointBytes(MoETensors(c))
+		}
+		c.Experts = 1
+		base := checkpointBytes(MoETensors(c))
+		attn := layerBytes() - base
+		expert := int64(3 * h * c.MoEIntermediate * 2)
+		c.Experts = int(min(128, max(1, ((size-base)/4-attn)/expert)))
+		per := layerBytes() - base
+		if base+2*per > size {
+			continue
+		}
+		c.Layers = int((size - base) / per)
+		return c, nil
+	}
+	return MoEConfig{}, fmt.Errorf("testgen: no MoE shape fits %d bytes with tensors ≤ %d bytes", size, maxTensor)
+}
+
+// WriteSyntheticMoE writes a Qwen3-MoE-shaped BF16 checkpoint of about size bytes
+// (tensors ≤ maxTensor bytes) to dir, streaming; see SyntheticMoE.
+func WriteSyntheticMoE(dir string, size, maxTensor int64, opts arrowio.WriteOptions) (MoEConfig, error) {
+	c, err := SyntheticMoE(size, maxTensor)
+	if err != nil {
+		return c, err
+	}
+	return c, WriteCheckpoint(dir, MoETensors(c), 1, opts, map[string][]byte{"config.json": MoEConfigJSON(c)})
 }

@@ -1,0 +1,269 @@
+package convert
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/pipeline"
+	"github.com/quantstream/quantstream/quant"
+	"github.com/quantstream/quantstream/stages"
+)
+
+// splitExperts cuts, for an export planned by plan (nil: not an export), each decoder
+// layer of more than a quarter of maxMemory into expert-aligned groups, so that a
+// layer larger than the budget (a DeepSeek-V3 layer is 22.5 GB of experts) still
+// converts, two groups in flight: first every tensor that is not a routed expert's
+// (attention, norms, router, shared experts), then whole routed experts, in expert
+// order, at most maxMemory/4 bytes a group (an expert alone when it is larger).
+// Each group goes through the stages on its own; stages.Plan.ExpertSplit says when
+// that is exact and what must be read first (readExpertFill). A layer it refuses stays
+// whole, and the reason is kept for the budget error (explain); a layer without
+// routed experts stays whole silently. userStages > 0 keeps
+// every layer whole: a caller's stage may need one.
+func (s *checkpointSource) splitExperts(plan *stages.Plan, userStages int, maxMemory int64) *checkpointSource {
+	if plan == nil || maxMemory <= 0 {
+		return s
+	}
+	target := maxMemory / 4
+	var out []arrowio.LayerInfo
+	var of []int
+	split := false
+	for i, li := range s.layers {
+		if li.Index == quantstream.NonDecoder || li.DataBytes() <= target || !hasRoutedExperts(li) {
+			out, of = append(out, li), append(of, i)
+			continue
+		}
+		var err error
+		var preread []string
+		if userStages > 0 {
+			err = fmt.Errorf("%w: layer %d: the conversion has stages of its own, which may need whole layers", stages.ErrNoExpertSplit, li.Index)
+		} else {
+			preread, err = plan.ExpertSplit(li.Index)
+		}
+		if err != nil {
+			if s.noSplit == nil {
+				s.noSplit = map[int]error{}
+			}
+			s.noSplit[li.Index] = err
+			out, of = append(out, li), append(of, i)
+			continue
+		}
+		split = true
+		if len(preread) > 0 {
+			if s.preread == nil {
+				s.preread = map[int][]string{}
+			}
+			s.preread[li.Index] = preread
+		}
+		for _, g := range expertGroups(li, target) {
+			out, of = append(out, g), append(of, i)
+		}
+	}
+	if split {
+		s.whole, s.of, s.layers = s.layers, of, out
+	}
+	return s
+}
+
+func hasRoutedExperts(li arrowio.LayerInfo) bool {
+	for _, t := range li.Tensors {
+		if _, _, ok := stages.RoutedExpert(t.Name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// expertGroups cuts li into the group of its tensors that are not a routed expert's
+// and groups of whole routed experts of at most target bytes, each sorted by name.
+func expertGroups(li arrowio.LayerInfo, target int64) []arrowio.LayerInfo {
+	type expert struct {
+		block string // the prefix up to "experts."
+		e     int
+		ts    []arrowio.TensorRef
+		size  int64
+	}
+	rest := arrowio.LayerInfo{Index: li.Index, Prefix: li.Prefix}
+	byPrefix := map[string]*expert{}
+	var experts []*expert
+	for _, t := range li.Tensors {
+		prefix, e, ok := stages.RoutedExpert(t.Name)
+		if !ok {
+			rest.Tensors = append(rest.Tensors, t)
+			continue
+		}
+		x := byPrefix[prefix]
+		if x == nil {
+			block := strings.TrimSuffix(prefix, fmt.Sprintf("%d.", e))
+			x = &expert{block: block, e: e}
+			byPrefix[prefix] = x
+			experts = append(experts, x)
+		}
+		x.ts = append(x.ts, t)
+		x.size += t.Size()
+	}
+	slices.SortFunc(experts, func(a, b *expert) int {
+		return cmp.Or(cmp.Compare(a.block, b.block), cmp.Compare(a.e, b.e))
+	})
+	var out []arrowio.LayerInfo
+	if len(rest.Tensors) > 0 {
+		out = append(out, rest)
+	}
+	g := arrowio.LayerInfo{Index: li.Index, Prefix: li.Prefix}
+	var n int64
+	flush := func() {
+		if len(g.Tensors) > 0 {
+			slices.SortFunc(g.Tensors, func(a, b arrowio.TensorRef) int { return cmp.Compare(a.Name, b.Name) })
+			out = append(out, g)
+		}
+		g, n = arrowio.LayerInfo{Index: li.Index, Prefix: li.Prefix}, 0
+	}
+	for _, x := range experts {
+		if n > 0 && n+x.size > target {
+			flush()
+		}
+		g.Tensors = append(g.Tensors, x.ts...)
+		n += x.size
+	}
+	flush()
+	return out
+}
+
+// readExpertFill reads, for each split layer that needs them, the expert input amax
+// tensors the MoE fill target is computed from (a few bytes per expert) and hands
+// them to plan (stages.Plan.SetExpertFill). It runs before the pipeline starts.
+func (s *checkpointSource) readExpertFill(ctx context.Context, plan *stages.Plan) error {
+	for _, idx := range sortedIntKeys(s.preread) {
+		li := arrowio.LayerInfo{Index: idx}
+		for _, n := range s.preread[idx] {
+			t, ok := s.ck.Lookup(n)
+			if !ok {
+				return fmt.Errorf("convert: layer %d: expert input amax %s is not in the input", idx, n)
+			}
+			li.Tensors = append(li.Tensors, t)
+		}
+		l, err := s.ck.ReadLayer(ctx, s.mem, li)
+		if err != nil {
+			return err
+		}
+		amax := make(map[string]quant.Tensor, l.Len())
+		for _, t := range l.Tensors() {
+			amax[t.Name] = t.Tensor
+		}
+		err = plan.SetExpertFill(idx, amax)
+		l.Release()
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", idx, err)
+		}
+	}
+	return nil
+}
+
+// outputTensors is the output's tensor list in the order the writer lays shards out
+// from: each group's final tensors in source order, except that the groups of a split
+// layer give way to the whole layer's final tensors, planned through the same stages,
+// so that shards and bytes do not depend on the split. It checks that the groups
+// together produce exactly the whole layer's tensors.
+func (s *checkpointSource) outputTensors(plan *pipeline.Plan, stgs []quantstream.Stage) ([]quantstream.TensorInfo, error) {
+	if s.of == nil {
+		return finalTensors(plan), nil
+	}
+	if len(plan.Layers) != len(s.of) {
+		return nil, fmt.Errorf("%w: %d groups planned, %d read", pipeline.ErrPlanMismatch, len(plan.Layers), len(s.of))
+	}
+	last := func(lp pipeline.LayerPlan) []quantstream.TensorInfo { return lp.Steps[len(lp.Steps)-1] }
+	var out []quantstream.TensorInfo
+	for i := 0; i < len(plan.Layers); {
+		j := i + 1
+		for j < len(plan.Layers) && s.of[j] == s.of[i] {
+			j++
+		}
+		if j == i+1 {
+			out = append(out, last(plan.Layers[i])...)
+			i = j
+			continue
+		}
+		w := s.whole[s.of[i]]
+		wp, err := pipeline.NewPlan([]pipeline.LayerInfo{{Index: w.Index, Prefix: w.Prefix, Tensors: w.Infos()}}, stgs...)
+		if err != nil {
+			return nil, err
+		}
+		want := last(wp.Layers[0])
+		got := map[string]quantstream.TensorInfo{}
+		for _, lp := range plan.Layers[i:j] {
+			for _, t := range last(lp) {
+				got[t.Name] = t
+			}
+		}
+		if len(got) != len(want) {
+			return nil, fmt.Errorf("%w: layer %d: its expert groups produce %d tensors, the whole layer %d", pipeline.ErrPlanMismatch, w.Index, len(got), len(want))
+		}
+		for _, t := range want {
+			g, ok := got[t.Name]
+			if !ok || g.DType != t.DType || !slices.Equal(g.Shape, t.Shape) {
+				return nil, fmt.Errorf("%w: layer %d: its expert groups produce %s %v %v, the whole layer %s %v", pipeline.ErrPlanMismatch, w.Index, t.Name, g.DType, g.Shape, t.DType, t.Shape)
+			}
+		}
+		out = append(out, want...)
+		i = j
+	}
+	return out, nil
+}
+
+// extraGroups is how many more groups than layers the expert split made.
+func (s *checkpointSource) extraGroups() int {
+	if s.of == nil {
+		return 0
+	}
+	return len(s.layers) - len(s.whole)
+}
+
+// explain adds to a budget error why layers over the budget were kept whole.
+func (s *checkpointSource) explain(err error) error {
+	if err == nil || !errors.Is(err, pipeline.ErrOverBudget) || len(s.noSplit) == 0 {
+		return err
+	}
+	keys := sortedIntKeys(s.noSplit)
+	why := s.noSplit[keys[0]]
+	if len(keys) > 1 {
+		return fmt.Errorf("%w (not cut into expert groups: %w; and %d more layers)", err, why, len(keys)-1)
+	}
+	return fmt.Errorf("%w (not cut into expert groups: %w)", err, why)
+}
+
+// groupName names a group of a split layer for the plan's printout ("" when lp is
+// a layer whole): "layer 3 experts 0-15", or "layer 3 without experts".
+func groupName(layers []pipeline.LayerPlan, i int) string {
+	lp := layers[i]
+	if lp.Prefix == "" || ((i == 0 || layers[i-1].Index != lp.Index) && (i+1 == len(layers) || layers[i+1].Index != lp.Index)) {
+		return ""
+	}
+	lo, hi := -1, -1
+	for _, t := range lp.Steps[0] {
+		if _, e, ok := stages.RoutedExpert(t.Name); ok {
+			if lo < 0 || e < lo {
+				lo = e
+			}
+			hi = max(hi, e)
+		}
+	}
+	if lo < 0 {
+		return fmt.Sprintf("layer %d w/o experts", lp.Index)
+	}
+	return fmt.Sprintf("layer %d experts %d-%d", lp.Index, lo, hi)
+}
+
+func sortedIntKeys[V any](m map[int]V) []int {
+	keys := make([]int, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

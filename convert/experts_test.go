@@ -1,0 +1,163 @@
+package convert
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/internal/layerbuf"
+	"github.com/quantstream/quantstream/internal/testgen"
+	"github.com/quantstream/quantstream/pipeline"
+)
+
+const tinyMoE = "../testdata/tiny_moe"
+
+// expertBudget holds tiny_moe's non-decoder group (128.25 KiB) but not a decoder
+// layer (121 KiB in, about twice that in flight): the layers go in expert groups.
+const expertBudget = 160 << 10
+
+// convertMoE converts opt under budget with workers and returns the output directory
+// and summary; shards are small so that several are laid out.
+func convertMoE(t *testing.T, opt Options, budget int64, workers int) (string, *Summary) {
+	t.Helper()
+	mem := memory.NewCheckedAllocator(NewPoolAllocator())
+	opt.Out, opt.Workers, opt.Allocator, opt.MaxShardSize, opt.MaxMemory = filepath.Join(t.TempDir(), "out"), workers, mem, 60_000, budget
+	sum, err := Run(t.Context(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem.AssertSize(t, 0)
+	return opt.Out, sum
+}
+
+// assertExpertGroups checks that opt under expertBudget is planned in expert groups
+// (more groups than layers, each within the budget).
+func assertExpertGroups(t *testing.T, opt Options) {
+	t.Helper()
+	opt.MaxMemory = expertBudget
+	p, err := MakePlan(t.Context(), opt)
+	if err != nil || len(p.Problems) > 0 {
+		t.Fatalf("plan: %v %v", err, p.Problems)
+	}
+	groups := map[int]int{}
+	for _, lp := range p.Layers {
+		groups[lp.Index]++
+	}
+	if groups[0] < 3 || groups[1] < 3 || p.MinMemory > expertBudget {
+		t.Fatalf("groups per layer %v, min memory %d", groups, p.MinMemory)
+	}
+}
+
+// assertSameSummary compares what a summary says about the model.
+func assertSameSummary(t *testing.T, got, want *Summary) {
+	t.Helper()
+	if got.Layers != want.Layers || got.Tensors != want.Tensors || got.BytesIn != want.BytesIn || got.BytesOut != want.BytesOut ||
+		got.Shards != want.Shards || got.QuantAlgo != want.QuantAlgo || got.Mode != want.Mode ||
+		!reflect.DeepEqual(got.ModulesPerFmt, want.ModulesPerFmt) || !reflect.DeepEqual(got.Unquantized, want.Unquantized) ||
+		!reflect.DeepEqual(got.FilledAmax, want.FilledAmax) {
+		t.Errorf("summary in expert groups %+v, whole %+v", got, want)
+	}
+}
+
+// TestDataFreeExpertGroupsMatchWholeLayers: data-free weight-only recipes convert
+// tiny_moe in expert groups under a budget below its layers, with every output file
+// byte-identical to the unconstrained conversion, at 1 and 4 workers.
+func TestDataFreeExpertGroupsMatchWholeLayers(t *testing.T) {
+	for _, recipe := range []string{"W4A16_NVFP4_CFG", "MXFP4_DEFAULT_CFG", "INT8_WEIGHT_ONLY_CFG"} {
+		t.Run(recipe, func(t *testing.T) {
+			opt := Options{Inputs: []string{tinyMoE}, Recipe: recipe}
+			assertExpertGroups(t, opt)
+			ref, want := convertMoE(t, opt, 0, 1)
+			for _, workers := range []int{1, 4} {
+				if workers > 1 {
+					defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
+					layerbuf.ChunkBytes = 1000
+				}
+				out, got := convertMoE(t, opt, expertBudget, workers)
+				assertSameDir(t, ref, out)
+				assertSameSummary(t, got, want)
+				if got.MaxChargeB > expertBudget {
+					t.Errorf("largest charge %d over the budget", got.MaxChargeB)
+				}
+			}
+		})
+	}
+}
+
+// TestCalibratedExpertGroupsFillFromWholeLayer: calibration state in which some
+// experts have no input amax (never routed to) or an all-zero one: the export fills
+// them with the max over every expert of the projection (§7.2 step 1), which lies in
+// another expert group (expert 7 has the largest). The groups read the layer's expert
+// input amaxes first, so the output is byte-identical to the whole-layer export.
+func TestCalibratedExpertGroupsFillFromWholeLayer(t *testing.T) {
+	for _, format := range []string{"nvfp4", "fp8"} {
+		t.Run(format, func(t *testing.T) {
+			calib := filepath.Join(t.TempDir(), "calib")
+			err := testgen.WriteSyntheticMoECalib(calib, testgen.TinyMoE, format, func(layer, expert int) (float32, bool) {
+				switch {
+				case layer == 0 && expert == 0, layer == 1 && expert == 3:
+					return 0, false // missing: filled, listed in the summary
+				case layer == 1 && expert == 1:
+					return 0, true // all zero: filled, seen only in the data
+				}
+				return 1 + 0.25*float32(expert), true
+			}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opt := Options{Inputs: []string{tinyMoE, calib}}
+			assertExpertGroups(t, opt)
+			ref, want := convertMoE(t, opt, 0, 1)
+			if len(want.FilledAmax) != 6 {
+				t.Fatalf("filled %v, want the three projections of two experts", want.FilledAmax)
+			}
+			for _, workers := range []int{1, 4} {
+				out, got := convertMoE(t, opt, expertBudget, workers)
+				assertSameDir(t, ref, out)
+				assertSameSummary(t, got, want)
+			}
+		})
+	}
+}
+
+// TestExpertGroupsRefused: a budget that cannot hold one expert group is refused
+// before anything is read, saying how much is needed; a conversion with stages of
+// the caller's own keeps layers whole and says so.
+func TestExpertGroupsRefused(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	_, err := Run(t.Context(), Options{Inputs: []string{tinyMoE}, Out: out, Recipe: "W4A16_NVFP4_CFG", MaxMemory: 16 << 10})
+	if !errors.Is(err, pipeline.ErrOverBudget) || !strings.Contains(err.Error(), "the largest layer needs 131328") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("output exists after a refused plan: %v", err)
+	}
+	p, err := MakePlan(t.Context(), Options{Inputs: []string{tinyMoE}, Recipe: "W4A16_NVFP4_CFG", MaxMemory: 16 << 10})
+	if err != nil || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "needs") {
+		t.Fatalf("plan: %v %v", err, p.Problems)
+	}
+
+	p, err = MakePlan(t.Context(), Options{Inputs: []string{tinyMoE}, Recipe: "W4A16_NVFP4_CFG", MaxMemory: expertBudget,
+		Stages: []quantstream.Stage{nopStage{}}})
+	if err != nil || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "not cut into expert groups: stages: layer cannot be exported in groups of experts: layer 0: the conversion has stages of its own") {
+		t.Fatalf("plan: %v %v", err, p.Problems)
+	}
+}
+
+// nopStage hands each layer on.
+type nopStage struct{}
+
+func (nopStage) Name() string { return "nop" }
+func (nopStage) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
+	return in, nil
+}
+func (nopStage) Process(_ context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
+	return l, nil
+}
