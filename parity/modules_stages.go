@@ -3,7 +3,6 @@ package parity
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"strings"
 
 	"github.com/quantstream/quantstream/modelopt"
@@ -180,7 +179,9 @@ func adjustAttnAmaxCase(c *Case) (*Result, error) {
 		if t.DType != quant.F32 || t.Numel() != 1 {
 			return nil, fmt.Errorf("amax %s is %v %v, want a scalar F32", ch, t.DType, t.Shape)
 		}
-		amax[ch] = math.Float32frombits(uint32(t.Data[0]) | uint32(t.Data[1])<<8 | uint32(t.Data[2])<<16 | uint32(t.Data[3])<<24)
+		if amax[ch], err = quant.Scalar(t); err != nil {
+			return nil, err
+		}
 		dtypes[ch] = t
 	}
 	out, err := stages.AdjustAttnAmax(amax, children)
@@ -189,8 +190,10 @@ func adjustAttnAmaxCase(c *Case) (*Result, error) {
 	}
 	res := &Result{Tensors: map[string]*quant.Tensor{}}
 	for ch, v := range out {
-		u := math.Float32bits(v)
-		t := quant.Tensor{DType: quant.F32, Shape: dtypes[ch].Shape, Data: []byte{byte(u), byte(u >> 8), byte(u >> 16), byte(u >> 24)}}
+		t, err := quant.FromFloat32(quant.F32, dtypes[ch].Shape, []float32{v})
+		if err != nil {
+			return nil, err
+		}
 		res.Tensors[ch+".weight_quantizer._amax"] = &t
 	}
 	return res, nil
