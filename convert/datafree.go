@@ -49,9 +49,24 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cs := &calibrateStage{q: q, mem: mem, byWeight: map[string][]quantstream.TensorInfo{}}
-	var extra []quantstream.TensorInfo
-	var badDType []error
+	cs, extra, unfit, err := newCalibrateStage(q, dtypes, mem, "the checkpoint lacks")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if len(unfit) > 0 {
+		// Found from headers, all at once, so that plan reports what convert hits.
+		return nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, errors.Join(unfit...))
+	}
+	return q.Table, cs, extra, nil
+}
+
+// newCalibrateStage returns the calibration stage for q and the headers of the amax
+// buffers it adds, given the dtype of every checkpoint tensor by name. A quantizer
+// whose weight is not in dtypes is an error, "which <lacks>". Weights that
+// CalibrateAmax cannot calibrate (quant.CheckCalibrationDType) do not stop it: unfit
+// has one error for each, so that a caller can report them all at once.
+func newCalibrateStage(q *modelopt.Quantized, dtypes map[string]quant.DType, mem memory.Allocator, lacks string) (cs *calibrateStage, added []quantstream.TensorInfo, unfit []error, err error) {
+	cs = &calibrateStage{q: q, mem: mem, byWeight: map[string][]quantstream.TensorInfo{}}
 	for _, qn := range q.Table.Names() {
 		shape, ok := q.AmaxShapes[qn]
 		tq := q.Table[qn]
@@ -64,12 +79,10 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 		}
 		dt, ok := dtypes[slot.Weight]
 		if !ok {
-			return nil, nil, nil, fmt.Errorf("convert: quantizer %s calibrates on %s, which the checkpoint lacks", qn, slot.Weight)
+			return nil, nil, nil, fmt.Errorf("convert: quantizer %s calibrates on %s, which %s", qn, slot.Weight, lacks)
 		}
 		if err := quant.CheckCalibrationDType(dt); err != nil {
-			// Found from headers, all at once, so that plan reports what convert hits.
-			badDType = append(badDType, fmt.Errorf("convert: quantizer %s calibrates on %s: %w", qn, slot.Weight, err))
-			continue
+			unfit = append(unfit, fmt.Errorf("convert: quantizer %s calibrates on %s: %w", qn, slot.Weight, err))
 		}
 		info := quantstream.TensorInfo{
 			Name:  qn + "._amax",
@@ -77,12 +90,9 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 			Shape: shape,
 		}
 		cs.byWeight[slot.Weight] = append(cs.byWeight[slot.Weight], info)
-		extra = append(extra, info)
+		added = append(added, info)
 	}
-	if len(badDType) > 0 {
-		return nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, errors.Join(badDType...))
-	}
-	return q.Table, cs, extra, nil
+	return cs, added, unfit, nil
 }
 
 // calibrateStage adds the weight quantizers' amax buffers to each layer, computed

@@ -39,29 +39,11 @@ func NewCalibrateStage(q *modelopt.Quantized, inputs []quantstream.TensorInfo, m
 		}
 		dtypes[t.Name] = dt
 	}
-	cs := &calibrateStage{q: q, mem: mem, byWeight: map[string][]quantstream.TensorInfo{}}
-	var added []quantstream.TensorInfo
-	for _, qn := range q.Table.Names() {
-		shape, ok := q.AmaxShapes[qn]
-		tq := q.Table[qn]
-		if !ok || !tq.Enabled {
-			continue
-		}
-		slot, ok := q.Slot(qn)
-		if !ok || slot.Kind != modelopt.WeightSlot || slot.Name != qn {
-			continue
-		}
-		dt, ok := dtypes[slot.Weight]
-		if !ok {
-			return nil, nil, fmt.Errorf("convert: quantizer %s calibrates on %s, which the inputs lack", qn, slot.Weight)
-		}
-		info := quantstream.TensorInfo{
-			Name:  qn + "._amax",
-			DType: quant.CalibratedAmaxDType(tq, dt, len(slot.WeightShape)).String(),
-			Shape: shape,
-		}
-		cs.byWeight[slot.Weight] = append(cs.byWeight[slot.Weight], info)
-		added = append(added, info)
+	// Unfit weights are left to CalibrateAmax, which refuses them when their layer
+	// comes.
+	cs, added, _, err := newCalibrateStage(q, dtypes, mem, "the inputs lack")
+	if err != nil {
+		return nil, nil, err
 	}
 	return cs, added, nil
 }
