@@ -1,7 +1,6 @@
 package quant
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -17,25 +16,6 @@ import (
 // In both, q = clamp(roundHalfEven(float32(w / s)), lo, hi), where w is the weight
 // element widened exactly to float32 and the quotient is one IEEE float32 division
 // (PyTorch promotes bf16/f16 ÷ a dimensioned f32 tensor to f32).
-
-// intRowDecode widens n elements of a BF16, F16 or F32 row to float32 into dst[:n].
-func intRowDecode(dst []float32, src []byte, dt DType) {
-	switch dt {
-	case BF16:
-		src = src[:2*len(dst)]
-		for i := range dst {
-			dst[i] = math.Float32frombits(uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24)
-		}
-	case F16:
-		for i := range dst {
-			dst[i] = F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
-		}
-	case F32:
-		for i := range dst {
-			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
-		}
-	}
-}
 
 func intFloatDType(dt DType) bool { return dt == BF16 || dt == F16 || dt == F32 }
 
@@ -94,8 +74,9 @@ func AppendInt8Rows(dst []byte, w []byte, dt DType, cols int, scales []float32) 
 		return dst, nil
 	}
 	row := make([]float32, cols)
+	wt := Tensor{DType: dt, Data: w}
 	for i, s := range scales {
-		intRowDecode(row, w[i*cols*es:(i+1)*cols*es], dt)
+		fqDecode(row, wt, i*cols)
 		o := out[i*cols : (i+1)*cols]
 		for c, x := range row {
 			o[c] = byte(intRound(x/s, -128, 127))
@@ -160,9 +141,10 @@ func AppendInt4RowPairs(dst []byte, w []byte, dt DType, cols int, scales []float
 	}
 	r0 := make([]float32, cols)
 	r1 := make([]float32, cols)
+	wt := Tensor{DType: dt, Data: w}
 	for p := 0; p < rows/2; p++ {
-		intRowDecode(r0, w[(2*p)*cols*es:(2*p+1)*cols*es], dt)
-		intRowDecode(r1, w[(2*p+1)*cols*es:(2*p+2)*cols*es], dt)
+		fqDecode(r0, wt, (2*p)*cols)
+		fqDecode(r1, wt, (2*p+1)*cols)
 		s0 := scales[(2*p)*scaleCols : (2*p+1)*scaleCols]
 		s1 := scales[(2*p+1)*scaleCols : (2*p+2)*scaleCols]
 		o := out[p*cols : (p+1)*cols]
@@ -366,9 +348,8 @@ func ScalingFactorFromWeight(w Tensor, groupSize int, mode DivMode) (Tensor, err
 	}
 	out := make([]float32, 0, Numel(shape))
 	row := make([]float32, k)
-	es := w.DType.Size()
 	for r := 0; r < n; r++ {
-		intRowDecode(row, w.Data[r*k*es:(r+1)*k*es], w.DType)
+		fqDecode(row, w, r*k)
 		for j := 0; j < k; j += g {
 			a := absMaxFirstNaN(row[j : j+g])
 			s := DivScalar(a, maxbound, mode)
