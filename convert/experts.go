@@ -24,7 +24,7 @@ import (
 // Each group goes through the stages on its own; stages.Plan.ExpertSplit says when
 // that is exact and what must be read first (readExpertFill). A layer it refuses stays
 // whole, and the reason is kept for the budget error (explain); a layer without
-// routed experts stays whole silently. userStages > 0 keeps
+// experts stays whole silently. userStages > 0 keeps
 // every layer whole: a caller's stage may need one.
 func (s *checkpointSource) splitExperts(plan *stages.Plan, userStages int, maxMemory int64) *checkpointSource {
 	if plan == nil || maxMemory <= 0 {
@@ -35,7 +35,7 @@ func (s *checkpointSource) splitExperts(plan *stages.Plan, userStages int, maxMe
 	var of []int
 	split := false
 	for i, li := range s.layers {
-		if li.Index == quantstream.NonDecoder || li.DataBytes() <= target || !hasRoutedExperts(li) {
+		if li.Index == quantstream.NonDecoder || li.DataBytes() <= target || !hasExperts(li) {
 			out, of = append(out, li), append(of, i)
 			continue
 		}
@@ -71,9 +71,11 @@ func (s *checkpointSource) splitExperts(plan *stages.Plan, userStages int, maxMe
 	return s
 }
 
-func hasRoutedExperts(li arrowio.LayerInfo) bool {
+// hasExperts reports whether li holds experts in any form (a component "experts":
+// routed experts one by one, or a fused container).
+func hasExperts(li arrowio.LayerInfo) bool {
 	for _, t := range li.Tensors {
-		if _, _, ok := stages.RoutedExpert(t.Name); ok {
+		if strings.HasPrefix(t.Name, "experts.") || strings.Contains(t.Name, ".experts.") {
 			return true
 		}
 	}

@@ -129,7 +129,8 @@ func TestCalibratedExpertGroupsFillFromWholeLayer(t *testing.T) {
 
 // TestExpertGroupsRefused: a budget that cannot hold one expert group is refused
 // before anything is read, saying how much is needed; a conversion with stages of
-// the caller's own keeps layers whole and says so.
+// the caller's own, and fused experts, keep layers whole and the budget error says
+// why.
 func TestExpertGroupsRefused(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	_, err := Run(t.Context(), Options{Inputs: []string{tinyMoE}, Out: out, Recipe: "W4A16_NVFP4_CFG", MaxMemory: 16 << 10})
@@ -144,10 +145,23 @@ func TestExpertGroupsRefused(t *testing.T) {
 		t.Fatalf("plan: %v %v", err, p.Problems)
 	}
 
-	p, err = MakePlan(t.Context(), Options{Inputs: []string{tinyMoE}, Recipe: "W4A16_NVFP4_CFG", MaxMemory: expertBudget,
-		Stages: []quantstream.Stage{nopStage{}}})
-	if err != nil || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "not cut into expert groups: stages: layer cannot be exported in groups of experts: layer 0: the conversion has stages of its own") {
-		t.Fatalf("plan: %v %v", err, p.Problems)
+	for _, tc := range []struct {
+		name string
+		opt  Options
+		want string
+	}{
+		{"caller stages", Options{Inputs: []string{tinyMoE}, Recipe: "W4A16_NVFP4_CFG", MaxMemory: expertBudget, Stages: []quantstream.Stage{nopStage{}}},
+			"layer 0: the conversion has stages of its own"},
+		{"fused experts", Options{Inputs: []string{"../testdata/golden/e2e/base_moe", "../testdata/golden/e2e/moe_nvfp4/input"}, MaxMemory: 512 << 10},
+			"layer 0: model.layers.0.mlp.experts.down_proj belongs to an experts container"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := MakePlan(t.Context(), tc.opt)
+			if err != nil || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "needs") ||
+				!strings.Contains(p.Problems[0], "(not cut into expert groups: stages: layer cannot be exported in groups of experts: "+tc.want) {
+				t.Fatalf("plan: %v %q", err, p.Problems)
+			}
+		})
 	}
 }
 
