@@ -6,12 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/internal/layerbuf"
 	"github.com/quantstream/quantstream/internal/testgen"
 	"github.com/quantstream/quantstream/pipeline"
@@ -174,4 +176,70 @@ func (nopStage) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorIn
 }
 func (nopStage) Process(_ context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
 	return l, nil
+}
+
+// deepSeekV3Tensors is a tiny DeepSeek-V3 state dict (hub names): MLA attention, a
+// dense first layer, then MoE layers with a router and its correction bias, shared
+// experts and routed experts.
+func deepSeekV3Tensors(layers, experts int) []quantstream.TensorInfo {
+	const h, q, kv, f, mf, v = 64, 32, 32, 128, 32, 256
+	t := func(name, dtype string, shape ...int64) quantstream.TensorInfo {
+		return quantstream.TensorInfo{Name: name, DType: dtype, Shape: shape}
+	}
+	out := []quantstream.TensorInfo{t("model.embed_tokens.weight", "BF16", v, h), t("model.norm.weight", "BF16", h), t("lm_head.weight", "BF16", v, h)}
+	for l := range layers {
+		p := "model.layers." + strconv.Itoa(l) + "."
+		out = append(out,
+			t(p+"input_layernorm.weight", "BF16", h), t(p+"post_attention_layernorm.weight", "BF16", h),
+			t(p+"self_attn.q_a_proj.weight", "BF16", q, h), t(p+"self_attn.q_a_layernorm.weight", "BF16", q),
+			t(p+"self_attn.q_b_proj.weight", "BF16", 4*24, q), t(p+"self_attn.kv_a_proj_with_mqa.weight", "BF16", kv+8, h),
+			t(p+"self_attn.kv_a_layernorm.weight", "BF16", kv), t(p+"self_attn.kv_b_proj.weight", "BF16", 4*32, kv),
+			t(p+"self_attn.o_proj.weight", "BF16", h, 4*16))
+		mlp := func(m string, f int64) {
+			out = append(out, t(m+"gate_proj.weight", "BF16", f, h), t(m+"up_proj.weight", "BF16", f, h), t(m+"down_proj.weight", "BF16", h, f))
+		}
+		if l == 0 {
+			mlp(p+"mlp.", f)
+			continue
+		}
+		out = append(out, t(p+"mlp.gate.weight", "BF16", int64(experts), h), t(p+"mlp.gate.e_score_correction_bias", "F32", int64(experts)))
+		mlp(p+"mlp.shared_experts.", mf)
+		for e := range experts {
+			mlp(p+"mlp.experts."+strconv.Itoa(e)+".", mf)
+		}
+	}
+	return out
+}
+
+const deepSeekV3Config = `{"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "dtype": "bfloat16",
+"hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32, "n_routed_experts": 16, "n_shared_experts": 1,
+"num_experts_per_tok": 2, "first_k_dense_replace": 1, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
+"q_lora_rank": 32, "kv_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16, "vocab_size": 256,
+"tie_word_embeddings": false, "rms_norm_eps": 1e-06}
+`
+
+// TestDeepSeekV3ExpertGroups: the DeepSeek-V3 layout (MLA, router correction bias,
+// shared experts beside routed ones) converts in expert groups with the bytes of the
+// whole-layer conversion.
+func TestDeepSeekV3ExpertGroups(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "in")
+	if err := testgen.WriteCheckpoint(in, deepSeekV3Tensors(3, 16), 3, arrowio.WriteOptions{}, map[string][]byte{"config.json": []byte(deepSeekV3Config)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, recipe := range []string{"W4A16_NVFP4_CFG", "INT8_WEIGHT_ONLY_CFG"} {
+		t.Run(recipe, func(t *testing.T) {
+			opt := Options{Inputs: []string{in}, Recipe: recipe}
+			const budget = 256 << 10
+			plan := opt
+			plan.MaxMemory = budget
+			p, err := MakePlan(t.Context(), plan)
+			if err != nil || len(p.Problems) > 0 || len(p.Layers) < 6 {
+				t.Fatalf("plan: %v %v, %d groups", err, p.Problems, len(p.Layers))
+			}
+			ref, want := convertMoE(t, opt, 0, 1)
+			out, got := convertMoE(t, opt, budget, 4)
+			assertSameDir(t, ref, out)
+			assertSameSummary(t, got, want)
+		})
+	}
 }
