@@ -24,7 +24,12 @@
 // One file per step: moe.go, fusion.go, export.go, postprocess.go, config.go; arch.go
 // holds the per-family name rules that stand in for ModelOpt's dummy forward.
 // Everything but the config is local to a layer: the only cross-layer inputs are the
-// model-level format and the KV cache format, both fixed by the plan.
+// model-level format and the KV cache format, both fixed by the plan. Within a layer,
+// everything is local to a module, or to one expert's gate and up projections, except
+// the MoE input-amax fill and AWQ resmoothing over all experts of a projection (and
+// fused experts, one tensor): so a layer too large for memory may be planned and
+// processed in groups of whole routed experts (split.go, Plan.ExpertSplit), the fill
+// target being computed beforehand from the whole layer's amaxes.
 //
 // Ownership and concurrency: Stage.Process takes ownership of its input layer and
 // releases it (also on error); the returned layer is the caller's and is allocated
