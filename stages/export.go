@@ -3,6 +3,7 @@ package stages
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/quantstream/quantstream/quant"
@@ -187,10 +188,7 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 		}
 		return nil
 	}
-	if ok, err := exportLater(ts, m, dtype, mode); ok || err != nil {
-		if err != nil {
-			return fmt.Errorf("module %s: %w", m.Name, err)
-		}
+	if exportLater(ts, m, hdrs, dtype, mode) {
 		return nil
 	}
 	ex, err := quant.ExportQuantizedWeight(m.quantModule(ts), dtype, mode)
@@ -212,97 +210,53 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 	return nil
 }
 
-// exportLater is exportModule for the common dense formats (NVFP4 with dynamic
-// blocks, W4A16 NVFP4, per-tensor FP8 of a 2-D float weight already in the export
-// dtype): the scales that depend only on amax buffers are computed now, by
-// quant.ExportQuantizedWeight itself on a one-row stand-in weight (so every rule
-// stays quant's), and the quantized weight (with NVFP4's block scales) becomes a
-// rowJob that writes into the output layer with quant's row kernels, which are
-// what quant's whole-tensor functions run on all rows. It reports false when m is
-// not such a module, and exportModule takes the general path.
-func exportLater(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMode) (bool, error) {
-	if m.BMM || m.WQ == nil || len(m.WQ.Sequential) > 0 || m.WQ.Class == "NVFP4StaticQuantizer" || strings.Contains(m.WQ.Class, "SVDQuant") {
-		return false, nil
+// exportLater is exportModule for a 2-D weight already in the export dtype, in
+// every format quant.PrepareRowExport splits by rows (all but BMM experts, static
+// NVFP4 and SVDQuant): the scales that depend only on amax buffers are set now, and
+// the quantized weight (with the block scales of the formats that compute them from
+// the weight) becomes a rowJob that writes into the output layer. The rules and
+// kernels are quant's; this only places the outputs. It reports false when m is
+// not such a module, or when quant's outputs are not the planned ones, and
+// exportModule takes the general path.
+func exportLater(ts *tensorSet, m *Module, hdrs map[string]TensorHeader, dtype quant.DType, mode quant.DivMode) bool {
+	if m.BMM || m.WQ == nil || m.WQ.Class == "NVFP4StaticQuantizer" {
+		return false
 	}
-	switch m.Format {
-	case "nvfp4", "w4a16_nvfp4", "fp8":
-	default:
-		return false, nil
+	if _, ok := ts.data[m.Weight]; !ok {
+		return false
 	}
-	w, ok := ts.data[m.Weight]
-	if !ok || len(w.Shape) != 2 || w.DType != dtype || w.Check() != nil {
-		return false, nil
+	ex, re, ok := quant.PrepareRowExport(m.quantModule(ts), dtype, mode)
+	if !ok || len(re.Outs) == 0 || len(re.Outs) > 2 {
+		return false
 	}
-	switch w.DType {
-	case quant.BF16, quant.F16, quant.F32:
-	default:
-		return false, nil
-	}
-	rows, cols := int(w.Shape[0]), int(w.Shape[1])
-	esize := int64(w.DType.Bits() / 8)
-	if rows == 0 || cols == 0 {
-		return false, nil
-	}
-	qm := m.quantModule(ts)
-	if qm.WeightAmax == nil || qm.GlobalAmax != nil {
-		return false, nil
-	}
-	qm.Weight = quant.Tensor{DType: w.DType, Shape: []int64{1, int64(cols)}, Data: make([]byte, int64(cols)*esize)}
-	ex, err := quant.ExportQuantizedWeight(qm, dtype, mode)
-	if err != nil || ex == nil {
-		return false, nil // the general path reports it, on the real weight
-	}
-	job := &rowJob{rows: rows, rowBytes: int64(cols) * esize}
-	switch m.Format {
-	case "fp8":
-		if ex.WeightScale == nil {
-			return false, nil
+	outs := []string{m.Weight, m.key("weight_scale")}[:len(re.Outs)]
+	keys := []string{"weight", "weight_scale"}
+	for k, o := range re.Outs {
+		if !sameHeader(hdrs[keys[k]], o.DType, o.Shape) {
+			return false
 		}
-		d, err := quant.NewFP8PerTensor(w, *ex.WeightScale, mode)
-		if err != nil {
-			return false, nil
-		}
-		job.outs, job.outBytes = []string{m.Weight}, []int64{int64(rows) * int64(cols)}
-		job.fill = func(dst [][]byte, r0, r1 int) error {
-			return filled(d.AppendRows(dst[0][r0*cols:r0*cols:r1*cols], r0, r1), dst[0][r0*cols:r1*cols])
-		}
-		ts.setLater(m.Weight, quant.F8E4M3, []int64{int64(rows), int64(cols)}, job, 0)
-		ts.set(m.key("weight_scale"), *ex.WeightScale)
-	default:
-		b := m.Block
-		if ex.WeightScale2 == nil || ex.WeightScale2.Numel() != 1 || b <= 0 || b%2 != 0 || cols%b != 0 {
-			return false, nil
-		}
-		s2, err := quant.Float32s(*ex.WeightScale2)
-		if err != nil {
-			return false, nil
-		}
-		n := quant.NVFP4{Block: b, Scale2: s2}
-		half, nb := cols/2, cols/b
-		job.outs = []string{m.Weight, m.key("weight_scale")}
-		job.outBytes = []int64{int64(rows) * int64(half), int64(rows) * int64(nb)}
-		job.fill = func(dst [][]byte, r0, r1 int) error {
-			p, sc, err := n.AppendQuantizeRows(dst[0][r0*half:r0*half:r1*half], dst[1][r0*nb:r0*nb:r1*nb], w, r0, r1)
-			if err != nil {
-				return err
-			}
-			return errors.Join(filled(p, dst[0][r0*half:r1*half]), filled(sc, dst[1][r0*nb:r1*nb]))
-		}
-		ts.setLater(m.Weight, quant.U8, []int64{int64(rows), int64(half)}, job, 0)
-		ts.setLater(m.key("weight_scale"), quant.F8E4M3, []int64{int64(rows), int64(nb)}, job, 1)
-		ts.set(m.key("weight_scale_2"), *ex.WeightScale2)
 	}
-	if ex.InputScale != nil {
-		ts.set(m.key("input_scale"), *ex.InputScale)
+	set := map[string]*quant.Tensor{"weight_scale": ex.WeightScale, "weight_scale_2": ex.WeightScale2, "input_scale": ex.InputScale}
+	for k, t := range set {
+		if t != nil && !sameHeader(hdrs[k], t.DType, t.Shape) {
+			return false
+		}
 	}
-	return true, nil
+	job := &rowJob{rows: re.Units, rowBytes: re.UnitBytes, outs: outs, fill: re.Fill}
+	for k, o := range re.Outs {
+		n, _ := o.DType.ByteLen(quant.Numel(o.Shape))
+		job.outBytes = append(job.outBytes, n)
+		ts.setLater(outs[k], o.DType, o.Shape, job, k)
+	}
+	for k, t := range set {
+		if t != nil {
+			ts.set(m.key(k), *t)
+		}
+	}
+	return true
 }
 
-// filled checks that a kernel appended exactly into want (its capacity was the
-// row range's place in the output buffer) rather than into new memory.
-func filled(got, want []byte) error {
-	if len(got) != len(want) || (len(got) > 0 && &got[0] != &want[0]) {
-		return fmt.Errorf("%w: a row kernel wrote %d bytes elsewhere, %d expected in place", ErrPlanMismatch, len(got), len(want))
-	}
-	return nil
+// sameHeader reports whether the plan's header h is dt with shape.
+func sameHeader(h TensorHeader, dt quant.DType, shape []int64) bool {
+	return h.DType == dt && slices.Equal(h.Shape, shape)
 }

@@ -25,13 +25,14 @@ type tensorSet struct {
 
 // rowJob computes one module's large outputs row range by row range, straight into
 // the output layer: rows are independent, so Stage.Process splits them across cores
-// and the bytes do not depend on the split.
+// and the bytes do not depend on the split. A unit of the split is a row, or a pair
+// of rows where a format packs two rows into one (INT4).
 type rowJob struct {
-	rows     int
-	rowBytes int64 // input bytes per row, to size the pieces
+	rows     int   // units
+	rowBytes int64 // input bytes per unit, to size the pieces
 	outs     []string
 	outBytes []int64 // each output's size
-	// fill writes rows [r0, r1) of every output; dst[k] is all of outs[k].
+	// fill writes units [r0, r1) of every output; dst[k] is all of outs[k].
 	fill func(dst [][]byte, r0, r1 int) error
 }
 

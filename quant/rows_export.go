@@ -1,0 +1,263 @@
+package quant
+
+import (
+	"fmt"
+)
+
+// RowExport is the quantized weight of ExportQuantizedWeight for one 2-D weight,
+// computed range by range of rows into buffers the caller owns (a layer's output
+// buffer): rows are independent in every export format, so callers split them over
+// cores, and the bytes do not depend on the split. Outputs whose scales come from
+// the weight's own blocks (NVFP4 with dynamic blocks, MXFP8, MXFP4) are computed in
+// the same pass. It reads the weight it was made from; Fill may run concurrently
+// on disjoint unit ranges.
+type RowExport struct {
+	// Outs are the outputs, each as a header: Outs[0] is the quantized weight,
+	// Outs[1] (when present) its weight_scale computed from the weight data.
+	Outs []Tensor
+	// Units is the number of independent units: rows, or pairs of rows for the
+	// INT4 formats, which pack two rows into one byte row.
+	Units int
+	// UnitBytes is the input bytes one unit reads, to size the pieces.
+	UnitBytes int64
+
+	outUnit []int // bytes of Outs[k] per unit
+	fill    func(dst [][]byte, u0, u1 int) error
+}
+
+// Fill writes units [u0, u1) of every output: dst[k] is all of Outs[k] (its
+// exact byte length) and only its bytes of those units are written.
+func (e *RowExport) Fill(dst [][]byte, u0, u1 int) error {
+	if len(dst) != len(e.Outs) || u0 < 0 || u1 > e.Units || u0 > u1 {
+		return fmt.Errorf("%w: fill units [%d,%d) of %d into %d outputs", ErrShape, u0, u1, e.Units, len(dst))
+	}
+	for k, d := range dst {
+		if len(d) != e.outUnit[k]*e.Units {
+			return fmt.Errorf("%w: output %d has %d bytes, want %d", ErrShape, k, len(d), e.outUnit[k]*e.Units)
+		}
+	}
+	return e.fill(dst, u0, u1)
+}
+
+// part is units [u0, u1) of output k, as an empty slice whose capacity is exactly
+// their place: an Append kernel writes there.
+func (e *RowExport) part(dst [][]byte, k, u0, u1 int) []byte {
+	n := e.outUnit[k]
+	return dst[k][u0*n : u0*n : u1*n]
+}
+
+// inPlace checks that a kernel appended exactly into part(dst, k, u0, u1) rather
+// than into new memory.
+func (e *RowExport) inPlace(got []byte, dst [][]byte, k, u0, u1 int) error {
+	n := e.outUnit[k]
+	want := dst[k][u0*n : u1*n]
+	if len(got) != len(want) || (len(got) > 0 && &got[0] != &want[0]) {
+		return fmt.Errorf("%w: a row kernel wrote %d bytes elsewhere, %d expected in place", ErrShape, len(got), len(want))
+	}
+	return nil
+}
+
+// PrepareRowExport is ExportQuantizedWeight(m, dtype, mode) in two parts: ex holds
+// the scales that depend only on the quantizer buffers and the weight's shape
+// (ex.Weight is empty, and ex.WeightScale is nil where re computes it from the
+// weight data), and re computes the rest row range by row range. ok is false when
+// m is not such a case (a weight that is not 2-D, not already in dtype or not
+// BF16/F16/F32, BMM experts, static NVFP4, a precomputed MXFP8 scale, a scale
+// the row kernels do not take, or any error): ExportQuantizedWeight then does the
+// whole export and reports what is wrong.
+//
+// Every rule stays ExportQuantizedWeight's: ex is its result on a stand-in weight
+// with the same rows (or one row, where the scales are per tensor) and as few
+// columns as the format's checks allow, since these scales read nothing else of
+// the weight; re runs the row kernels that ExportQuantizedWeight runs on all rows,
+// with the same scales.
+func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *RowExport, ok bool) {
+	w := m.Weight
+	switch w.DType {
+	case BF16, F16, F32:
+	default:
+		return nil, nil, false
+	}
+	if len(w.Shape) != 2 || w.DType != dtype || w.Check() != nil ||
+		m.BMMExpert || m.GlobalAmax != nil || m.WeightScaleBuf != nil || m.SVDQuant {
+		return nil, nil, false
+	}
+	rows, cols := int(w.Shape[0]), int(w.Shape[1])
+	if rows == 0 || cols == 0 {
+		return nil, nil, false
+	}
+	format, err := QuantizationFormat(m)
+	if err != nil || format == "" {
+		return nil, nil, false
+	}
+	block := WeightBlockSize(m)
+	standRows, standCols := rows, 1
+	fromData := false // weight_scale comes from the weight's blocks
+	switch format {
+	case "fp8", "int8_sq", "int8_wo", "fp8_pc_pt":
+	case "int4_awq", "w4a8_awq":
+		// PackInt4InUint8 takes the block from the scale's shape: one column per block.
+		if block <= 0 || cols%block != 0 {
+			return nil, nil, false
+		}
+		standCols = cols / block
+	case "fp8_pb_wo":
+		// The scale keeps the amax's element count n; a one-row weight of
+		// (n-1)·B+1 columns has a grid of n blocks of B.
+		if block <= 0 || m.WeightAmax == nil {
+			return nil, nil, false
+		}
+		n := int(m.WeightAmax.Numel())
+		if n < 1 || (n-1)*block >= rows*cols {
+			return nil, nil, false
+		}
+		standRows, standCols = 1, (n-1)*block+1
+	case "nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8":
+		standRows, standCols, fromData = 1, cols, true
+	default:
+		return nil, nil, false
+	}
+	sm := *m
+	sm.Weight = Tensor{DType: w.DType, Shape: []int64{int64(standRows), int64(standCols)}, Data: make([]byte, standRows*standCols*w.DType.Size())}
+	ex, err = ExportQuantizedWeight(&sm, dtype, mode)
+	if err != nil || ex == nil || ex.Format != format {
+		return nil, nil, false
+	}
+	ex.Weight = Tensor{}
+	if fromData {
+		ex.WeightScale = nil
+	} else if ex.WeightScale == nil {
+		return nil, nil, false
+	}
+	re, err = newRowExport(w, ex, format, block, mode)
+	if err != nil {
+		return nil, nil, false
+	}
+	return ex, re, true
+}
+
+// rowsMXFP8Block is MXFP8's fixed block (MXFP8QTensor's 32).
+const rowsMXFP8Block = 32
+
+// newRowExport picks the row kernel that to_quantized_weight runs for format.
+func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode) (*RowExport, error) {
+	rows, cols := int(w.Shape[0]), int(w.Shape[1])
+	es := w.DType.Size()
+	re := &RowExport{Units: rows, UnitBytes: int64(cols * es)}
+	shape := []int64{int64(rows), int64(cols)}
+	switch format {
+	case "fp8", "fp8_pc_pt", "fp8_pb_wo":
+		var d *FP8Divider
+		var err error
+		switch format {
+		case "fp8":
+			d, err = NewFP8PerTensor(w, *ex.WeightScale, mode)
+		case "fp8_pc_pt":
+			d, err = NewFP8PerChannel(w, *ex.WeightScale)
+		default:
+			d, err = NewFP8Block(w, *ex.WeightScale, FP8Blocks{-1: block, -2: block})
+		}
+		if err != nil {
+			return nil, err
+		}
+		re.Outs, re.outUnit = []Tensor{{DType: F8E4M3, Shape: shape}}, []int{cols}
+		re.fill = func(dst [][]byte, u0, u1 int) error {
+			return re.inPlace(d.AppendRows(re.part(dst, 0, u0, u1), u0, u1), dst, 0, u0, u1)
+		}
+	case "int8_sq", "int8_wo":
+		s := *ex.WeightScale
+		if len(s.Shape) != 1 || s.Shape[0] != int64(rows) {
+			return nil, fmt.Errorf("%w: int8 scale %v for weight %v", ErrShape, s.Shape, w.Shape)
+		}
+		sv, err := Float32s(s)
+		if err != nil {
+			return nil, err
+		}
+		re.Outs, re.outUnit = []Tensor{{DType: I8, Shape: shape}}, []int{cols}
+		re.fill = func(dst [][]byte, u0, u1 int) error {
+			q, err := AppendInt8Rows(re.part(dst, 0, u0, u1), w.Data[u0*cols*es:u1*cols*es], w.DType, cols, sv[u0:u1])
+			if err != nil {
+				return err
+			}
+			return re.inPlace(q, dst, 0, u0, u1)
+		}
+	case "int4_awq", "w4a8_awq":
+		s := *ex.WeightScale
+		if rows%2 != 0 || len(s.Shape) != 2 || s.Shape[0] != int64(rows) || s.Shape[1] <= 0 || int64(cols)%s.Shape[1] != 0 {
+			return nil, fmt.Errorf("%w: int4 scale %v for weight %v", ErrShape, s.Shape, w.Shape)
+		}
+		sc := int(s.Shape[1])
+		sv, err := Float32s(s)
+		if err != nil {
+			return nil, err
+		}
+		re.Units, re.UnitBytes = rows/2, int64(2*cols*es)
+		re.Outs, re.outUnit = []Tensor{{DType: U8, Shape: []int64{int64(rows / 2), int64(cols)}}}, []int{cols}
+		re.fill = func(dst [][]byte, u0, u1 int) error {
+			q, err := AppendInt4RowPairs(re.part(dst, 0, u0, u1), w.Data[2*u0*cols*es:2*u1*cols*es], w.DType, cols, sv[2*u0*sc:2*u1*sc], sc)
+			if err != nil {
+				return err
+			}
+			return re.inPlace(q, dst, 0, u0, u1)
+		}
+	case "nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8":
+		if ex.WeightScale2 == nil || ex.WeightScale2.Numel() != 1 || block <= 0 || block%2 != 0 || cols%block != 0 {
+			return nil, fmt.Errorf("%w: NVFP4 block %d for weight %v", ErrShape, block, w.Shape)
+		}
+		s2, err := Float32s(*ex.WeightScale2)
+		if err != nil {
+			return nil, err
+		}
+		n := NVFP4{Block: block, Scale2: s2}
+		half, nb := cols/2, cols/block
+		re.Outs = []Tensor{{DType: U8, Shape: []int64{int64(rows), int64(half)}}, {DType: F8E4M3, Shape: []int64{int64(rows), int64(nb)}}}
+		re.outUnit = []int{half, nb}
+		re.fill = func(dst [][]byte, u0, u1 int) error {
+			p, sc, err := n.AppendQuantizeRows(re.part(dst, 0, u0, u1), re.part(dst, 1, u0, u1), w, u0, u1)
+			if err != nil {
+				return err
+			}
+			if err := re.inPlace(p, dst, 0, u0, u1); err != nil {
+				return err
+			}
+			return re.inPlace(sc, dst, 1, u0, u1)
+		}
+	case "mxfp8":
+		if cols%rowsMXFP8Block != 0 {
+			return nil, fmt.Errorf("%w: MXFP8 last dimension %d", ErrShape, cols)
+		}
+		nb := cols / rowsMXFP8Block
+		re.Outs = []Tensor{{DType: F8E4M3, Shape: shape}, {DType: U8, Shape: []int64{int64(rows), int64(nb)}}}
+		re.outUnit = []int{cols, nb}
+		re.fill = func(dst [][]byte, u0, u1 int) error {
+			q, sc, err := AppendMXFP8QuantizeRows(re.part(dst, 0, u0, u1), re.part(dst, 1, u0, u1), w, u0, u1, mode)
+			if err != nil {
+				return err
+			}
+			if err := re.inPlace(q, dst, 0, u0, u1); err != nil {
+				return err
+			}
+			return re.inPlace(sc, dst, 1, u0, u1)
+		}
+	case "mxfp4", "w4a8_mxfp4_fp8":
+		if block < 2 || block%2 != 0 || cols%block != 0 {
+			return nil, fmt.Errorf("%w: MXFP4 block %d for weight %v", ErrShape, block, w.Shape)
+		}
+		half, nb := cols/2, cols/block
+		re.Outs = []Tensor{{DType: U8, Shape: []int64{int64(rows), int64(half)}}, {DType: U8, Shape: []int64{int64(rows), int64(nb)}}}
+		re.outUnit = []int{half, nb}
+		re.fill = func(dst [][]byte, u0, u1 int) error {
+			q, sc, err := AppendMXFP4Blocks(re.part(dst, 0, u0, u1), re.part(dst, 1, u0, u1), w, block, u0*nb, u1*nb, mode)
+			if err != nil {
+				return err
+			}
+			if err := re.inPlace(q, dst, 0, u0, u1); err != nil {
+				return err
+			}
+			return re.inPlace(sc, dst, 1, u0, u1)
+		}
+	default:
+		return nil, fmt.Errorf("%w: row export of format %q", ErrNotImplemented, format)
+	}
+	return re, nil
+}
