@@ -29,8 +29,9 @@ func benchEnv(b *testing.B, name string, def int64) int64 {
 	return v
 }
 
-// BenchmarkConvert converts one synthetic Llama (generated once, page cache warm
-// after the first iteration) in each mode; MB/s are of input bytes.
+// BenchmarkConvert converts one synthetic Llama and one synthetic Qwen3-MoE of the
+// same size (generated once, page cache warm after the first iteration) in each
+// mode; MB/s are of input bytes.
 func BenchmarkConvert(b *testing.B) {
 	size := benchEnv(b, "QUANTSTREAM_BENCH_SIZE", 512e6)
 	maxMem := benchEnv(b, "QUANTSTREAM_BENCH_MEMORY", 1<<30)
@@ -43,7 +44,7 @@ func BenchmarkConvert(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	model := filepath.Join(dir, "model")
+	model, moe := filepath.Join(dir, "model"), filepath.Join(dir, "moe")
 	c, err := testgen.SyntheticLlama(size, 256<<20)
 	if err != nil {
 		b.Fatal(err)
@@ -51,6 +52,7 @@ func BenchmarkConvert(b *testing.B) {
 	calib := map[string]string{}
 	for _, f := range testgen.CalibFormats {
 		calib[f] = filepath.Join(dir, "calib-"+f)
+		calib["moe-"+f] = filepath.Join(dir, "calib-moe-"+f)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "done")); err != nil {
 		if _, err := testgen.WriteSyntheticLlama(model, size, 256<<20, arrowio.WriteOptions{Overwrite: true}); err != nil {
@@ -61,19 +63,20 @@ func BenchmarkConvert(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		mc, err := testgen.WriteSyntheticMoE(moe, size, 256<<20, arrowio.WriteOptions{Overwrite: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, f := range testgen.CalibFormats {
+			every := func(int, int) (float32, bool) { return 4, true }
+			if err := testgen.WriteSyntheticMoECalib(calib["moe-"+f], mc, f, every, true); err != nil {
+				b.Fatal(err)
+			}
+		}
 		if err := os.WriteFile(filepath.Join(dir, "done"), nil, 0o644); err != nil {
 			b.Fatal(err)
 		}
 	}
-	ck, err := arrowio.OpenCheckpoint(model)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var in int64
-	for _, t := range ck.Tensors() {
-		in += t.Size()
-	}
-	ck.Close()
 	for _, bc := range []struct {
 		name string
 		opt  Options
@@ -82,7 +85,16 @@ func BenchmarkConvert(b *testing.B) {
 		{"nvfp4", Options{Inputs: []string{model, calib["nvfp4"]}}},
 		{"fp8", Options{Inputs: []string{model, calib["fp8"]}}},
 		{"datafree_w4a16_nvfp4", Options{Inputs: []string{model}, Recipe: "W4A16_NVFP4_CFG"}},
+		{"datafree_int4", Options{Inputs: []string{model}, Recipe: "INT4_BLOCKWISE_WEIGHT_ONLY_CFG"}},
+		{"datafree_mxfp4", Options{Inputs: []string{model}, Recipe: "MXFP4_DEFAULT_CFG"}},
+		// A Qwen3-MoE of the same size, mostly experts.
+		{"moe_nvfp4", Options{Inputs: []string{moe, calib["moe-nvfp4"]}}},
+		{"moe_fp8", Options{Inputs: []string{moe, calib["moe-fp8"]}}},
+		{"moe_datafree_w4a16_nvfp4", Options{Inputs: []string{moe}, Recipe: "W4A16_NVFP4_CFG"}},
+		{"moe_datafree_mxfp4", Options{Inputs: []string{moe}, Recipe: "MXFP4_DEFAULT_CFG"}},
+		{"moe_datafree_int8_wo", Options{Inputs: []string{moe}, Recipe: "INT8_WEIGHT_ONLY_CFG"}},
 	} {
+		in := inputBytes(b, bc.opt.Inputs[0])
 		b.Run(bc.name, func(b *testing.B) {
 			opt := bc.opt
 			opt.Out = filepath.Join(dir, "out")
@@ -96,4 +108,19 @@ func BenchmarkConvert(b *testing.B) {
 			}
 		})
 	}
+}
+
+// inputBytes is the tensor bytes of the checkpoint in dir.
+func inputBytes(b *testing.B, dir string) int64 {
+	b.Helper()
+	ck, err := arrowio.OpenCheckpoint(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ck.Close()
+	var in int64
+	for _, t := range ck.Tensors() {
+		in += t.Size()
+	}
+	return in
 }
