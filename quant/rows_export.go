@@ -4,7 +4,7 @@ import (
 	"fmt"
 )
 
-// RowExport is the quantized weight of ExportQuantizedWeight for one 2-D weight,
+// RowExport is the quantized weight of ExportQuantizedWeight for one weight,
 // computed range by range of rows into buffers the caller owns (a layer's output
 // buffer): rows are independent in every export format, so callers split them over
 // cores, and the bytes do not depend on the split. Outputs whose scales come from
@@ -61,10 +61,11 @@ func (e *RowExport) inPlace(got []byte, dst [][]byte, k, u0, u1 int) error {
 // the scales that depend only on the quantizer buffers and the weight's shape
 // (ex.Weight is empty, and ex.WeightScale is nil where re computes it from the
 // weight data), and re computes the rest row range by row range. ok is false when
-// m is not such a case (a weight that is not 2-D, not already in dtype or not
-// BF16/F16/F32, BMM experts, static NVFP4, a precomputed MXFP8 scale, a scale
-// the row kernels do not take, or any error): ExportQuantizedWeight then does the
-// whole export and reports what is wrong.
+// m is not such a case (a weight not already in dtype or not BF16/F16/F32; 3-D
+// batched-matmul experts other than per-tensor FP8 and MXFP4; static NVFP4, a
+// precomputed MXFP8 scale, SVDQuant; a scale the row kernels do not take; any
+// error): ExportQuantizedWeight then does the whole export and reports what is
+// wrong.
 //
 // Every rule stays ExportQuantizedWeight's: ex is its result on a stand-in weight
 // with the same rows (or one row, where the scales are per tensor) and as few
@@ -78,11 +79,12 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 	default:
 		return nil, nil, false
 	}
-	if len(w.Shape) != 2 || w.DType != dtype || w.Check() != nil ||
-		m.BMMExpert || m.GlobalAmax != nil || m.WeightScaleBuf != nil || m.SVDQuant {
+	if len(w.Shape) < 2 || len(w.Shape) > 3 || w.DType != dtype || w.Check() != nil ||
+		m.GlobalAmax != nil || m.WeightScaleBuf != nil || m.SVDQuant {
 		return nil, nil, false
 	}
-	rows, cols := int(w.Shape[0]), int(w.Shape[1])
+	cols := int(w.Shape[len(w.Shape)-1])
+	rows := int(w.Numel()) / max(cols, 1)
 	if rows == 0 || cols == 0 {
 		return nil, nil, false
 	}
@@ -90,7 +92,18 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 	if err != nil || format == "" {
 		return nil, nil, false
 	}
+	if len(w.Shape) == 3 {
+		// 3-D weights are batched-matmul experts [E, in, out]. Per-tensor FP8 and MXFP4
+		// quantize them as stored, by rows of the last dimension; the NVFP4 formats
+		// and per-channel FP8 transpose them around quantization.
+		switch format {
+		case "fp8", "mxfp4", "w4a8_mxfp4_fp8":
+		default:
+			return nil, nil, false
+		}
+	}
 	block := WeightBlockSize(m)
+	// The stand-in keeps the weight's leading dimensions (rows) or has one row.
 	standRows, standCols := rows, 1
 	fromData := false // weight_scale comes from the weight's blocks
 	switch format {
@@ -117,8 +130,16 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 	default:
 		return nil, nil, false
 	}
+	stand := make([]int64, len(w.Shape))
+	for i := range stand {
+		stand[i] = 1
+	}
+	if standRows == rows {
+		copy(stand, w.Shape)
+	}
+	stand[len(stand)-1] = int64(standCols)
 	sm := *m
-	sm.Weight = Tensor{DType: w.DType, Shape: []int64{int64(standRows), int64(standCols)}, Data: make([]byte, standRows*standCols*w.DType.Size())}
+	sm.Weight = Tensor{DType: w.DType, Shape: stand, Data: make([]byte, standRows*standCols*w.DType.Size())}
 	ex, err = ExportQuantizedWeight(&sm, dtype, mode)
 	if err != nil || ex == nil || ex.Format != format {
 		return nil, nil, false
@@ -141,10 +162,17 @@ const rowsMXFP8Block = 32
 
 // newRowExport picks the row kernel that to_quantized_weight runs for format.
 func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode) (*RowExport, error) {
-	rows, cols := int(w.Shape[0]), int(w.Shape[1])
+	cols := int(w.Shape[len(w.Shape)-1])
+	rows := int(w.Numel()) / cols
 	es := w.DType.Size()
 	re := &RowExport{Units: rows, UnitBytes: int64(cols * es)}
-	shape := []int64{int64(rows), int64(cols)}
+	shape := append([]int64(nil), w.Shape...)
+	// lastDim is the weight's shape with the last dimension n.
+	lastDim := func(n int) []int64 {
+		s := append([]int64(nil), w.Shape...)
+		s[len(s)-1] = int64(n)
+		return s
+	}
 	switch format {
 	case "fp8", "fp8_pc_pt", "fp8_pb_wo":
 		var d *FP8Divider
@@ -210,7 +238,7 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 		}
 		n := NVFP4{Block: block, Scale2: s2}
 		half, nb := cols/2, cols/block
-		re.Outs = []Tensor{{DType: U8, Shape: []int64{int64(rows), int64(half)}}, {DType: F8E4M3, Shape: []int64{int64(rows), int64(nb)}}}
+		re.Outs = []Tensor{{DType: U8, Shape: lastDim(half)}, {DType: F8E4M3, Shape: lastDim(nb)}}
 		re.outUnit = []int{half, nb}
 		re.fill = func(dst [][]byte, u0, u1 int) error {
 			p, sc, err := n.AppendQuantizeRows(re.part(dst, 0, u0, u1), re.part(dst, 1, u0, u1), w, u0, u1)
@@ -227,7 +255,7 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 			return nil, fmt.Errorf("%w: MXFP8 last dimension %d", ErrShape, cols)
 		}
 		nb := cols / rowsMXFP8Block
-		re.Outs = []Tensor{{DType: F8E4M3, Shape: shape}, {DType: U8, Shape: []int64{int64(rows), int64(nb)}}}
+		re.Outs = []Tensor{{DType: F8E4M3, Shape: shape}, {DType: U8, Shape: lastDim(nb)}}
 		re.outUnit = []int{cols, nb}
 		re.fill = func(dst [][]byte, u0, u1 int) error {
 			q, sc, err := AppendMXFP8QuantizeRows(re.part(dst, 0, u0, u1), re.part(dst, 1, u0, u1), w, u0, u1, mode)
@@ -244,7 +272,7 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 			return nil, fmt.Errorf("%w: MXFP4 block %d for weight %v", ErrShape, block, w.Shape)
 		}
 		half, nb := cols/2, cols/block
-		re.Outs = []Tensor{{DType: U8, Shape: []int64{int64(rows), int64(half)}}, {DType: U8, Shape: []int64{int64(rows), int64(nb)}}}
+		re.Outs = []Tensor{{DType: U8, Shape: lastDim(half)}, {DType: U8, Shape: lastDim(nb)}}
 		re.outUnit = []int{half, nb}
 		re.fill = func(dst [][]byte, u0, u1 int) error {
 			q, sc, err := AppendMXFP4Blocks(re.part(dst, 0, u0, u1), re.part(dst, 1, u0, u1), w, block, u0*nb, u1*nb, mode)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -58,20 +59,28 @@ func rowsPreset(format string) (wq, iq *Quantizer) {
 	panic("unknown format " + format)
 }
 
-// rowsModule is a calibrated module of format with a random weight of dt.
-func rowsModule(t *testing.T, r *rand.Rand, format string, dt DType, rows, cols int) *Module {
+// rowsModule is a calibrated module of format with a random weight of dt and
+// shape [rows, cols], or [experts, rows, cols] for batched-matmul experts.
+func rowsModule(t *testing.T, r *rand.Rand, format string, dt DType, shape ...int) *Module {
 	t.Helper()
-	v := make([]float32, rows*cols)
+	n := 1
+	var shape64 []int64
+	for _, d := range shape {
+		n *= d
+		shape64 = append(shape64, int64(d))
+	}
+	cols := shape[len(shape)-1]
+	v := make([]float32, n)
 	for i := range v {
 		v[i] = float32(r.NormFloat64() * 0.02)
 	}
 	v[r.IntN(len(v))] = 0.5 // an outlier, so that blocks differ
-	w, err := FromFloat32(dt, []int64{int64(rows), int64(cols)}, v)
+	w, err := FromFloat32(dt, shape64, v)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wq, iq := rowsPreset(format)
-	m := &Module{Name: "m", Weight: w, WeightQuantizer: wq, InputQuantizer: iq}
+	m := &Module{Name: "m", Weight: w, WeightQuantizer: wq, InputQuantizer: iq, BMMExpert: len(shape) == 3}
 	calib := func(q *Quantizer) *Tensor {
 		a, err := CalibrateAmax(q, w)
 		if errors.Is(err, ErrNoAmax) {
@@ -106,13 +115,19 @@ func rowsModule(t *testing.T, r *rand.Rand, format string, dt DType, rows, cols 
 // row kernels run over random row splits give ExportQuantizedWeight's bytes.
 func TestRowExportMatchesExport(t *testing.T) {
 	formats := []string{"fp8", "fp8_pc_pt", "fp8_pb_wo", "int8_sq", "int8_wo", "int4_awq", "w4a8_awq",
-		"nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8"}
+		"nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8",
+		"bmm/fp8", "bmm/mxfp4", "bmm/w4a8_mxfp4_fp8"}
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, format := range formats {
+	for _, name := range formats {
+		format, bmm := strings.CutPrefix(name, "bmm/")
+		shape := []int{38, 96}
+		if bmm {
+			shape = []int{3, 14, 64} // batched-matmul experts [E, in, out]
+		}
 		for _, dt := range []DType{BF16, F16, F32} {
 			for _, mode := range []DivMode{DivIEEE, DivCUDA} {
-				t.Run(format+"/"+dt.String()+"/"+[]string{"ieee", "cuda"}[mode], func(t *testing.T) {
-					m := rowsModule(t, r, format, dt, 38, 96)
+				t.Run(name+"/"+dt.String()+"/"+[]string{"ieee", "cuda"}[mode], func(t *testing.T) {
+					m := rowsModule(t, r, format, dt, shape...)
 					want, err := ExportQuantizedWeight(m, dt, mode)
 					if err != nil {
 						t.Fatal(err)
@@ -173,17 +188,16 @@ func equalShape(a, b []int64) bool {
 }
 
 // TestRowExportDeclines: what the row kernels do not cover goes to
-// ExportQuantizedWeight (3-D weights, a weight not in the export dtype).
+// ExportQuantizedWeight (transposed batched-matmul experts, a weight not in the
+// export dtype).
 func TestRowExportDeclines(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	m := rowsModule(t, r, "nvfp4", BF16, 4, 32)
 	if _, _, ok := PrepareRowExport(m, F16, DivIEEE); ok {
 		t.Error("export dtype F16 of a BF16 weight taken by rows")
 	}
-	m3 := *m
-	m3.Weight.Shape = []int64{2, 2, 32}
-	if _, _, ok := PrepareRowExport(&m3, BF16, DivIEEE); ok {
-		t.Error("3-D weight taken by rows")
+	if _, _, ok := PrepareRowExport(rowsModule(t, r, "nvfp4", BF16, 2, 32, 16), BF16, DivIEEE); ok {
+		t.Error("NVFP4 batched-matmul experts (transposed around quantization) taken by rows")
 	}
 	_, re, ok := PrepareRowExport(m, BF16, DivIEEE)
 	if !ok {

@@ -210,16 +210,19 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 	return nil
 }
 
-// exportLater is exportModule for a 2-D weight already in the export dtype, in
-// every format quant.PrepareRowExport splits by rows (all but BMM experts, static
-// NVFP4 and SVDQuant): the scales that depend only on amax buffers are set now, and
+// rowPath is false only in tests that compare exportLater with the general path.
+var rowPath = true
+
+// exportLater is exportModule for a weight already in the export dtype, in every
+// format quant.PrepareRowExport splits by rows (all but static NVFP4, SVDQuant and
+// the batched-matmul experts that are transposed around quantization): the scales that depend only on amax buffers are set now, and
 // the quantized weight (with the block scales of the formats that compute them from
 // the weight) becomes a rowJob that writes into the output layer. The rules and
 // kernels are quant's; this only places the outputs. It reports false when m is
 // not such a module, or when quant's outputs are not the planned ones, and
 // exportModule takes the general path.
 func exportLater(ts *tensorSet, m *Module, hdrs map[string]TensorHeader, dtype quant.DType, mode quant.DivMode) bool {
-	if m.BMM || m.WQ == nil || m.WQ.Class == "NVFP4StaticQuantizer" {
+	if !rowPath || m.WQ == nil || m.WQ.Class == "NVFP4StaticQuantizer" {
 		return false
 	}
 	if _, ok := ts.data[m.Weight]; !ok {

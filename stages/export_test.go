@@ -53,57 +53,7 @@ func recipes() []recipe {
 func TestFormatsEndToEnd(t *testing.T) {
 	for _, rc := range recipes() {
 		t.Run(rc.name, func(t *testing.T) {
-			sd, base := tinyLlama(1)
-			qs := table{}
-			for n, q := range base {
-				switch {
-				case strings.HasSuffix(n, ".weight_quantizer") && q.Enabled:
-					if rc.name == "w4a8_awq" {
-						qs[n+".0"], qs[n+".1"] = int4Q(), fp8Q(true)
-					} else {
-						qs[n] = rc.w()
-					}
-				case strings.HasSuffix(n, ".input_quantizer") && q.Enabled:
-					qs[n] = rc.in()
-				default:
-					qs[n] = q
-				}
-			}
-			for n := range sd {
-				if strings.Contains(n, "_quantizer._amax") && !strings.Contains(n, "bmm") {
-					delete(sd, n)
-				}
-			}
-			for n := range qs {
-				if !strings.HasSuffix(n, ".weight_quantizer") && !strings.HasSuffix(n, ".weight_quantizer.0") && !strings.HasSuffix(n, ".weight_quantizer.1") {
-					continue
-				}
-				mod := n[:strings.Index(n, ".weight_quantizer")]
-				q, _ := qs.Get(n)
-				if !q.Enabled {
-					continue
-				}
-				a, err := quant.CalibrateAmax(q, sd[mod+".weight"])
-				if errors.Is(err, quant.ErrNoAmax) {
-					continue
-				}
-				if err != nil {
-					t.Fatalf("%s: %v", n, err)
-				}
-				sd[n+"._amax"] = a
-				iq := qs[mod+".input_quantizer"]
-				if iq.Enabled && !iq.BlockSizes.Dynamic() || iq.Enabled && iq.NumBits == quant.BitsE2M1 {
-					sd[mod+".input_quantizer._amax"] = bf16Tensor([]int64{}, []float32{2.5})
-				}
-				if rc.pqs {
-					cols := int(sd[mod+".weight"].Shape[1])
-					p := make([]float32, cols)
-					for i := range p {
-						p[i] = 0.5 + float32((i*7+len(mod))%11)/8
-					}
-					sd[mod+".input_quantizer._pre_quant_scale"] = bf16Tensor([]int64{int64(cols)}, p)
-				}
-			}
+			sd, qs := formatLayer(t, rc)
 			plan, err := NewPlan(infosOf(sd), []byte(tinyLlamaConfig), qs, Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -129,4 +79,62 @@ func TestFormatsEndToEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// formatLayer is a tiny Llama layer quantized with rc, with amax calibrated on the
+// weights (and random positive pre_quant_scales for AWQ).
+func formatLayer(t *testing.T, rc recipe) (map[string]quant.Tensor, table) {
+	t.Helper()
+	sd, base := tinyLlama(1)
+	qs := table{}
+	for n, q := range base {
+		switch {
+		case strings.HasSuffix(n, ".weight_quantizer") && q.Enabled:
+			if rc.name == "w4a8_awq" {
+				qs[n+".0"], qs[n+".1"] = int4Q(), fp8Q(true)
+			} else {
+				qs[n] = rc.w()
+			}
+		case strings.HasSuffix(n, ".input_quantizer") && q.Enabled:
+			qs[n] = rc.in()
+		default:
+			qs[n] = q
+		}
+	}
+	for n := range sd {
+		if strings.Contains(n, "_quantizer._amax") && !strings.Contains(n, "bmm") {
+			delete(sd, n)
+		}
+	}
+	for n := range qs {
+		if !strings.HasSuffix(n, ".weight_quantizer") && !strings.HasSuffix(n, ".weight_quantizer.0") && !strings.HasSuffix(n, ".weight_quantizer.1") {
+			continue
+		}
+		mod := n[:strings.Index(n, ".weight_quantizer")]
+		q, _ := qs.Get(n)
+		if !q.Enabled {
+			continue
+		}
+		a, err := quant.CalibrateAmax(q, sd[mod+".weight"])
+		if errors.Is(err, quant.ErrNoAmax) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		sd[n+"._amax"] = a
+		iq := qs[mod+".input_quantizer"]
+		if iq.Enabled && !iq.BlockSizes.Dynamic() || iq.Enabled && iq.NumBits == quant.BitsE2M1 {
+			sd[mod+".input_quantizer._amax"] = bf16Tensor([]int64{}, []float32{2.5})
+		}
+		if rc.pqs {
+			cols := int(sd[mod+".weight"].Shape[1])
+			p := make([]float32, cols)
+			for i := range p {
+				p[i] = 0.5 + float32((i*7+len(mod))%11)/8
+			}
+			sd[mod+".input_quantizer._pre_quant_scale"] = bf16Tensor([]int64{int64(cols)}, p)
+		}
+	}
+	return sd, qs
 }

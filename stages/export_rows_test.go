@@ -1,0 +1,95 @@
+package stages
+
+import (
+	"bytes"
+	"maps"
+	"slices"
+	"testing"
+
+	"github.com/quantstream/quantstream/quant"
+)
+
+// TestRowPathMatchesGeneralPath: the row path (quant.PrepareRowExport, filled by
+// Stage.Process on all cores) and the general path (quant.ExportQuantizedWeight on
+// the whole weight) give the same tensors, byte for byte, in every format, for
+// dense linears and for batched-matmul experts.
+func TestRowPathMatchesGeneralPath(t *testing.T) {
+	e80 := quant.BitsE8M0
+	off := func() *quant.Quantizer { return &quant.Quantizer{NumBits: quant.BitsInt8} }
+	fp8 := func() *quant.Quantizer { return fp8Q(true) }
+	blocks := func(q *quant.Quantizer, dims map[int]int, typ string, sb *quant.NumBits) func() *quant.Quantizer {
+		return func() *quant.Quantizer {
+			c := *q
+			c.BlockSizes = &quant.BlockSizes{Dims: dims, Type: typ, ScaleBits: sb}
+			return &c
+		}
+	}
+	pc := func() *quant.Quantizer { q := fp8Q(true); q.Axis = []int{0}; return q }
+	type layer struct {
+		name   string
+		config string
+		build  func(t *testing.T) (map[string]quant.Tensor, table)
+	}
+	var layers []layer
+	dense := append(recipes(),
+		recipe{"fp8", fp8, fp8, false, "fp8"},
+		recipe{"fp8_pc_pt", pc, off, false, "fp8_pc_pt"},
+		recipe{"fp8_pb_wo", blocks(fp8Q(true), map[int]int{-1: 16, -2: 16}, "", nil), off, false, "fp8_pb_wo"},
+		recipe{"nvfp4", func() *quant.Quantizer { return nvfp4Q(true) }, func() *quant.Quantizer { return nvfp4Q(true) }, false, "nvfp4"},
+		recipe{"mxfp8", blocks(fp8Q(true), map[int]int{-1: 32}, "dynamic", &e80), off, false, "mxfp8"},
+		recipe{"mxfp4", func() *quant.Quantizer { return mxfp4Q(true) }, off, false, "mxfp4"},
+	)
+	for _, rc := range dense {
+		layers = append(layers, layer{rc.name, tinyLlamaConfig, func(t *testing.T) (map[string]quant.Tensor, table) { return formatLayer(t, rc) }})
+	}
+	for _, bc := range []struct {
+		name string
+		q    func(bool) *quant.Quantizer
+		amax bool
+	}{{"bmm_fp8", fp8Q, true}, {"bmm_fp8_uncalibrated", fp8Q, false}, {"bmm_mxfp4", mxfp4Q, false}, {"bmm_nvfp4", nvfp4Q, true}} {
+		layers = append(layers, layer{bc.name, gptOSSConfig, func(*testing.T) (map[string]quant.Tensor, table) { return bmmLayer(bc.q, bc.amax) }})
+	}
+	for _, lc := range layers {
+		t.Run(lc.name, func(t *testing.T) {
+			sd, qs := lc.build(t)
+			plan, err := NewPlan(infosOf(sd), []byte(lc.config), qs, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Which weights take the row path: all but NVFP4 batched-matmul experts,
+			// which are transposed around quantization.
+			if got, want := len(rowOutputs(t, plan, sd)) > 0, lc.name != "bmm_nvfp4"; got != want {
+				t.Fatalf("row path taken: %v, want %v", got, want)
+			}
+			fast := processLayer(t, plan, sd, 0)
+			rowPath = false
+			defer func() { rowPath = true }()
+			slow := processLayer(t, plan, sd, 0)
+			names := slices.Sorted(maps.Keys(slow))
+			if len(fast) != len(slow) {
+				t.Fatalf("%d tensors on the row path, %d on the general path", len(fast), len(slow))
+			}
+			for _, n := range names {
+				f, s := fast[n], slow[n]
+				if f.DType != s.DType || !slices.Equal(f.Shape, s.Shape) || !bytes.Equal(f.Data, s.Data) {
+					t.Errorf("%s: row path %v %v differs from the general path %v %v", n, f.DType, f.Shape, s.DType, s.Shape)
+				}
+			}
+		})
+	}
+}
+
+// rowOutputs runs the export steps of layer 0 as Stage.Process does and returns
+// the names of the outputs left to row jobs.
+func rowOutputs(t *testing.T, p *Plan, sd map[string]quant.Tensor) []string {
+	t.Helper()
+	lp := p.Layer(0)
+	ts := &tensorSet{hdr: map[string]TensorHeader{}, data: map[string]quant.Tensor{}}
+	for _, h := range lp.Inputs {
+		ts.set(h.Name, sd[h.Name])
+	}
+	if _, _, err := p.run(t.Context(), ts, &LayerPlan{Index: lp.Index, Prefix: lp.Prefix}); err != nil {
+		t.Fatal(err)
+	}
+	return slices.Sorted(maps.Keys(ts.later))
+}
