@@ -3,7 +3,9 @@ package stages
 import (
 	"bytes"
 	"maps"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/quantstream/quantstream/quant"
@@ -12,7 +14,8 @@ import (
 // TestRowPathMatchesGeneralPath: the row path (quant.PrepareRowExport, filled by
 // Stage.Process on all cores) and the general path (quant.ExportQuantizedWeight on
 // the whole weight) give the same tensors, byte for byte, in every format, for
-// dense linears and for batched-matmul experts.
+// dense linears, transformers-5 fused experts (cut into per-expert slices) and
+// batched-matmul experts.
 func TestRowPathMatchesGeneralPath(t *testing.T) {
 	e80 := quant.BitsE8M0
 	off := func() *quant.Quantizer { return &quant.Quantizer{NumBits: quant.BitsInt8} }
@@ -48,6 +51,12 @@ func TestRowPathMatchesGeneralPath(t *testing.T) {
 		amax bool
 	}{{"bmm_fp8", fp8Q, true}, {"bmm_fp8_uncalibrated", fp8Q, false}, {"bmm_mxfp4", mxfp4Q, false}, {"bmm_nvfp4", nvfp4Q, true}} {
 		layers = append(layers, layer{bc.name, gptOSSConfig, func(*testing.T) (map[string]quant.Tensor, table) { return bmmLayer(bc.q, bc.amax) }})
+	}
+	for _, fc := range []struct {
+		name string
+		q    func(bool) *quant.Quantizer
+	}{{"fused_fp8", fp8Q}, {"fused_nvfp4", nvfp4Q}, {"fused_mxfp4", mxfp4Q}} {
+		layers = append(layers, layer{fc.name, qwenMoEConfig, func(*testing.T) (map[string]quant.Tensor, table) { return fusedLayer(fc.q) }})
 	}
 	for _, lc := range layers {
 		t.Run(lc.name, func(t *testing.T) {
@@ -92,4 +101,37 @@ func rowOutputs(t *testing.T, p *Plan, sd map[string]quant.Tensor) []string {
 		t.Fatal(err)
 	}
 	return slices.Sorted(maps.Keys(ts.later))
+}
+
+// fusedLayer is one transformers-5 MoE block, gate_up_proj [E, 2F, H] and
+// down_proj [E, H, F] with per-expert weight quantizers q and amaxes (expert 1's
+// gate_up amax missing, so that the export fills it from the weight).
+func fusedLayer(q func(bool) *quant.Quantizer) (map[string]quant.Tensor, table) {
+	const E, F, H = 3, 32, 64
+	r := rand.New(rand.NewPCG(5, 6))
+	p := "model.layers.0.mlp."
+	sd := map[string]quant.Tensor{
+		p + "experts.gate_up_proj": bf16Tensor([]int64{E, 2 * F, H}, randVals(r, E*2*F*H, 0.1)),
+		p + "experts.down_proj":    bf16Tensor([]int64{E, H, F}, randVals(r, E*H*F, 0.1)),
+		p + "gate.weight":          bf16Tensor([]int64{E, H}, randVals(r, E*H, 0.1)),
+	}
+	qs := table{}
+	for _, a := range []string{"gate_up_proj", "down_proj"} {
+		for e := range E {
+			name := p + "experts." + a + "_weight_quantizers." + strconv.Itoa(e)
+			qs[name] = q(true)
+			if quant.IsMXFormat(qs[name]) {
+				continue // MX formats keep no amax
+			}
+			if a != "gate_up_proj" || e != 1 {
+				sd[name+"._amax"] = bf16Tensor([]int64{}, []float32{0.25 + float32(e)/8})
+			}
+		}
+		qs[p+"experts."+a+"_input_quantizer"] = q(true)
+	}
+	if in := qs[p+"experts.gate_up_proj_input_quantizer"]; !quant.IsMXFormat(in) {
+		sd[p+"experts.gate_up_proj_input_quantizer._amax"] = bf16Tensor([]int64{}, []float32{3})
+		sd[p+"experts.down_proj_input_quantizer._amax"] = bf16Tensor([]int64{}, []float32{2})
+	}
+	return sd, qs
 }
