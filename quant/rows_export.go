@@ -61,16 +61,17 @@ func (e *RowExport) inPlace(got []byte, dst [][]byte, k, u0, u1 int) error {
 // the scales that depend only on the quantizer buffers and the weight's shape
 // (ex.Weight is empty, and ex.WeightScale is nil where re computes it from the
 // weight data), and re computes the rest row range by row range. ok is false when
-// m is not such a case (a weight not already in dtype or not BF16/F16/F32; 3-D
-// batched-matmul experts other than per-tensor FP8 and MXFP4; static NVFP4, a
-// precomputed MXFP8 scale, SVDQuant; a scale the row kernels do not take; any
-// error): ExportQuantizedWeight then does the whole export and reports what is
-// wrong.
+// m is not such a case (a weight not already in dtype or not BF16/F16/F32; a 3-D
+// weight other than batched-matmul experts in per-tensor FP8, MXFP4 or the
+// transposed NVFP4 formats; static NVFP4, a precomputed MXFP8 scale, SVDQuant; a
+// scale the row kernels do not take; any error): ExportQuantizedWeight then does
+// the whole export and reports what is wrong.
 //
 // Every rule stays ExportQuantizedWeight's: ex is its result on a stand-in weight
 // with the same rows (or one row, where the scales are per tensor) and as few
-// columns as the format's checks allow, since these scales read nothing else of
-// the weight; re runs the row kernels that ExportQuantizedWeight runs on all rows,
+// columns as the format's checks allow (one block for NVFP4 experts, whose
+// transposed rows are the stand-in's columns), since these scales read nothing
+// else of the weight; re runs the row kernels that ExportQuantizedWeight runs on all rows,
 // with the same scales.
 func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *RowExport, ok bool) {
 	w := m.Weight
@@ -92,12 +93,18 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 	if err != nil || format == "" {
 		return nil, nil, false
 	}
+	transposed := false
 	if len(w.Shape) == 3 {
 		// 3-D weights are batched-matmul experts [E, in, out]. Per-tensor FP8 and MXFP4
 		// quantize them as stored, by rows of the last dimension; the NVFP4 formats
-		// and per-channel FP8 transpose them around quantization.
+		// quantize each expert transposed and transpose the results back.
 		switch format {
 		case "fp8", "mxfp4", "w4a8_mxfp4_fp8":
+		case "nvfp4", "nvfp4_awq", "w4a16_nvfp4":
+			transposed = isBMMExpert(m)
+			if !transposed {
+				return nil, nil, false
+			}
 		default:
 			return nil, nil, false
 		}
@@ -106,6 +113,15 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 	// The stand-in keeps the weight's leading dimensions (rows) or has one row.
 	standRows, standCols := rows, 1
 	fromData := false // weight_scale comes from the weight's blocks
+	if transposed {
+		// ExportQuantizedWeight computes block scales on the stored weight before
+		// it transposes it, so out must hold whole blocks too: [E, in, block] does,
+		// with the real "in" and a global scale per expert.
+		if block <= 0 || cols%block != 0 {
+			return nil, nil, false
+		}
+		standCols, fromData = block, true
+	}
 	switch format {
 	case "fp8", "int8_sq", "int8_wo", "fp8_pc_pt":
 	case "int4_awq", "w4a8_awq":
@@ -126,7 +142,9 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 		}
 		standRows, standCols = 1, (n-1)*block+1
 	case "nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8":
-		standRows, standCols, fromData = 1, cols, true
+		if !transposed {
+			standRows, standCols, fromData = 1, cols, true
+		}
 	default:
 		return nil, nil, false
 	}
@@ -139,7 +157,7 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 	}
 	stand[len(stand)-1] = int64(standCols)
 	sm := *m
-	sm.Weight = Tensor{DType: w.DType, Shape: stand, Data: make([]byte, standRows*standCols*w.DType.Size())}
+	sm.Weight = Tensor{DType: w.DType, Shape: stand, Data: make([]byte, Numel(stand)*int64(w.DType.Size()))}
 	ex, err = ExportQuantizedWeight(&sm, dtype, mode)
 	if err != nil || ex == nil || ex.Format != format {
 		return nil, nil, false
@@ -150,7 +168,11 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 	} else if ex.WeightScale == nil {
 		return nil, nil, false
 	}
-	re, err = newRowExport(w, ex, format, block, mode)
+	if transposed {
+		re, err = newRowExportTransposed(w, ex, block)
+	} else {
+		re, err = newRowExport(w, ex, format, block, mode)
+	}
 	if err != nil {
 		return nil, nil, false
 	}
@@ -286,6 +308,71 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 		}
 	default:
 		return nil, fmt.Errorf("%w: row export of format %q", ErrNotImplemented, format)
+	}
+	return re, nil
+}
+
+// newRowExportTransposed is the NVFP4 export of batched-matmul experts w [E, A, B]:
+// ExportQuantizedWeight quantizes each expert transposed ([B, A], blocks along A)
+// and transposes the packed bytes and block scales back to [E, A/2, B] and
+// [E, A/B_blk, B]. A unit is one transposed row (e, b); a piece gathers its rows
+// into a scratch weight, quantizes them with NVFP4.AppendQuantizeRows (rows are
+// independent) and scatters the results into their columns.
+func newRowExportTransposed(w Tensor, ex *Exported, block int) (*RowExport, error) {
+	E, A, B := int(w.Shape[0]), int(w.Shape[1]), int(w.Shape[2])
+	if ex.WeightScale2 == nil || block <= 0 || block%2 != 0 || A%block != 0 {
+		return nil, fmt.Errorf("%w: NVFP4 block %d for expert weight %v", ErrShape, block, w.Shape)
+	}
+	s2, err := Float32s(*ex.WeightScale2)
+	if err != nil {
+		return nil, err
+	}
+	if len(s2) != 1 && len(s2) != E {
+		return nil, fmt.Errorf("%w: %d global scales for %d experts", ErrShape, len(s2), E)
+	}
+	es := w.DType.Size()
+	half, nb := A/2, A/block
+	re := &RowExport{
+		Units: E * B, UnitBytes: int64(A * es),
+		Outs: []Tensor{
+			{DType: U8, Shape: []int64{int64(E), int64(half), int64(B)}},
+			{DType: F8E4M3, Shape: []int64{int64(E), int64(nb), int64(B)}},
+		},
+		outUnit: []int{half, nb},
+	}
+	re.fill = func(dst [][]byte, u0, u1 int) error {
+		for u := u0; u < u1; {
+			e, b0 := u/B, u%B
+			b1 := min(B, b0+u1-u)
+			n := b1 - b0
+			// Row j of the scratch is column b0+j of expert e.
+			buf := make([]byte, n*A*es)
+			for a := range A {
+				src := w.Data[((e*A+a)*B+b0)*es : ((e*A+a)*B+b1)*es]
+				for j := range n {
+					copy(buf[(j*A+a)*es:(j*A+a+1)*es], src[j*es:(j+1)*es])
+				}
+			}
+			g := s2[0]
+			if len(s2) == E {
+				g = s2[e]
+			}
+			t := Tensor{DType: w.DType, Shape: []int64{int64(n), int64(A)}, Data: buf}
+			p, sc, err := NVFP4{Block: block, Scale2: []float32{g}}.AppendQuantizeRows(make([]byte, 0, n*half), make([]byte, 0, n*nb), t, 0, n)
+			if err != nil {
+				return err
+			}
+			for j := range n {
+				for k, v := range p[j*half : (j+1)*half] {
+					dst[0][(e*half+k)*B+b0+j] = v
+				}
+				for k, v := range sc[j*nb : (j+1)*nb] {
+					dst[1][(e*nb+k)*B+b0+j] = v
+				}
+			}
+			u += n
+		}
+		return nil
 	}
 	return re, nil
 }

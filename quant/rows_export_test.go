@@ -116,13 +116,16 @@ func rowsModule(t *testing.T, r *rand.Rand, format string, dt DType, shape ...in
 func TestRowExportMatchesExport(t *testing.T) {
 	formats := []string{"fp8", "fp8_pc_pt", "fp8_pb_wo", "int8_sq", "int8_wo", "int4_awq", "w4a8_awq",
 		"nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8",
-		"bmm/fp8", "bmm/mxfp4", "bmm/w4a8_mxfp4_fp8"}
+		"bmm/fp8", "bmm/mxfp4", "bmm/w4a8_mxfp4_fp8", "bmm/nvfp4", "bmm/w4a16_nvfp4", "bmm/nvfp4_awq"}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, name := range formats {
 		format, bmm := strings.CutPrefix(name, "bmm/")
 		shape := []int{38, 96}
 		if bmm {
 			shape = []int{3, 14, 64} // batched-matmul experts [E, in, out]
+			if strings.Contains(format, "nvfp4") {
+				shape = []int{3, 32, 48} // blocks along "in" (transposed)
+			}
 		}
 		for _, dt := range []DType{BF16, F16, F32} {
 			for _, mode := range []DivMode{DivIEEE, DivCUDA} {
@@ -188,16 +191,18 @@ func equalShape(a, b []int64) bool {
 }
 
 // TestRowExportDeclines: what the row kernels do not cover goes to
-// ExportQuantizedWeight (transposed batched-matmul experts, a weight not in the
-// export dtype).
+// ExportQuantizedWeight (a 3-D weight that is not batched-matmul experts, a
+// weight not in the export dtype).
 func TestRowExportDeclines(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	m := rowsModule(t, r, "nvfp4", BF16, 4, 32)
 	if _, _, ok := PrepareRowExport(m, F16, DivIEEE); ok {
 		t.Error("export dtype F16 of a BF16 weight taken by rows")
 	}
-	if _, _, ok := PrepareRowExport(rowsModule(t, r, "nvfp4", BF16, 2, 32, 16), BF16, DivIEEE); ok {
-		t.Error("NVFP4 batched-matmul experts (transposed around quantization) taken by rows")
+	m3 := rowsModule(t, r, "nvfp4", BF16, 2, 32, 16)
+	m3.BMMExpert = false
+	if _, _, ok := PrepareRowExport(m3, BF16, DivIEEE); ok {
+		t.Error("3-D NVFP4 weight that is not a batched-matmul expert taken by rows")
 	}
 	_, re, ok := PrepareRowExport(m, BF16, DivIEEE)
 	if !ok {

@@ -214,8 +214,8 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 var rowPath = true
 
 // exportLater is exportModule for a weight already in the export dtype, in every
-// format quant.PrepareRowExport splits by rows (all but static NVFP4, SVDQuant and
-// the batched-matmul experts that are transposed around quantization): the scales that depend only on amax buffers are set now, and
+// format quant.PrepareRowExport splits by rows (all but static NVFP4, SVDQuant,
+// per-channel FP8 of batched-matmul experts): the scales that depend only on amax buffers are set now, and
 // the quantized weight (with the block scales of the formats that compute them from
 // the weight) becomes a rowJob that writes into the output layer. The rules and
 // kernels are quant's; this only places the outputs. It reports false when m is
