@@ -341,33 +341,37 @@ func newRowExportTransposed(w Tensor, ex *Exported, block int) (*RowExport, erro
 		outUnit: []int{half, nb},
 	}
 	re.fill = func(dst [][]byte, u0, u1 int) error {
+		// Tiles of 32 transposed rows: the gather reads one cache line of each
+		// stored row and writes 32 sequential streams.
+		const tile = 32
+		buf := make([]byte, min(tile, u1-u0)*A*es)
+		p, sc := make([]byte, 0, tile*half), make([]byte, 0, tile*nb)
 		for u := u0; u < u1; {
 			e, b0 := u/B, u%B
-			b1 := min(B, b0+u1-u)
+			b1 := min(B, b0+u1-u, b0+tile)
 			n := b1 - b0
-			// Row j of the scratch is column b0+j of expert e.
-			buf := make([]byte, n*A*es)
-			for a := range A {
-				src := w.Data[((e*A+a)*B+b0)*es : ((e*A+a)*B+b1)*es]
-				for j := range n {
-					copy(buf[(j*A+a)*es:(j*A+a+1)*es], src[j*es:(j+1)*es])
-				}
-			}
+			transposeGather(buf[:n*A*es], w.Data[e*A*B*es:(e+1)*A*B*es], A, B, b0, b1, es)
 			g := s2[0]
 			if len(s2) == E {
 				g = s2[e]
 			}
-			t := Tensor{DType: w.DType, Shape: []int64{int64(n), int64(A)}, Data: buf}
-			p, sc, err := NVFP4{Block: block, Scale2: []float32{g}}.AppendQuantizeRows(make([]byte, 0, n*half), make([]byte, 0, n*nb), t, 0, n)
+			t := Tensor{DType: w.DType, Shape: []int64{int64(n), int64(A)}, Data: buf[:n*A*es]}
+			var err error
+			p, sc, err = NVFP4{Block: block, Scale2: []float32{g}}.AppendQuantizeRows(p[:0], sc[:0], t, 0, n)
 			if err != nil {
 				return err
 			}
-			for j := range n {
-				for k, v := range p[j*half : (j+1)*half] {
-					dst[0][(e*half+k)*B+b0+j] = v
+			// Scatter by output rows: n consecutive bytes each.
+			for k := range half {
+				o := dst[0][(e*half+k)*B+b0 : (e*half+k)*B+b1]
+				for j := range o {
+					o[j] = p[j*half+k]
 				}
-				for k, v := range sc[j*nb : (j+1)*nb] {
-					dst[1][(e*nb+k)*B+b0+j] = v
+			}
+			for k := range nb {
+				o := dst[1][(e*nb+k)*B+b0 : (e*nb+k)*B+b1]
+				for j := range o {
+					o[j] = sc[j*nb+k]
 				}
 			}
 			u += n
@@ -375,4 +379,27 @@ func newRowExportTransposed(w Tensor, ex *Exported, block int) (*RowExport, erro
 		return nil
 	}
 	return re, nil
+}
+
+// transposeGather writes columns [b0, b1) of the row-major [A, B] matrix src
+// (elements of es bytes) as the rows of dst, [b1-b0, A].
+func transposeGather(dst, src []byte, A, B, b0, b1, es int) {
+	n := b1 - b0
+	switch es {
+	case 2:
+		for a := range A {
+			row := src[(a*B+b0)*2 : (a*B+b1)*2]
+			for j := range n {
+				o := (j*A + a) * 2
+				dst[o], dst[o+1] = row[2*j], row[2*j+1]
+			}
+		}
+	default:
+		for a := range A {
+			row := src[(a*B+b0)*es : (a*B+b1)*es]
+			for j := range n {
+				copy(dst[(j*A+a)*es:(j*A+a+1)*es], row[j*es:(j+1)*es])
+			}
+		}
+	}
 }

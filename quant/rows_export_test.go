@@ -212,3 +212,41 @@ func TestRowExportDeclines(t *testing.T) {
 		t.Errorf("short output: %v, want ErrShape", err)
 	}
 }
+
+// BenchmarkRowExport runs RowExport.Fill over whole weights in pieces of 64 units,
+// as Stage.Process does on one core; NVFP4 experts show the cost of the
+// transposing gather against the same bytes as a dense weight.
+func BenchmarkRowExport(b *testing.B) {
+	r := rand.New(rand.NewPCG(7, 8))
+	t := &testing.T{}
+	for _, bc := range []struct {
+		name, format string
+		shape        []int
+	}{
+		{"nvfp4", "nvfp4", []int{1024, 2048}},
+		{"nvfp4_bmm", "nvfp4", []int{4, 512, 1024}},
+		{"int4_awq", "int4_awq", []int{1024, 2048}},
+		{"mxfp4", "mxfp4", []int{1024, 2048}},
+	} {
+		m := rowsModule(t, r, bc.format, BF16, bc.shape...)
+		_, re, ok := PrepareRowExport(m, BF16, DivIEEE)
+		if !ok {
+			b.Fatalf("%s: no row export", bc.name)
+		}
+		dst := make([][]byte, len(re.Outs))
+		for k, o := range re.Outs {
+			n, _ := o.DType.ByteLen(Numel(o.Shape))
+			dst[k] = make([]byte, n)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(m.Weight.Data)))
+			for b.Loop() {
+				for u0 := 0; u0 < re.Units; u0 += 64 {
+					if err := re.Fill(dst, u0, min(u0+64, re.Units)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
