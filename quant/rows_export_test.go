@@ -61,7 +61,7 @@ func rowsPreset(format string) (wq, iq *Quantizer) {
 
 // rowsModule is a calibrated module of format with a random weight of dt and
 // shape [rows, cols], or [experts, rows, cols] for batched-matmul experts.
-func rowsModule(t *testing.T, r *rand.Rand, format string, dt DType, shape ...int) *Module {
+func rowsModule(t testing.TB, r *rand.Rand, format string, dt DType, shape ...int) *Module {
 	t.Helper()
 	n := 1
 	var shape64 []int64
@@ -218,7 +218,6 @@ func TestRowExportDeclines(t *testing.T) {
 // transposing gather against the same bytes as a dense weight.
 func BenchmarkRowExport(b *testing.B) {
 	r := rand.New(rand.NewPCG(7, 8))
-	t := &testing.T{}
 	for _, bc := range []struct {
 		name, format string
 		shape        []int
@@ -228,7 +227,7 @@ func BenchmarkRowExport(b *testing.B) {
 		{"int4_awq", "int4_awq", []int{1024, 2048}},
 		{"mxfp4", "mxfp4", []int{1024, 2048}},
 	} {
-		m := rowsModule(t, r, bc.format, BF16, bc.shape...)
+		m := rowsModule(b, r, bc.format, BF16, bc.shape...)
 		_, re, ok := PrepareRowExport(m, BF16, DivIEEE)
 		if !ok {
 			b.Fatalf("%s: no row export", bc.name)
