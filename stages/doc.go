@@ -18,7 +18,8 @@
 //	         ─► fusion groups (q/k/v, gate/up, w1/w3, shared experts): average and
 //	            rescale pre_quant_scale, share input and per-tensor weight amax,
 //	            fold the scale into the feeding norm
-//	         ─► sync expert gate/up amax ─► quantize + scales (quant.ExportQuantizedWeight)
+//	         ─► sync expert gate/up amax ─► quantize + scales (quant.PrepareRowExport:
+//	            scales by quant's rules, weight rows on all cores into the output)
 //	         ─► postprocess_state_dict (drop buffers, KV scales, squeeze) ─► layer out
 //
 // One file per step: moe.go, fusion.go, export.go, postprocess.go, config.go; arch.go
