@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
@@ -72,10 +70,7 @@ func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorHea
 	if total < 0 || int64(int(total)) != total {
 		return nil, fmt.Errorf("arrowio: layer %d: %d bytes do not fit in memory", index, total)
 	}
-	offsets := memory.NewResizableBuffer(mem)
-	defer offsets.Release()
-	offsets.Resize((n + 1) * arrow.Int64SizeBytes)
-	offs := arrow.Int64Traits.CastFromBytes(offsets.Bytes())
+	offs := make([]int64, n+1) // Assemble copies them into the record's offsets buffer
 	// Not zeroed: fill writes every tensor byte. The room after the tensors lets a
 	// stage append small tensors (calibrated amax buffers) without copying the layer.
 	data := layerbuf.Alloc(mem, int(total)+AppendRoom)
@@ -91,32 +86,11 @@ func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorHea
 		return nil, err
 	}
 
-	ad := array.NewData(arrow.BinaryTypes.LargeBinary, n, []*memory.Buffer{nil, offsets, data}, nil, 0, 0)
-	dataCol := array.NewLargeBinaryData(ad)
-	ad.Release()
-	defer dataCol.Release()
-
-	nb := array.NewStringBuilder(mem)
-	defer nb.Release()
-	db := array.NewStringBuilder(mem)
-	defer db.Release()
-	sb := array.NewListBuilder(mem, arrow.PrimitiveTypes.Int64)
-	defer sb.Release()
-	vb := sb.ValueBuilder().(*array.Int64Builder)
-	for _, h := range hdrs {
-		nb.Append(h.Name)
-		db.Append(h.DType.String())
-		sb.Append(true)
-		vb.AppendValues(h.Shape, nil)
+	infos := make([]quantstream.TensorInfo, n)
+	for i, h := range hdrs {
+		infos[i] = quantstream.TensorInfo{Name: h.Name, DType: h.DType.String(), Shape: h.Shape}
 	}
-	names, dtypes, shapes := nb.NewArray(), db.NewArray(), sb.NewArray()
-	defer names.Release()
-	defer dtypes.Release()
-	defer shapes.Release()
-
-	rec := array.NewRecordBatch(quantstream.LayerSchema(index, prefix), []arrow.Array{names, dtypes, shapes, dataCol}, int64(n))
-	defer rec.Release()
-	return quantstream.LayerFromRecord(rec)
+	return layerbuf.Assemble(mem, index, prefix, infos, offs, data)
 }
 
 // checkShape reports whether data's length matches dtype and shape.
