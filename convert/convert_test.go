@@ -69,6 +69,29 @@ func TestOutputIndependentOfWorkers(t *testing.T) {
 	assertSameDir(t, dirs[1], dirs[4])
 }
 
+// assertWorkersIndependent converts opt with 1 worker and with 4 workers splitting
+// rows into 1000-byte pieces, checks that every Arrow buffer was released, and
+// compares the two outputs file by file.
+func assertWorkersIndependent(t *testing.T, opt Options) {
+	t.Helper()
+	defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
+	dirs := map[int]string{}
+	for _, workers := range []int{1, 4} {
+		if workers > 1 {
+			layerbuf.ChunkBytes = 1000
+		}
+		mem := memory.NewCheckedAllocator(NewPoolAllocator())
+		o := opt
+		o.Out, o.Workers, o.Allocator, o.MaxShardSize = filepath.Join(t.TempDir(), "out"), workers, mem, 400_000
+		if _, err := Run(t.Context(), o); err != nil {
+			t.Fatal(err)
+		}
+		mem.AssertSize(t, 0)
+		dirs[workers] = o.Out
+	}
+	assertSameDir(t, dirs[1], dirs[4])
+}
+
 func assertSameDir(t *testing.T, a, b string) {
 	t.Helper()
 	ea, _ := os.ReadDir(a)
@@ -147,24 +170,7 @@ func TestExportOutputIndependentOfWorkers(t *testing.T) {
 		{"fp8", Options{Inputs: []string{filepath.Join(golden, "base_llama"), filepath.Join(golden, "fp8", "input")}}},
 		{"nvfp4", Options{Inputs: []string{filepath.Join(golden, "base_llama"), filepath.Join(golden, "nvfp4", "input")}}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dirs := map[int]string{}
-			for _, workers := range []int{1, 4} {
-				if workers > 1 {
-					defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
-					layerbuf.ChunkBytes = 1000
-				}
-				mem := memory.NewCheckedAllocator(NewPoolAllocator())
-				opt := tc.opt
-				opt.Out, opt.Workers, opt.Allocator, opt.MaxShardSize = filepath.Join(t.TempDir(), "out"), workers, mem, 400_000
-				if _, err := Run(t.Context(), opt); err != nil {
-					t.Fatal(err)
-				}
-				mem.AssertSize(t, 0)
-				dirs[workers] = opt.Out
-			}
-			assertSameDir(t, dirs[1], dirs[4])
-		})
+		t.Run(tc.name, func(t *testing.T) { assertWorkersIndependent(t, tc.opt) })
 	}
 }
 

@@ -4,9 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
-	"github.com/quantstream/quantstream/internal/layerbuf"
 )
 
 // TestRowExportIndependentOfWorkers extends TestExportOutputIndependentOfWorkers to
@@ -40,23 +38,6 @@ func TestRowExportIndependentOfWorkers(t *testing.T) {
 		{"datafree_moe_fp8_pc_pt", Options{Inputs: []string{moe}, Recipe: "FP8_PER_CHANNEL_PER_TOKEN_CFG"}},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dirs := map[int]string{}
-			for _, workers := range []int{1, 4} {
-				if workers > 1 {
-					defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
-					layerbuf.ChunkBytes = 1000
-				}
-				mem := memory.NewCheckedAllocator(NewPoolAllocator())
-				opt := tc.opt
-				opt.Out, opt.Workers, opt.Allocator, opt.MaxShardSize = filepath.Join(t.TempDir(), "out"), workers, mem, 400_000
-				if _, err := Run(t.Context(), opt); err != nil {
-					t.Fatal(err)
-				}
-				mem.AssertSize(t, 0)
-				dirs[workers] = opt.Out
-			}
-			assertSameDir(t, dirs[1], dirs[4])
-		})
+		t.Run(tc.name, func(t *testing.T) { assertWorkersIndependent(t, tc.opt) })
 	}
 }
