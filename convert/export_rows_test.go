@@ -3,8 +3,6 @@ package convert
 import (
 	"path/filepath"
 	"testing"
-
-
 )
 
 // TestRowExportIndependentOfWorkers extends TestExportOutputIndependentOfWorkers to
