@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -186,17 +187,18 @@ func putAmax(dst []byte, amax map[string]quant.Tensor, w quantstream.TensorInfo)
 	return nil
 }
 
-// amax calibrates the buffers want on the layer's tensors. A per-tensor amax of a
-// whole float weight (the data-free NVFP4 and FP8 recipes) is max |x| over its bit
-// patterns, computed on all cores (a maximum does not depend on how it is split);
-// every other layout goes through modelopt (quant.CalibrateAmax).
+// amax calibrates the buffers want on the layer's tensors, on all cores (a maximum
+// does not depend on how it is split). A per-tensor amax of a whole float weight
+// (the data-free NVFP4 and FP8 recipes) is max |x| over its bit patterns in chunks;
+// every other layout (blocks, channels, experts) is quant.CalibrateAmax reduced by
+// ranges of rows (rowAmax).
 func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor, want []quantstream.TensorInfo) (map[string]quant.Tensor, error) {
 	byName := make(map[string]quant.Tensor, len(tensors))
 	for _, t := range tensors {
 		byName[t.Name] = t.Tensor
 	}
 	out := map[string]quant.Tensor{}
-	slow := map[string]quant.Tensor{}
+	var rows []*rowAmax
 	var tasks []layerbuf.Task
 	type fast struct {
 		info   quantstream.TensorInfo
@@ -215,7 +217,15 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 			return nil, fmt.Errorf("convert: %s calibrates on %s, which is not in the layer", qn, slot.Weight)
 		}
 		if slot.Expert >= 0 || quant.Numel(w.Shape) != 1 || absMaxBits(wt.DType, nil) == nil || wt.Check() != nil {
-			slow[slot.Weight] = wt
+			r, err := newRowAmax(s.q.Table[qn], qn, slot, wt)
+			if errors.Is(err, quant.ErrNoAmax) {
+				continue // no buffer: putAmax reports the plan's
+			}
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, r)
+			tasks = append(tasks, r.tasks()...)
 			continue
 		}
 		f := &fast{info: w, weight: slot.Weight}
@@ -256,18 +266,70 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 		}
 		out[f.info.Name] = a
 	}
-	if len(slow) > 0 {
-		a, err := s.q.WeightAmax(slow)
+	for _, r := range rows {
+		a, err := r.c.Amax(r.cells)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("quantizer %s: weight %s: %w", r.quantizer, r.weight, err)
 		}
-		for _, w := range want {
-			if v, ok := a[w.Name]; ok {
-				out[w.Name] = v
-			}
-		}
+		out[r.quantizer+"._amax"] = a
 	}
 	return out, nil
+}
+
+// rowAmax is one weight quantizer's amax reduced by ranges of rows
+// (quant.RowCalibration) into cells.
+type rowAmax struct {
+	quantizer, weight string
+	c                 *quant.RowCalibration
+	cells             []uint32
+	mu                sync.Mutex // guards the cells that several ranges reduce into
+}
+
+// newRowAmax lays out the calibration of quantizer qn on its weight wt (on expert
+// slot.Expert of a fused-experts weight), with errors as modelopt's WeightAmax
+// words them.
+func newRowAmax(q *quant.Quantizer, qn string, slot *modelopt.Slot, wt quant.Tensor) (*rowAmax, error) {
+	if slot.Expert >= 0 {
+		// w[e] of a fused [E, ...] weight, sharing its bytes.
+		if err := wt.Check(); err != nil {
+			return nil, fmt.Errorf("quantizer %s: weight %s: %w", qn, slot.Weight, err)
+		}
+		if len(wt.Shape) < 2 || int64(slot.Expert) >= wt.Shape[0] {
+			return nil, fmt.Errorf("quantizer %s: weight %s: %w: expert %d of shape %v", qn, slot.Weight, modelopt.ErrModel, slot.Expert, wt.Shape)
+		}
+		per := len(wt.Data) / int(wt.Shape[0])
+		wt = quant.Tensor{DType: wt.DType, Shape: wt.Shape[1:], Data: wt.Data[slot.Expert*per : (slot.Expert+1)*per]}
+	}
+	c, err := quant.NewRowCalibration(q, wt)
+	if err != nil {
+		if errors.Is(err, quant.ErrNoAmax) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("quantizer %s: weight %s: %w", qn, slot.Weight, err)
+	}
+	return &rowAmax{quantizer: qn, weight: slot.Weight, c: c, cells: make([]uint32, c.Cells())}, nil
+}
+
+// tasks reduce the weight in layerbuf.ChunkBytes ranges of rows. A range whose
+// cells no other range touches (per channel, per block of the last axis) reduces
+// straight into them; one that shares them (per tensor, 2-D blocks cut by the
+// range) reduces into a buffer of its own and merges it under r.mu.
+func (r *rowAmax) tasks() []layerbuf.Task {
+	return layerbuf.Rows(r.c.Rows(), r.c.RowBytes(), func(r0, r1 int) error {
+		lo, hi, shared := r.c.Span(r0, r1)
+		if !shared {
+			r.c.Reduce(r.cells[lo:hi], r0, r1)
+			return nil
+		}
+		part := make([]uint32, hi-lo)
+		r.c.Reduce(part, r0, r1)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for k, x := range part {
+			r.cells[lo+k] = max(r.cells[lo+k], x)
+		}
+		return nil
+	})
 }
 
 // absMaxBits returns a function computing the largest magnitude bit pattern (sign

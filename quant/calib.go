@@ -21,7 +21,23 @@ import (
 // StaticBlockScaleQuantizer, which keeps its amax in float32. Dynamic quantizers and MX
 // formats keep no amax (ErrNoAmax); a NaN or infinite weight is an ErrAssertion, as the
 // max calibrator asserts. For a SequentialQuantizer calibrate each element on w.
+//
+// It reads w's bytes once, row by row, without a float32 copy (RowCalibration, which
+// also splits the work for several cores); calibrateAmaxRef is the reference.
 func CalibrateAmax(q *Quantizer, w Tensor) (Tensor, error) {
+	c, err := NewRowCalibration(q, w)
+	if err != nil {
+		return Tensor{}, err
+	}
+	cells := make([]uint32, c.Cells())
+	c.Reduce(cells, 0, c.Rows())
+	return c.Amax(cells)
+}
+
+// calibrateAmaxRef is CalibrateAmax written after ModelOpt's reduction: the weight
+// decoded to float32, zero-padded to whole blocks, reduced with keepdims. The tests
+// hold CalibrateAmax to it.
+func calibrateAmaxRef(q *Quantizer, w Tensor) (Tensor, error) {
 	if q == nil || isSequential(q) {
 		return Tensor{}, fmt.Errorf("%w: calibrate a single quantizer", ErrShape)
 	}
@@ -151,7 +167,6 @@ func calibKey(bs *BlockSizes, i, rank int) int {
 	return i - rank
 }
 
-// calibBlockAxes lists the axes with a block size > 0, sorted.
 // CalibratedAmaxDType is the dtype of the amax CalibrateAmax computes for q on a
 // weight of dtype dt and the given rank, known without the weight's data so that a
 // plan can lay out the buffer before calibration: integer static last-axis block
@@ -170,6 +185,7 @@ func CalibratedAmaxDType(q *Quantizer, dt DType, rank int) DType {
 	return dt
 }
 
+// calibBlockAxes lists the axes with a block size > 0, sorted.
 func calibBlockAxes(bs *BlockSizes, rank int) []int {
 	if bs == nil {
 		return nil
