@@ -2,7 +2,6 @@ package convert
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -339,15 +338,9 @@ func (r *rowAmax) tasks() []layerbuf.Task {
 func absMaxBits(dt quant.DType, data []byte) func() uint32 {
 	switch dt {
 	case quant.BF16, quant.F16:
-		return func() uint32 { return absMax16(data) }
+		return func() uint32 { return quant.MaxMagnitude16(data) }
 	case quant.F32:
-		return func() uint32 {
-			var m uint32
-			for i := 0; i+3 < len(data); i += 4 {
-				m = max(m, binary.LittleEndian.Uint32(data[i:])&0x7FFFFFFF)
-			}
-			return m
-		}
+		return func() uint32 { return quant.MaxMagnitude32(data) }
 	}
 	return nil
 }
@@ -362,35 +355,4 @@ func bitsValue(dt quant.DType, m uint32) (v float32, finite bool) {
 	default:
 		return math.Float32frombits(m), m < 0x7F800000
 	}
-}
-
-// absMax16 is the largest of data's little-endian 16-bit words with the sign bit
-// cleared. It compares four words per step in one uint64 (SWAR): with the top bit
-// of every lane clear, (a|H)-b keeps a lane's top bit exactly when a ≥ b, and no
-// lane borrows from the next.
-func absMax16(data []byte) uint32 {
-	const (
-		mag = 0x7FFF_7FFF_7FFF_7FFF
-		top = 0x8000_8000_8000_8000
-	)
-	var m0, m1 uint64
-	maxw := func(a, b uint64) uint64 {
-		ge := ((a | top) - b) & top // 0x8000 in the lanes where a ≥ b
-		keep := ge | (ge - ge>>15)  // widened to 0xFFFF there
-		return a&keep | b&^keep
-	}
-	i := 0
-	for ; i+16 <= len(data); i += 16 {
-		m0 = maxw(m0, binary.LittleEndian.Uint64(data[i:])&mag)
-		m1 = maxw(m1, binary.LittleEndian.Uint64(data[i+8:])&mag)
-	}
-	m := maxw(m0, m1)
-	var r uint16
-	for k := range 4 {
-		r = max(r, uint16(m>>(16*k)))
-	}
-	for ; i+1 < len(data); i += 2 {
-		r = max(r, binary.LittleEndian.Uint16(data[i:])&0x7FFF)
-	}
-	return uint32(r)
 }

@@ -330,6 +330,13 @@ func (c *RowCalibration) Amax(cells []uint32) (Tensor, error) {
 	return out, nil
 }
 
+// MaxMagnitude16 is calibMax16 for callers outside quant that reduce BF16/F16 bit
+// patterns themselves (the converter's whole-weight amax path).
+func MaxMagnitude16(data []byte) uint32 { return calibMax16(data) }
+
+// MaxMagnitude32 is calibMax32 for F32 bit patterns.
+func MaxMagnitude32(data []byte) uint32 { return calibMax32(data) }
+
 // calibMax16 is the largest of data's little-endian 16-bit words with the sign bit
 // cleared. It compares four words per step in one uint64 (SWAR): with the top bit
 // of every lane clear, (a|H)-b keeps a lane's top bit exactly when a ≥ b, and no
