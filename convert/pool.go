@@ -134,6 +134,11 @@ func (p *PoolAllocator) get(size int) (b []byte, reused bool) {
 		p.free[best] = l[:len(l)-1]
 		p.idle -= int64(best)
 		p.mu.Unlock()
+		if best > c {
+			// The pages past the request were written by the buffer's last user and
+			// would stay resident, unaccounted by the budget, which counts requests.
+			releaseTail(b, size)
+		}
 		return b[:size], true
 	}
 	var drop [][]byte
@@ -174,7 +179,13 @@ func (p *PoolAllocator) forget(b []byte) {
 // Reallocate grows b, keeping its contents.
 func (p *PoolAllocator) Reallocate(size int, b []byte) []byte {
 	if cap(b) >= size {
-		return b[:size]
+		// A reused buffer's capacity holds its last user's bytes: zero the growth,
+		// as a fresh allocation would be.
+		grown := b[:size]
+		if size > len(b) {
+			clear(grown[len(b):])
+		}
+		return grown
 	}
 	nb := p.AllocateUninitialized(size)
 	copy(nb, b)

@@ -25,3 +25,15 @@ func unmapBytes(b []byte) {
 		panic("convert: munmap: " + err.Error())
 	}
 }
+
+// releaseTail gives the pages of b past its first keep bytes back to the kernel
+// (they read as zero when touched again), so that a larger idle buffer reused for
+// a smaller request is resident only for what the request can touch.
+func releaseTail(b []byte, keep int) {
+	const page = 4096
+	start := (keep + page - 1) &^ (page - 1)
+	if start >= cap(b) {
+		return
+	}
+	_ = syscall.Madvise(b[start:cap(b)], syscall.MADV_DONTNEED) // advice: on failure the pages stay resident
+}

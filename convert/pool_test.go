@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"runtime"
 	"testing"
 	"unsafe"
 )
@@ -93,4 +94,48 @@ func TestPoolReusesALargerIdleBuffer(t *testing.T) {
 		t.Error("own class not preferred")
 	}
 	p.Free(d)
+}
+
+func TestPoolReallocateZeroesGrowth(t *testing.T) {
+	p := NewPoolAllocator()
+	b := p.Allocate(2 << 20)
+	for i := range b {
+		b[i] = 0xFF
+	}
+	p.Free(b)
+	c := p.Allocate(1<<20 + 4096) // reuses the 2 MiB buffer: capacity beyond the request
+	if cap(c) < 2<<20 {
+		t.Fatalf("the idle 2 MiB buffer was not reused (capacity %d)", cap(c))
+	}
+	g := p.Reallocate(2<<20, c)
+	for i, v := range g {
+		if v != 0 {
+			t.Fatalf("grown buffer holds a stale byte %#x at %d", v, i)
+		}
+	}
+	p.Free(g)
+}
+
+func TestPoolReleasesTailOfReusedBuffer(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("pages are given back with madvise on Linux only")
+	}
+	p := NewPoolAllocator()
+	b := p.AllocateUninitialized(2 << 20)
+	for i := range b {
+		b[i] = 0xFF
+	}
+	p.Free(b)
+	c := p.AllocateUninitialized(1<<20 + 4096)
+	if cap(c) < 2<<20 {
+		t.Fatalf("the idle 2 MiB buffer was not reused (capacity %d)", cap(c))
+	}
+	// MADV_DONTNEED on a private anonymous mapping: the released pages read as zero.
+	tail := c[:cap(c)][1<<20+8192:]
+	for i, v := range tail {
+		if v != 0 {
+			t.Fatalf("tail byte %d is %#x: the pages past the request stayed resident", i, v)
+		}
+	}
+	p.Free(c)
 }
