@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -69,27 +70,43 @@ func TestOutputIndependentOfWorkers(t *testing.T) {
 	assertSameDir(t, dirs[1], dirs[4])
 }
 
-// assertWorkersIndependent converts opt with 1 worker and with 4 workers splitting
-// rows into 1000-byte pieces, checks that every Arrow buffer was released, and
-// compares the two outputs file by file.
+// assertWorkersIndependent converts opt twice and compares the outputs file by file:
+// once with 1 worker on a checked allocator (every Arrow buffer must be released),
+// once with 4 workers and 4 procs splitting rows into 1000-byte pieces, on a pool
+// whose uninitialised buffers are poisoned, so that a byte the conversion forgets to
+// write, or writes depending on the split, shows up as a difference.
 func assertWorkersIndependent(t *testing.T, opt Options) {
 	t.Helper()
 	defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
-	dirs := map[int]string{}
-	for _, workers := range []int{1, 4} {
-		if workers > 1 {
-			layerbuf.ChunkBytes = 1000
-		}
-		mem := memory.NewCheckedAllocator(NewPoolAllocator())
-		o := opt
-		o.Out, o.Workers, o.Allocator, o.MaxShardSize = filepath.Join(t.TempDir(), "out"), workers, mem, 400_000
-		if _, err := Run(t.Context(), o); err != nil {
-			t.Fatal(err)
-		}
-		mem.AssertSize(t, 0)
-		dirs[workers] = o.Out
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+
+	checked := memory.NewCheckedAllocator(NewPoolAllocator())
+	one := opt
+	one.Out, one.Workers, one.Allocator, one.MaxShardSize = filepath.Join(t.TempDir(), "out"), 1, checked, 400_000
+	if _, err := Run(t.Context(), one); err != nil {
+		t.Fatal(err)
 	}
-	assertSameDir(t, dirs[1], dirs[4])
+	checked.AssertSize(t, 0)
+
+	layerbuf.ChunkBytes = 1000
+	runtime.GOMAXPROCS(4)
+	four := opt
+	four.Out, four.Workers, four.Allocator, four.MaxShardSize = filepath.Join(t.TempDir(), "out"), 4, poisonAllocator{NewPoolAllocator()}, 400_000
+	if _, err := Run(t.Context(), four); err != nil {
+		t.Fatal(err)
+	}
+	assertSameDir(t, one.Out, four.Out)
+}
+
+// poisonAllocator fills the buffers callers promise to overwrite entirely.
+type poisonAllocator struct{ *PoolAllocator }
+
+func (p poisonAllocator) AllocateUninitialized(size int) []byte {
+	b := p.PoolAllocator.AllocateUninitialized(size)
+	for i := range b {
+		b[i] = 0xA5
+	}
+	return b
 }
 
 func assertSameDir(t *testing.T, a, b string) {
