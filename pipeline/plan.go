@@ -106,13 +106,24 @@ func (p *Plan) Check(maxMemory int64) error {
 	if maxMemory <= 0 {
 		return nil
 	}
-	for _, lp := range p.Layers {
+	for i, lp := range p.Layers {
 		if lp.Charge[0] > maxMemory {
-			return fmt.Errorf("%w: layer %d needs %d bytes in flight (data bytes per step %v), MaxMemory is %d; the largest layer needs %d",
-				ErrOverBudget, lp.Index, lp.Charge[0], lp.Bytes, maxMemory, p.MaxCharge)
+			return fmt.Errorf("%w: layer %d%s needs %d bytes in flight (data bytes per step %v), MaxMemory is %d; the largest layer needs %d",
+				ErrOverBudget, lp.Index, p.groupOf(i), lp.Charge[0], lp.Bytes, maxMemory, p.MaxCharge)
 		}
 	}
 	return nil
+}
+
+// groupOf names layer i's tensors when the source cut its layer into several
+// groups (entries sharing an index), so that an error points at the right one.
+func (p *Plan) groupOf(i int) string {
+	lp := p.Layers[i]
+	shared := (i > 0 && p.Layers[i-1].Index == lp.Index) || (i+1 < len(p.Layers) && p.Layers[i+1].Index == lp.Index)
+	if !shared || len(lp.Tensors) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (the group of %d tensors %s … %s)", len(lp.Tensors), lp.Tensors[0].Name, lp.Tensors[len(lp.Tensors)-1].Name)
 }
 
 // planBytes is the data size of tensors, validating each header: data and plans

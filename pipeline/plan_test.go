@@ -135,3 +135,26 @@ func TestNewPlanIsolatesSteps(t *testing.T) {
 		t.Errorf("source step dtype %s after stage Plan, want F16", got)
 	}
 }
+
+// A layer the source cut into groups is named by its group in the budget error.
+func TestCheckNamesTheGroupOverBudget(t *testing.T) {
+	a := pipeline.LayerInfo{Index: 3, Prefix: "model.layers.3.", Tensors: []quantstream.TensorInfo{
+		{Name: "model.layers.3.a", DType: "F32", Shape: []int64{4}},
+	}}
+	b := pipeline.LayerInfo{Index: 3, Prefix: "model.layers.3.", Tensors: []quantstream.TensorInfo{
+		{Name: "model.layers.3.big", DType: "F32", Shape: []int64{64}},
+		{Name: "model.layers.3.c", DType: "F32", Shape: []int64{1}},
+	}}
+	plan, err := pipeline.NewPlan([]pipeline.LayerInfo{a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = plan.Check(100)
+	if !errors.Is(err, pipeline.ErrOverBudget) || !strings.Contains(err.Error(), "layer 3 (the group of 2 tensors model.layers.3.big … model.layers.3.c)") {
+		t.Fatalf("Check: %v", err)
+	}
+	whole, _ := pipeline.NewPlan([]pipeline.LayerInfo{b})
+	if err := whole.Check(100); err == nil || strings.Contains(err.Error(), "group") {
+		t.Fatalf("a layer that is not cut is not a group: %v", err)
+	}
+}
