@@ -24,13 +24,26 @@ func init() {
 	Register("NVFP4QTensor.quantize", "", unitNVFP4Quantize)
 	Register("nvfp4_tensor._cast_per_block_scale_to_fp8", "", unitNVFP4CastBlockScale)
 	Register("export_flow.fp8_pc_pt_bmm_experts", "", unitFP8PCBMMExperts)
-	for _, f := range []string{"fp8", "fp8_pc_pt", "fp8_pb_wo", "fp8_pb_real", "mxfp8",
-		"nvfp4", "nvfp4_awq", "nvfp4_svdquant", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp4", "w4a8_mxfp4_fp8"} {
-		Register("quant_utils.to_quantized_weight", f, unitToQuantizedWeightFloat)
-	}
+	// Every format dispatches through quant's registry, as to_quantized_weight does;
+	// a format the registry lacks fails the case with quant.ErrUnknownFormat.
+	Register("quant_utils.to_quantized_weight", "", unitToQuantizedWeight)
 }
 
 const flMode = quant.DivIEEE
+
+// withDequantized adds the "dequantized" output the case asks for (the reference's
+// dequantize of its own result, in the weight dtype).
+func withDequantized(c *Case, r *Result, dequantize func() (quant.Tensor, error)) (*Result, error) {
+	if !flWants(c, "dequantized") {
+		return r, nil
+	}
+	d, err := dequantize()
+	if err != nil {
+		return nil, err
+	}
+	r.Tensors["dequantized"] = &d
+	return r, nil
+}
 
 // flIntParam reads an integer parameter; def is used when it is absent or null.
 func flIntParam(c *Case, name string, def int) (int, error) {
@@ -204,14 +217,7 @@ func unitMXFP4Quantize(c *Case) (*Result, error) {
 		return nil, err
 	}
 	r := flResult("quantized", p, "e8m0_scale", s)
-	if flWants(c, "dequantized") {
-		d, err := quant.MXFP4Dequantize(p, s, block, w.DType)
-		if err != nil {
-			return nil, err
-		}
-		r.Tensors["dequantized"] = &d
-	}
-	return r, nil
+	return withDequantized(c, r, func() (quant.Tensor, error) { return quant.MXFP4Dequantize(p, s, block, w.DType) })
 }
 
 func unitMXFP8Scale(c *Case) (*Result, error) {
@@ -246,14 +252,7 @@ func unitMXFP8Quantize(c *Case) (*Result, error) {
 		return nil, err
 	}
 	r := flResult("quantized", q, "e8m0_scale", s)
-	if flWants(c, "dequantized") {
-		d, err := quant.MXFP8Dequantize(q, s, w.DType)
-		if err != nil {
-			return nil, err
-		}
-		r.Tensors["dequantized"] = &d
-	}
-	return r, nil
+	return withDequantized(c, r, func() (quant.Tensor, error) { return quant.MXFP8Dequantize(q, s, w.DType) })
 }
 
 func unitNVFP4CastFP4(c *Case) (*Result, error) {
@@ -496,14 +495,9 @@ func unitNVFP4Quantize(c *Case) (*Result, error) {
 		return nil, err
 	}
 	r := flResult("quantized", q.Packed, "weights_scaling_factor", q.Scales, "weights_scaling_factor_2", q.Scale2)
-	if flWants(c, "dequantized") {
-		d, err := quant.NVFP4Dequantize(q.Packed, q.Scales, q.Scale2, block, w.DType)
-		if err != nil {
-			return nil, err
-		}
-		r.Tensors["dequantized"] = &d
-	}
-	return r, nil
+	return withDequantized(c, r, func() (quant.Tensor, error) {
+		return quant.NVFP4Dequantize(q.Packed, q.Scales, q.Scale2, block, w.DType)
+	})
 }
 
 // unitFP8PCBMMExperts is the exporter's BMM-expert sequence for fp8_pc_pt: transpose
@@ -532,7 +526,7 @@ func unitFP8PCBMMExperts(c *Case) (*Result, error) {
 	return flResult("quantized", qt), nil
 }
 
-func unitToQuantizedWeightFloat(c *Case) (*Result, error) {
+func unitToQuantizedWeight(c *Case) (*Result, error) {
 	w, err := c.MustInput("weight")
 	if err != nil {
 		return nil, err

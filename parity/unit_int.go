@@ -15,9 +15,6 @@ import (
 func init() {
 	Register("quant_utils.get_scaling_factor_from_weight", "", unitScalingFactorFromWeight)
 	Register("quant_utils.pack_int4_in_uint8", "", unitPackInt4)
-	for _, f := range []string{"int8_sq", "int8_wo", "int4_awq", "w4a8_awq"} {
-		Register("quant_utils.to_quantized_weight", f, unitToQuantizedWeightInt)
-	}
 	Register("quant_utils.from_quantized_weight", "", unitFromQuantizedWeight)
 	Register("quant_utils.resmooth_and_get_scale", "", unitResmooth)
 	Register("quant_utils.maybe_transpose_expert_weight_dimensions", "", unitMaybeTranspose)
@@ -86,30 +83,6 @@ func unitPackInt4(c *Case) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Tensors: map[string]*quant.Tensor{"packed": &p}}, nil
-}
-
-func unitToQuantizedWeightInt(c *Case) (*Result, error) {
-	w, err := c.MustInput("weight")
-	if err != nil {
-		return nil, err
-	}
-	s, err := optInput(c, "weights_scaling_factor")
-	if err != nil {
-		return nil, err
-	}
-	s2, err := optInput(c, "weights_scaling_factor2")
-	if err != nil {
-		return nil, err
-	}
-	var block int
-	if _, err := c.Param("block_size", &block); err != nil {
-		return nil, err
-	}
-	q, err := quant.ToQuantizedWeight(w, s, s2, c.Format, block, quant.DivIEEE)
-	if err != nil {
-		return nil, err
-	}
-	return &Result{Tensors: map[string]*quant.Tensor{"quantized": &q}}, nil
 }
 
 func unitFromQuantizedWeight(c *Case) (*Result, error) {
