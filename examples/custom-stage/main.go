@@ -116,7 +116,7 @@ func run(ctx context.Context, w io.Writer, in, out, recipeName string, keep map[
 	}
 	stats := &weightStats{byLayer: map[int][]string{}}
 	p := &pipeline.Pipeline{
-		Source:  &checkpointSource{ck: ck, mem: mem, layers: ck.Layers()},
+		Source:  convert.NewCheckpointSource(ck, mem),
 		Stages:  []quantstream.Stage{calibrate, stats, stages.NewStage(plan, mem), keepCheck{keep: keep}},
 		Workers: workers,
 	}
@@ -135,7 +135,7 @@ func run(ctx context.Context, w io.Writer, in, out, recipeName string, keep map[
 		return err
 	}
 	defer wr.Abort() // a no-op after Commit
-	p.Sink = writerSink{wr}
+	p.Sink = convert.NewWriterSink(wr)
 	if err := p.Run(ctx); err != nil {
 		return err
 	}
@@ -279,35 +279,6 @@ func (k keepCheck) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.T
 func (k keepCheck) Process(_ context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
 	return l, nil
 }
-
-// checkpointSource streams a checkpoint's layers in its deterministic order.
-type checkpointSource struct {
-	ck     *arrowio.Checkpoint
-	mem    memory.Allocator
-	layers []arrowio.LayerInfo
-	next   int
-}
-
-func (s *checkpointSource) Layers() []pipeline.LayerInfo {
-	out := make([]pipeline.LayerInfo, len(s.layers))
-	for i, li := range s.layers {
-		out[i] = pipeline.LayerInfo{Index: li.Index, Prefix: li.Prefix, Tensors: li.Infos()}
-	}
-	return out
-}
-
-func (s *checkpointSource) Next(ctx context.Context) (*quantstream.Layer, error) {
-	if s.next >= len(s.layers) {
-		return nil, io.EOF
-	}
-	s.next++
-	return s.ck.ReadLayer(ctx, s.mem, s.layers[s.next-1])
-}
-
-// writerSink writes each layer at its planned place in the output shards.
-type writerSink struct{ w *arrowio.Writer }
-
-func (s writerSink) Write(_ context.Context, l *quantstream.Layer) error { return s.w.WriteLayer(l) }
 
 func parseLayers(s string) (map[int]bool, error) {
 	set := map[int]bool{}
