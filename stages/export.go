@@ -1,7 +1,6 @@
 package stages
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -192,9 +191,6 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 		return nil
 	}
 	ex, err := quant.ExportQuantizedWeight(m.quantModule(ts), dtype, mode)
-	if errors.Is(err, quant.ErrNotImplemented) {
-		ex, err = exportFloatAdapter(ts, m, dtype, mode)
-	}
 	if err != nil {
 		return nameOnce(m.Name, err) // quant's errors name the module already
 	}
