@@ -7,7 +7,7 @@
 set -euo pipefail
 
 STATE=${QS_SLURM_STATE:-/tmp/qs-slurm}
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 stop_daemon slurmd

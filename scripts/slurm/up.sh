@@ -50,7 +50,7 @@ die() {
 
 export SLURM_CONF=$CONF
 
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- is it up? ----------------------------------------------------------------------
