@@ -40,10 +40,13 @@ lint:
 	$(GO) tool staticcheck $(PKGS)
 
 # Build and run every example on the tiny test models (outputs in one temporary
-# directory, removed afterwards). Each example is a package main taking -in DIR -out DIR.
+# directory, removed afterwards). Each Go example is a package main taking -in DIR
+# -out DIR; the others (examples/slurm, examples/k8s: scripts and manifests) have no
+# main.go and are checked by their tests in `make test`.
 examples: build
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	for d in examples/*/; do \
+	  [ -f $$d/main.go ] || continue; \
 	  echo "== $$d"; $(GO) run ./$$d -in testdata/tiny_llama -out $$tmp/$$(basename $$d); \
 	done
 
