@@ -52,6 +52,7 @@ type Layer struct {
 	index  int
 	prefix string
 	names  map[string]int
+	dtypes []quant.DType // row i's dtype, parsed once from the record
 }
 
 // LayerSchema returns the schema of a layer record with its metadata.
@@ -153,18 +154,20 @@ func LayerFromRecord(rec arrow.RecordBatch) (*Layer, error) {
 	if i := md.FindKey(MetaLayerPrefix); i >= 0 {
 		prefix = md.Values()[i]
 	}
-	l := &Layer{rec: rec, index: idx, prefix: prefix, names: make(map[string]int, rec.NumRows())}
+	rows := int(rec.NumRows())
+	l := &Layer{rec: rec, index: idx, prefix: prefix, names: make(map[string]int, rows), dtypes: make([]quant.DType, rows)}
 	names := rec.Column(ColName).(*array.String)
 	dtypes := rec.Column(ColDType).(*array.String)
-	for i := 0; i < int(rec.NumRows()); i++ {
+	for i := range rows {
 		n := names.Value(i)
 		if _, dup := l.names[n]; dup {
 			return nil, fmt.Errorf("%w: duplicate tensor %q", ErrBadLayer, n)
 		}
-		if _, err := quant.ParseDType(dtypes.Value(i)); err != nil {
+		dt, err := quant.ParseDType(dtypes.Value(i))
+		if err != nil {
 			return nil, fmt.Errorf("%w: tensor %q: %v", ErrBadLayer, n, err)
 		}
-		l.names[n] = i
+		l.names[n], l.dtypes[i] = i, dt
 	}
 	rec.Retain()
 	return l, nil
@@ -184,16 +187,31 @@ func (l *Layer) Len() int { return int(l.rec.NumRows()) }
 
 // Tensor returns row i. Its Data aliases the record and is valid until Release.
 func (l *Layer) Tensor(i int) Tensor {
-	names := l.rec.Column(ColName).(*array.String)
-	dtypes := l.rec.Column(ColDType).(*array.String)
-	shapes := l.rec.Column(ColShape).(*array.List)
+	info := l.info(i)
 	data := l.rec.Column(ColData).(*array.LargeBinary)
-	dt, _ := quant.ParseDType(dtypes.Value(i)) // validated in LayerFromRecord
+	return Tensor{Name: info.Name, Tensor: quant.Tensor{DType: info.DType, Shape: info.Shape, Data: data.Value(i)}}
+}
+
+// info is row i's header; its Shape is a fresh slice.
+func (l *Layer) info(i int) TensorInfo {
+	names := l.rec.Column(ColName).(*array.String)
+	shapes := l.rec.Column(ColShape).(*array.List)
 	start, end := shapes.ValueOffsets(i)
 	vals := shapes.ListValues().(*array.Int64).Int64Values()[start:end]
 	shape := make([]int64, len(vals))
 	copy(shape, vals)
-	return Tensor{Name: names.Value(i), Tensor: quant.Tensor{DType: dt, Shape: shape, Data: data.Value(i)}}
+	return TensorInfo{Name: names.Value(i), DType: l.dtypes[i], Shape: shape}
+}
+
+// Info returns the layer's headers: index, prefix and every row's name, dtype and
+// shape, in row order (what a Source listed for it and a Stage plans from). The
+// result shares nothing with the layer and stays valid after Release.
+func (l *Layer) Info() LayerInfo {
+	li := LayerInfo{Index: l.index, Prefix: l.prefix, Tensors: make([]TensorInfo, l.Len())}
+	for i := range li.Tensors {
+		li.Tensors[i] = l.info(i)
+	}
+	return li
 }
 
 // Lookup finds a tensor by full name.

@@ -23,7 +23,7 @@ type TensorRef struct {
 
 // Info is the tensor's header as the stages see it.
 func (t TensorRef) Info() quantstream.TensorInfo {
-	return quantstream.TensorInfo{Name: t.Name, DType: t.DType.String(), Shape: slices.Clone(t.Shape)}
+	return quantstream.TensorInfo{Name: t.Name, DType: t.DType, Shape: slices.Clone(t.Shape)}
 }
 
 // LayerInfo is one group of a checkpoint: a decoder block, or one top-level module

@@ -16,6 +16,7 @@ import (
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/internal/testgen"
+	"github.com/quantstream/quantstream/quant"
 )
 
 var golden = filepath.Join("..", "testdata", "golden", "e2e")
@@ -95,7 +96,7 @@ func TestCheckpointOverlay(t *testing.T) {
 
 	// A tensor in a later directory replaces the earlier one.
 	over := t.TempDir()
-	w, err := arrowio.Create(over, []quantstream.TensorInfo{{Name: "model.norm.weight", DType: "F32", Shape: []int64{1}}}, arrowio.WriteOptions{})
+	w, err := arrowio.Create(over, []quantstream.TensorInfo{{Name: "model.norm.weight", DType: quant.F32, Shape: []int64{1}}}, arrowio.WriteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/quant"
 )
 
 func ExampleOpenCheckpoint() {
@@ -46,9 +47,9 @@ func ExampleCreate() {
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, "out")
 	tensors := []quantstream.TensorInfo{
-		{Name: "model.layers.0.mlp.down_proj.weight", DType: "F8_E4M3", Shape: []int64{2, 4}},
-		{Name: "model.layers.0.mlp.down_proj.weight_scale", DType: "F32", Shape: []int64{}},
-		{Name: "lm_head.weight", DType: "BF16", Shape: []int64{4, 4}},
+		{Name: "model.layers.0.mlp.down_proj.weight", DType: quant.F8E4M3, Shape: []int64{2, 4}},
+		{Name: "model.layers.0.mlp.down_proj.weight_scale", DType: quant.F32, Shape: []int64{}},
+		{Name: "lm_head.weight", DType: quant.BF16, Shape: []int64{4, 4}},
 	}
 	w, err := arrowio.Create(out, tensors, arrowio.WriteOptions{PlanOptions: arrowio.PlanOptions{MaxShardSize: 16}})
 	if err != nil {

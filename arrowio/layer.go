@@ -88,7 +88,7 @@ func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorHea
 
 	infos := make([]quantstream.TensorInfo, n)
 	for i, h := range hdrs {
-		infos[i] = quantstream.TensorInfo{Name: h.Name, DType: h.DType.String(), Shape: h.Shape}
+		infos[i] = quantstream.TensorInfo{Name: h.Name, DType: h.DType, Shape: h.Shape}
 	}
 	return layerbuf.Assemble(mem, index, prefix, infos, offs, data)
 }

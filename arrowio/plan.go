@@ -121,9 +121,9 @@ func PlanShards(tensors []quantstream.TensorInfo, opts PlanOptions) (*Plan, erro
 			return nil, fmt.Errorf("%w: duplicate tensor %q", ErrBadPlan, t.Name)
 		}
 		seen[t.Name] = true
-		dt, err := quant.ParseDType(t.DType)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tensor %q: %w", ErrBadPlan, t.Name, err)
+		dt := t.DType
+		if dt.Bits() == 0 {
+			return nil, fmt.Errorf("%w: tensor %q: %w %v", ErrBadPlan, t.Name, quant.ErrUnknownDType, dt)
 		}
 		n, ok := byteLen(dt, t.Shape)
 		if !ok {

@@ -20,7 +20,7 @@ import (
 func infosOf(hs []TensorHeader) []quantstream.TensorInfo {
 	out := make([]quantstream.TensorInfo, len(hs))
 	for i, h := range hs {
-		out[i] = quantstream.TensorInfo{Name: h.Name, DType: h.DType.String(), Shape: h.Shape}
+		out[i] = quantstream.TensorInfo{Name: h.Name, DType: h.DType, Shape: h.Shape}
 	}
 	return out
 }
@@ -155,7 +155,7 @@ func TestWriterReproducesSavePretrainedShards(t *testing.T) {
 
 func TestPlanShards(t *testing.T) {
 	ti := func(name string, n int64) quantstream.TensorInfo {
-		return quantstream.TensorInfo{Name: name, DType: "U8", Shape: []int64{n}}
+		return quantstream.TensorInfo{Name: name, DType: quant.U8, Shape: []int64{n}}
 	}
 	// huggingface_hub's documented example: limit 10, sizes [6,6,2,6,2,2] → [6],[6+2],[6+2+2].
 	p, err := PlanShards([]quantstream.TensorInfo{ti("a", 6), ti("b", 6), ti("c", 2), ti("d", 6), ti("e", 2), ti("f", 2)}, PlanOptions{MaxShardSize: 10})
@@ -197,12 +197,12 @@ func TestPlanShardsErrors(t *testing.T) {
 		in     []quantstream.TensorInfo
 		tensor string
 	}{
-		{"duplicate", []quantstream.TensorInfo{{Name: "a", DType: "U8", Shape: []int64{1}}, {Name: "a", DType: "U8", Shape: []int64{1}}}, "a"},
-		{"unknown dtype", []quantstream.TensorInfo{{Name: "w", DType: "F12", Shape: []int64{1}}}, "w"},
-		{"negative dim", []quantstream.TensorInfo{{Name: "w", DType: "U8", Shape: []int64{-1}}}, "w"},
-		{"half a byte", []quantstream.TensorInfo{{Name: "w", DType: "F4", Shape: []int64{3}}}, "w"},
-		{"overflow", []quantstream.TensorInfo{{Name: "w", DType: "F64", Shape: []int64{1 << 40, 1 << 40}}}, "w"},
-		{"no name", []quantstream.TensorInfo{{DType: "U8", Shape: []int64{1}}}, ""},
+		{"duplicate", []quantstream.TensorInfo{{Name: "a", DType: quant.U8, Shape: []int64{1}}, {Name: "a", DType: quant.U8, Shape: []int64{1}}}, "a"},
+		{"unknown dtype", []quantstream.TensorInfo{{Name: "w", DType: quant.Invalid, Shape: []int64{1}}}, "w"},
+		{"negative dim", []quantstream.TensorInfo{{Name: "w", DType: quant.U8, Shape: []int64{-1}}}, "w"},
+		{"half a byte", []quantstream.TensorInfo{{Name: "w", DType: quant.F4, Shape: []int64{3}}}, "w"},
+		{"overflow", []quantstream.TensorInfo{{Name: "w", DType: quant.F64, Shape: []int64{1 << 40, 1 << 40}}}, "w"},
+		{"no name", []quantstream.TensorInfo{{DType: quant.U8, Shape: []int64{1}}}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -237,8 +237,8 @@ func TestParseSize(t *testing.T) {
 
 func twoTensors() []quantstream.TensorInfo {
 	return []quantstream.TensorInfo{
-		{Name: "a", DType: "F32", Shape: []int64{2}},
-		{Name: "b", DType: "U8", Shape: []int64{3}},
+		{Name: "a", DType: quant.F32, Shape: []int64{2}},
+		{Name: "b", DType: quant.U8, Shape: []int64{3}},
 	}
 }
 
@@ -387,7 +387,7 @@ func randomTensors(seed uint64) ([]quantstream.TensorInfo, map[string][]byte) {
 		for j := range b {
 			b[j] = byte(rng.Uint32())
 		}
-		infos = append(infos, quantstream.TensorInfo{Name: name, DType: c.dt.String(), Shape: c.shape})
+		infos = append(infos, quantstream.TensorInfo{Name: name, DType: c.dt, Shape: c.shape})
 		data[name] = b
 	}
 	return infos, data
@@ -440,7 +440,7 @@ func TestWriterIndependentReader(t *testing.T) {
 		if err != nil || !bytes.Equal(ours.Data, data[ti.Name]) {
 			t.Fatalf("%s: our reader: %v", ti.Name, err)
 		}
-		if _, err := st.ParseDType(ti.DType); err != nil {
+		if _, err := st.ParseDType(ti.DType.String()); err != nil {
 			continue // a dtype the independent reader does not know
 		}
 		// It rejects a whole file with a dtype it does not know, so only files whose
@@ -450,7 +450,7 @@ func TestWriterIndependentReader(t *testing.T) {
 			continue
 		}
 		tv, ok := sf.Tensor(ti.Name)
-		if !ok || tv.DType().String() != ti.DType || !bytes.Equal(tv.Data(), data[ti.Name]) || len(tv.Shape()) != len(ti.Shape) {
+		if !ok || tv.DType().String() != ti.DType.String() || !bytes.Equal(tv.Data(), data[ti.Name]) || len(tv.Shape()) != len(ti.Shape) {
 			t.Fatalf("%s: independent reader disagrees", ti.Name)
 		}
 		known++

@@ -211,10 +211,6 @@ func maxLayers(opt Options) int {
 }
 
 func infoBytes(t quantstream.TensorInfo) int64 {
-	dt, err := quant.ParseDType(t.DType)
-	if err != nil {
-		return 0
-	}
-	n, _ := dt.ByteLen(quant.Numel(t.Shape))
+	n, _ := t.DataBytes() // planned, hence valid
 	return n
 }

@@ -86,7 +86,7 @@ func newCalibrateStage(q *modelopt.Quantized, dtypes map[string]quant.DType, mem
 		}
 		info := quantstream.TensorInfo{
 			Name:  qn + "._amax",
-			DType: quant.CalibratedAmaxDType(tq, dt, len(slot.WeightShape)).String(),
+			DType: quant.CalibratedAmaxDType(tq, dt, len(slot.WeightShape)),
 			Shape: shape,
 		}
 		cs.byWeight[slot.Weight] = append(cs.byWeight[slot.Weight], info)
@@ -117,8 +117,8 @@ func (s *calibrateStage) added(in []quantstream.TensorInfo) []quantstream.Tensor
 }
 
 // Plan appends the amax buffers, sorted by name, after the layer's tensors.
-func (s *calibrateStage) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-	return append(append([]quantstream.TensorInfo(nil), in...), s.added(in)...), nil
+func (s *calibrateStage) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	return append(append([]quantstream.TensorInfo(nil), in.Tensors...), s.added(in.Tensors)...), nil
 }
 
 // Process computes the layer's weight amaxes and returns a new layer with the input
@@ -126,10 +126,7 @@ func (s *calibrateStage) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream
 func (s *calibrateStage) Process(ctx context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
 	defer l.Release()
 	tensors := l.Tensors()
-	infos := make([]quantstream.TensorInfo, len(tensors))
-	for i, t := range tensors {
-		infos[i] = quantstream.TensorInfo{Name: t.Name, DType: t.DType.String(), Shape: t.Shape}
-	}
+	infos := l.Info().Tensors
 	want := s.added(infos)
 	if len(want) == 0 {
 		l.Retain()
@@ -179,7 +176,7 @@ func putAmax(dst []byte, amax map[string]quant.Tensor, w quantstream.TensorInfo)
 	if !ok {
 		return fmt.Errorf("%w: calibration produced no %s", pipeline.ErrPlanMismatch, w.Name)
 	}
-	if len(a.Data) != len(dst) || a.DType.String() != w.DType {
+	if len(a.Data) != len(dst) || a.DType != w.DType {
 		return fmt.Errorf("%w: calibration produced %s %v %v, planned %s %v", pipeline.ErrPlanMismatch, w.Name, a.DType, a.Shape, w.DType, w.Shape)
 	}
 	copy(dst, a.Data)
@@ -255,11 +252,7 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 			return nil, fmt.Errorf("quantizer %s: weight %s: %w: detected nan or inf values in amax",
 				strings.TrimSuffix(f.info.Name, "._amax"), f.weight, quant.ErrAssertion)
 		}
-		odt, err := quant.ParseDType(f.info.DType)
-		if err != nil {
-			return nil, err
-		}
-		a, err := quant.FromFloat32(odt, f.info.Shape, []float32{v})
+		a, err := quant.FromFloat32(f.info.DType, f.info.Shape, []float32{v})
 		if err != nil {
 			return nil, err
 		}

@@ -192,7 +192,7 @@ func (s *checkpointSource) outputTensors(plan *pipeline.Plan, stgs []quantstream
 			continue
 		}
 		w := s.whole[s.of[i]]
-		wp, err := pipeline.NewPlan([]pipeline.LayerInfo{{Index: w.Index, Prefix: w.Prefix, Tensors: w.Infos()}}, stgs...)
+		wp, err := pipeline.NewPlan([]quantstream.LayerInfo{{Index: w.Index, Prefix: w.Prefix, Tensors: w.Infos()}}, stgs...)
 		if err != nil {
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/quantstream/quantstream/internal/layerbuf"
 	"github.com/quantstream/quantstream/internal/testgen"
 	"github.com/quantstream/quantstream/pipeline"
+	"github.com/quantstream/quantstream/quant"
 )
 
 const tinyMoE = "../testdata/tiny_moe"
@@ -171,8 +172,8 @@ func TestExpertGroupsRefused(t *testing.T) {
 type nopStage struct{}
 
 func (nopStage) Name() string { return "nop" }
-func (nopStage) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-	return in, nil
+func (nopStage) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	return in.Tensors, nil
 }
 func (nopStage) Process(_ context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
 	return l, nil
@@ -184,7 +185,11 @@ func (nopStage) Process(_ context.Context, l *quantstream.Layer) (*quantstream.L
 func deepSeekV3Tensors(layers, experts int) []quantstream.TensorInfo {
 	const h, q, kv, f, mf, v = 64, 32, 32, 128, 32, 256
 	t := func(name, dtype string, shape ...int64) quantstream.TensorInfo {
-		return quantstream.TensorInfo{Name: name, DType: dtype, Shape: shape}
+		dt, err := quant.ParseDType(dtype)
+		if err != nil {
+			panic(err)
+		}
+		return quantstream.TensorInfo{Name: name, DType: dt, Shape: shape}
 	}
 	out := []quantstream.TensorInfo{t("model.embed_tokens.weight", "BF16", v, h), t("model.norm.weight", "BF16", h), t("lm_head.weight", "BF16", v, h)}
 	for l := range layers {

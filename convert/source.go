@@ -8,7 +8,6 @@ import (
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
-	"github.com/quantstream/quantstream/pipeline"
 )
 
 // checkpointSource streams a Checkpoint's layers in its deterministic order.
@@ -28,7 +27,7 @@ type checkpointSource struct {
 	noSplit map[int]error
 }
 
-var _ pipeline.Source = (*checkpointSource)(nil)
+var _ quantstream.Source = (*checkpointSource)(nil)
 
 func newCheckpointSource(ck *arrowio.Checkpoint, mem memory.Allocator) *checkpointSource {
 	return &checkpointSource{ck: ck, mem: mem, layers: ck.Layers()}
@@ -76,10 +75,10 @@ func (s *checkpointSource) splitForBudget(stages int, maxMemory int64) *checkpoi
 	return s
 }
 
-func (s *checkpointSource) Layers() []pipeline.LayerInfo {
-	out := make([]pipeline.LayerInfo, len(s.layers))
+func (s *checkpointSource) Layers() []quantstream.LayerInfo {
+	out := make([]quantstream.LayerInfo, len(s.layers))
 	for i, li := range s.layers {
-		out[i] = pipeline.LayerInfo{Index: li.Index, Prefix: li.Prefix, Tensors: li.Infos()}
+		out[i] = quantstream.LayerInfo{Index: li.Index, Prefix: li.Prefix, Tensors: li.Infos()}
 	}
 	return out
 }

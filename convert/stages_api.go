@@ -1,14 +1,11 @@
 package convert
 
 import (
-	"fmt"
-
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/modelopt"
-	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -35,11 +32,7 @@ func NewCalibrateStage(q *modelopt.Quantized, inputs []quantstream.TensorInfo, m
 	}
 	dtypes := make(map[string]quant.DType, len(inputs))
 	for _, t := range inputs {
-		dt, err := quant.ParseDType(t.DType)
-		if err != nil {
-			return nil, nil, fmt.Errorf("convert: tensor %s: %w", t.Name, err)
-		}
-		dtypes[t.Name] = dt
+		dtypes[t.Name] = t.DType
 	}
 	// Unfit weights are left to CalibrateAmax, which refuses them when their layer
 	// comes.
@@ -53,10 +46,10 @@ func NewCalibrateStage(q *modelopt.Quantized, inputs []quantstream.TensorInfo, m
 // NewCheckpointSource returns a pipeline.Source that reads ck's layers, in
 // ck.Layers() order, into buffers from mem: the source Run uses, for pipelines built
 // by hand. Each layer it yields belongs to the pipeline.
-func NewCheckpointSource(ck *arrowio.Checkpoint, mem memory.Allocator) pipeline.Source {
+func NewCheckpointSource(ck *arrowio.Checkpoint, mem memory.Allocator) quantstream.Source {
 	return newCheckpointSource(ck, mem)
 }
 
 // NewWriterSink returns a pipeline.Sink that writes every layer at its planned place
 // in w's shards (w laid out from the pipeline's Plan); it does not keep the layers.
-func NewWriterSink(w *arrowio.Writer) pipeline.Sink { return writerSink{w} }
+func NewWriterSink(w *arrowio.Writer) quantstream.Sink { return writerSink{w} }

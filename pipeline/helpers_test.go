@@ -15,7 +15,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -43,18 +42,18 @@ func (tr *tracker) add(n int64) {
 
 // layerSpec is the headers of test layer i: a F16 weight whose row count varies, so
 // layers differ in size, and a BF16 norm that the test stages leave alone.
-func layerSpec(i, n int) pipeline.LayerInfo { return layerSpecCols(i, n, 32) }
+func layerSpec(i, n int) quantstream.LayerInfo { return layerSpecCols(i, n, 32) }
 
-func layerSpecCols(i, n int, cols int64) pipeline.LayerInfo {
+func layerSpecCols(i, n int, cols int64) quantstream.LayerInfo {
 	index := i
 	if i == n-1 {
 		index = quantstream.NonDecoder
 	}
 	prefix := fmt.Sprintf("model.layers.%d.", index)
 	rows := int64(8 + (i%3)*8)
-	return pipeline.LayerInfo{Index: index, Prefix: prefix, Tensors: []quantstream.TensorInfo{
-		{Name: prefix + "w", DType: "F16", Shape: []int64{rows, cols}},
-		{Name: prefix + "norm", DType: "BF16", Shape: []int64{cols}},
+	return quantstream.LayerInfo{Index: index, Prefix: prefix, Tensors: []quantstream.TensorInfo{
+		{Name: prefix + "w", DType: quant.F16, Shape: []int64{rows, cols}},
+		{Name: prefix + "norm", DType: quant.BF16, Shape: []int64{cols}},
 	}}
 }
 
@@ -62,7 +61,7 @@ func layerSpecCols(i, n int, cols int64) pipeline.LayerInfo {
 type testSource struct {
 	mem    memory.Allocator
 	tr     *tracker
-	infos  []pipeline.LayerInfo
+	infos  []quantstream.LayerInfo
 	pos    int
 	hook   func(ctx context.Context, pos int) error // may panic
 	active atomic.Int32
@@ -81,7 +80,7 @@ func newTestSourceCols(mem memory.Allocator, tr *tracker, n int, cols int64) *te
 	return s
 }
 
-func (s *testSource) Layers() []pipeline.LayerInfo { return s.infos }
+func (s *testSource) Layers() []quantstream.LayerInfo { return s.infos }
 
 func (s *testSource) Next(ctx context.Context) (*quantstream.Layer, error) {
 	s.active.Add(1)
@@ -100,11 +99,11 @@ func (s *testSource) Next(ctx context.Context) (*quantstream.Layer, error) {
 	info := s.infos[pos]
 	var ts []quantstream.Tensor
 	for k, ti := range info.Tensors {
-		dt, err := quant.ParseDType(ti.DType)
+		dt := ti.DType
+		n, err := ti.DataBytes()
 		if err != nil {
 			return nil, err
 		}
-		n, _ := dt.ByteLen(quant.Numel(ti.Shape))
 		data := make([]byte, n)
 		// A 251-byte period (prime) keeps layers distinct at the cost of one copy per
 		// period rather than arithmetic per byte, so benchmarks measure the stages.
@@ -141,11 +140,11 @@ type convStage struct {
 
 func (s *convStage) Name() string { return s.name }
 
-func (s *convStage) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-	out := slices.Clone(in)
+func (s *convStage) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	out := slices.Clone(in.Tensors)
 	for i := range out {
-		if out[i].DType == s.from.String() {
-			out[i].DType = s.to.String()
+		if out[i].DType == s.from {
+			out[i].DType = s.to
 		}
 	}
 	return out, nil

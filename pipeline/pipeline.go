@@ -13,28 +13,6 @@ import (
 	"github.com/quantstream/quantstream"
 )
 
-// Source yields the layers of a checkpoint in order.
-type Source interface {
-	// Layers returns the headers of every layer Next will yield, in the same order,
-	// the same each time it is called. Pipeline.Plan calls it, before any Next. The
-	// pipeline plans and charges the memory budget from these headers, and fails the
-	// run with ErrPlanMismatch if a layer read later differs from its headers.
-	Layers() []LayerInfo
-
-	// Next reads the next layer; the caller owns it and must Release it. Pipeline
-	// calls Next once per entry of Layers, from one goroutine, only after charging
-	// the layer's bytes to the budget. io.EOF before then is an error.
-	Next(ctx context.Context) (*quantstream.Layer, error)
-}
-
-// Sink consumes the converted layers.
-type Sink interface {
-	// Write is called from one goroutine, once per layer, in source order. l is lent
-	// for the duration of the call: the pipeline releases it when Write returns. A
-	// sink that keeps it must Retain it, and those bytes are then outside MaxMemory.
-	Write(ctx context.Context, l *quantstream.Layer) error
-}
-
 // Progress reports how far a run has come. Bytes count source bytes of layers the
 // sink has written, so Bytes/TotalBytes is the fraction done and bytes per second
 // over elapsed time is the throughput.
@@ -46,9 +24,9 @@ type Progress struct {
 // Pipeline converts a Source through Stages into a Sink. The zero values of the
 // optional fields are usable; a Pipeline is run once.
 type Pipeline struct {
-	Source Source
+	Source quantstream.Source
 	Stages []quantstream.Stage
-	Sink   Sink
+	Sink   quantstream.Sink
 
 	// Workers is the number of goroutines per stage; 0 means GOMAXPROCS. Output does
 	// not depend on it.
@@ -204,7 +182,7 @@ func (e *envelope) drop() {
 // sourceFlow reads the source into the head of the chain.
 type sourceFlow struct {
 	run *run
-	src Source
+	src quantstream.Source
 	out chan any
 	wg  sync.WaitGroup
 }
@@ -262,7 +240,7 @@ func (s *sourceFlow) read() {
 // sinkFlow restores source order and writes to the sink.
 type sinkFlow struct {
 	run     *run
-	sink    Sink
+	sink    quantstream.Sink
 	in      chan any
 	done    chan struct{}
 	wg      sync.WaitGroup

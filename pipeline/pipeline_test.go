@@ -405,8 +405,8 @@ type identity struct{ calls atomic.Int32 }
 
 func (*identity) Name() string { return "identity" }
 
-func (*identity) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-	return in, nil
+func (*identity) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	return in.Tensors, nil
 }
 
 func (s *identity) Process(_ context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {

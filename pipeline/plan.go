@@ -6,16 +6,7 @@ import (
 	"slices"
 
 	"github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/quant"
 )
-
-// LayerInfo is a layer's headers: everything about it that is known before its data
-// is read.
-type LayerInfo struct {
-	Index   int
-	Prefix  string
-	Tensors []quantstream.TensorInfo
-}
 
 // Plan is what a run will do, computed from headers alone: every layer's tensors
 // after every stage, their sizes, and the bytes each layer is charged against the
@@ -43,7 +34,7 @@ type Plan struct {
 // because a stage holds its input and its output at once until it releases the input,
 // and a charge, once lowered, must never need to rise again.
 type LayerPlan struct {
-	LayerInfo
+	quantstream.LayerInfo
 	Steps  [][]quantstream.TensorInfo
 	Bytes  []int64
 	Charge []int64
@@ -51,7 +42,7 @@ type LayerPlan struct {
 
 // NewPlan plans layers through stages by calling each stage's Plan. Errors are
 // *StageError values naming the stage ("source" for the layers' own headers).
-func NewPlan(layers []LayerInfo, stages ...quantstream.Stage) (*Plan, error) {
+func NewPlan(layers []quantstream.LayerInfo, stages ...quantstream.Stage) (*Plan, error) {
 	p := &Plan{Layers: make([]LayerPlan, len(layers))}
 	n := len(stages)
 	for i, li := range layers {
@@ -70,7 +61,7 @@ func NewPlan(layers []LayerInfo, stages ...quantstream.Stage) (*Plan, error) {
 			var out []quantstream.TensorInfo
 			err := protect(func() (err error) {
 				// A stage must not see, nor be able to change, another step's slice.
-				out, err = s.Plan(li.Index, cloneInfos(lp.Steps[k]))
+				out, err = s.Plan(quantstream.LayerInfo{Index: li.Index, Prefix: li.Prefix, Tensors: cloneInfos(lp.Steps[k])})
 				return err
 			})
 			if err == nil {
@@ -149,23 +140,9 @@ func planBytes(ts []quantstream.TensorInfo) (int64, error) {
 }
 
 func tensorBytes(t quantstream.TensorInfo) (int64, error) {
-	dt, err := quant.ParseDType(t.DType)
+	n, err := t.DataBytes()
 	if err != nil {
-		return 0, fmt.Errorf("%w: tensor %q: %w", ErrBadPlan, t.Name, err)
-	}
-	numel := int64(1)
-	for _, d := range t.Shape {
-		if d < 0 {
-			return 0, fmt.Errorf("%w: tensor %q: negative dimension in shape %v", ErrBadPlan, t.Name, t.Shape)
-		}
-		if d != 0 && numel > math.MaxInt64/d {
-			return 0, fmt.Errorf("%w: tensor %q: shape %v overflows", ErrBadPlan, t.Name, t.Shape)
-		}
-		numel *= d
-	}
-	n, ok := dt.ByteLen(numel)
-	if !ok {
-		return 0, fmt.Errorf("%w: tensor %q: %d elements of %s do not fill whole bytes or overflow", ErrBadPlan, t.Name, numel, dt)
+		return 0, fmt.Errorf("%w: %w", ErrBadPlan, err)
 	}
 	return n, nil
 }
@@ -202,7 +179,7 @@ func (lp *LayerPlan) check(k int, l *quantstream.Layer) error {
 		if !ok {
 			return fmt.Errorf("%w: tensor %q missing", ErrPlanMismatch, w.Name)
 		}
-		if t.DType.String() != w.DType || !slices.Equal(t.Shape, w.Shape) {
+		if t.DType != w.DType || !slices.Equal(t.Shape, w.Shape) {
 			return fmt.Errorf("%w: tensor %q is %s %v, planned %s %v", ErrPlanMismatch, w.Name, t.DType, t.Shape, w.DType, w.Shape)
 		}
 		// Shape and dtype were validated when planned, so this cannot fail here.

@@ -14,7 +14,7 @@ import (
 func TestNewPlanCharges(t *testing.T) {
 	widen := &convStage{name: "widen", from: quant.F16, to: quant.F32}
 	pack := &convStage{name: "pack", from: quant.F32, to: quant.F8E4M3}
-	plan, err := pipeline.NewPlan([]pipeline.LayerInfo{layerSpec(0, 2)}, widen, pack)
+	plan, err := pipeline.NewPlan([]quantstream.LayerInfo{layerSpec(0, 2)}, widen, pack)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestNewPlanCharges(t *testing.T) {
 	if want := []int64{576 + 1088, 1088 + 320, 320}; !slices.Equal(lp.Charge, want) {
 		t.Errorf("Charge %v, want %v", lp.Charge, want)
 	}
-	if got := lp.Steps[2][0].DType; got != "F8_E4M3" {
+	if got := lp.Steps[2][0].DType; got != quant.F8E4M3 {
 		t.Errorf("planned dtype %s, want F8_E4M3", got)
 	}
 	if plan.TotalBytes != 576 || plan.MaxCharge != 1664 {
@@ -46,23 +46,23 @@ func TestNewPlanBadHeaders(t *testing.T) {
 		name string
 		ts   []quantstream.TensorInfo
 	}{
-		{"unknown dtype", []quantstream.TensorInfo{{Name: "a", DType: "F12", Shape: []int64{2}}}},
-		{"negative dimension", []quantstream.TensorInfo{{Name: "a", DType: "F16", Shape: []int64{2, -1}}}},
-		{"shape overflows", []quantstream.TensorInfo{{Name: "a", DType: "F16", Shape: []int64{1 << 40, 1 << 40}}}},
-		{"bytes overflow", []quantstream.TensorInfo{{Name: "a", DType: "F64", Shape: []int64{1 << 61}}}},
+		{"unknown dtype", []quantstream.TensorInfo{{Name: "a", DType: quant.Invalid, Shape: []int64{2}}}},
+		{"negative dimension", []quantstream.TensorInfo{{Name: "a", DType: quant.F16, Shape: []int64{2, -1}}}},
+		{"shape overflows", []quantstream.TensorInfo{{Name: "a", DType: quant.F16, Shape: []int64{1 << 40, 1 << 40}}}},
+		{"bytes overflow", []quantstream.TensorInfo{{Name: "a", DType: quant.F64, Shape: []int64{1 << 61}}}},
 		{"layer overflows", []quantstream.TensorInfo{
-			{Name: "a", DType: "U8", Shape: []int64{1 << 62}},
-			{Name: "b", DType: "U8", Shape: []int64{1 << 62}},
+			{Name: "a", DType: quant.U8, Shape: []int64{1 << 62}},
+			{Name: "b", DType: quant.U8, Shape: []int64{1 << 62}},
 		}},
-		{"half a byte", []quantstream.TensorInfo{{Name: "a", DType: "F4", Shape: []int64{3}}}},
+		{"half a byte", []quantstream.TensorInfo{{Name: "a", DType: quant.F4, Shape: []int64{3}}}},
 		{"duplicate name", []quantstream.TensorInfo{
-			{Name: "a", DType: "F16", Shape: []int64{2}},
-			{Name: "a", DType: "F16", Shape: []int64{2}},
+			{Name: "a", DType: quant.F16, Shape: []int64{2}},
+			{Name: "a", DType: quant.F16, Shape: []int64{2}},
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := pipeline.NewPlan([]pipeline.LayerInfo{{Index: 7, Tensors: tc.ts}})
+			_, err := pipeline.NewPlan([]quantstream.LayerInfo{{Index: 7, Tensors: tc.ts}})
 			if !errors.Is(err, pipeline.ErrBadPlan) || !strings.HasPrefix(err.Error(), "source: layer 7: ") {
 				t.Errorf("NewPlan: %v, want ErrBadPlan at source layer 7", err)
 			}
@@ -75,8 +75,8 @@ type planStage struct {
 	plan func(layer int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error)
 }
 
-func (s *planStage) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-	return s.plan(layer, in)
+func (s *planStage) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	return s.plan(in.Index, in.Tensors)
 }
 
 func TestNewPlanStageErrors(t *testing.T) {
@@ -110,7 +110,7 @@ func TestNewPlanStageErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &planStage{convStage: convStage{name: "odd"}, plan: tc.plan}
-			_, err := pipeline.NewPlan([]pipeline.LayerInfo{layerSpec(3, 5)}, s)
+			_, err := pipeline.NewPlan([]quantstream.LayerInfo{layerSpec(3, 5)}, s)
 			var se *pipeline.StageError
 			if !errors.Is(err, tc.wantIs) || !errors.As(err, &se) || se.Stage != "odd" || se.Layer != 3 ||
 				!strings.HasPrefix(err.Error(), tc.wantMsg) {
@@ -124,28 +124,28 @@ func TestNewPlanStageErrors(t *testing.T) {
 // source's step of the plan.
 func TestNewPlanIsolatesSteps(t *testing.T) {
 	s := &planStage{convStage: convStage{name: "mutate"}, plan: func(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-		in[0].DType = "F32"
+		in[0].DType = quant.F32
 		return in, nil
 	}}
-	plan, err := pipeline.NewPlan([]pipeline.LayerInfo{layerSpec(0, 2)}, s)
+	plan, err := pipeline.NewPlan([]quantstream.LayerInfo{layerSpec(0, 2)}, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := plan.Layers[0].Steps[0][0].DType; got != "F16" {
+	if got := plan.Layers[0].Steps[0][0].DType; got != quant.F16 {
 		t.Errorf("source step dtype %s after stage Plan, want F16", got)
 	}
 }
 
 // A layer the source cut into groups is named by its group in the budget error.
 func TestCheckNamesTheGroupOverBudget(t *testing.T) {
-	a := pipeline.LayerInfo{Index: 3, Prefix: "model.layers.3.", Tensors: []quantstream.TensorInfo{
-		{Name: "model.layers.3.a", DType: "F32", Shape: []int64{4}},
+	a := quantstream.LayerInfo{Index: 3, Prefix: "model.layers.3.", Tensors: []quantstream.TensorInfo{
+		{Name: "model.layers.3.a", DType: quant.F32, Shape: []int64{4}},
 	}}
-	b := pipeline.LayerInfo{Index: 3, Prefix: "model.layers.3.", Tensors: []quantstream.TensorInfo{
-		{Name: "model.layers.3.big", DType: "F32", Shape: []int64{64}},
-		{Name: "model.layers.3.c", DType: "F32", Shape: []int64{1}},
+	b := quantstream.LayerInfo{Index: 3, Prefix: "model.layers.3.", Tensors: []quantstream.TensorInfo{
+		{Name: "model.layers.3.big", DType: quant.F32, Shape: []int64{64}},
+		{Name: "model.layers.3.c", DType: quant.F32, Shape: []int64{1}},
 	}}
-	plan, err := pipeline.NewPlan([]pipeline.LayerInfo{a, b})
+	plan, err := pipeline.NewPlan([]quantstream.LayerInfo{a, b})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestCheckNamesTheGroupOverBudget(t *testing.T) {
 	if !errors.Is(err, pipeline.ErrOverBudget) || !strings.Contains(err.Error(), "layer 3 (the group of 2 tensors model.layers.3.big … model.layers.3.c)") {
 		t.Fatalf("Check: %v", err)
 	}
-	whole, _ := pipeline.NewPlan([]pipeline.LayerInfo{b})
+	whole, _ := pipeline.NewPlan([]quantstream.LayerInfo{b})
 	if err := whole.Check(100); err == nil || strings.Contains(err.Error(), "group") {
 		t.Fatalf("a layer that is not cut is not a group: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -17,7 +18,7 @@ var bmmAttrs = []string{"gate_up_proj", "down_proj"}
 
 // discoverBMM finds batched-matmul expert weights: a 3-D "<x>.experts.<attr>" with a
 // singular weight or input quantizer.
-func discoverBMM(names map[string]TensorHeader, qs Quantizers) ([]*Module, error) {
+func discoverBMM(names map[string]quantstream.TensorInfo, qs Quantizers) ([]*Module, error) {
 	var mods []*Module
 	for _, n := range sortedKeys(names) {
 		container, attr := splitLast(n)
@@ -149,31 +150,31 @@ func fillBMMAmax(ts *tensorSet, mods []*Module) error {
 // bmmExportHeaders are the exported shapes of a BMM expert weight [E, A, B]. NVFP4
 // formats quantize the transposed weight and transpose back (packed along A); MXFP4 is
 // not transposed (packed along B); per-tensor FP8 keeps the shape.
-func bmmExportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
+func bmmExportHeaders(m *Module, w quantstream.TensorInfo) (map[string]quantstream.TensorInfo, error) {
 	if len(w.Shape) != 3 {
 		return nil, fmt.Errorf("%w: %s: BMM expert weight %v", ErrShape, m.Weight, w.Shape)
 	}
 	E, A, B := w.Shape[0], w.Shape[1], w.Shape[2]
 	bk := int64(m.Block)
-	scalar := TensorHeader{DType: quant.F32, Shape: []int64{}}
-	out := map[string]TensorHeader{}
+	scalar := quantstream.TensorInfo{DType: quant.F32, Shape: []int64{}}
+	out := map[string]quantstream.TensorInfo{}
 	switch m.Format {
 	case "fp8":
-		out["weight"] = TensorHeader{quant.F8E4M3, []int64{E, A, B}}
+		out["weight"] = header(quant.F8E4M3, []int64{E, A, B})
 		out["weight_scale"] = scalar
 	case "nvfp4", "nvfp4_awq", "w4a16_nvfp4":
 		if bk <= 0 || bk%2 != 0 || A%bk != 0 {
 			return nil, fmt.Errorf("%w: %s: input size %d not divisible by block %d", ErrShape, m.Weight, A, bk)
 		}
-		out["weight"] = TensorHeader{quant.U8, []int64{E, A / 2, B}}
-		out["weight_scale"] = TensorHeader{quant.F8E4M3, []int64{E, A / bk, B}}
+		out["weight"] = header(quant.U8, []int64{E, A / 2, B})
+		out["weight_scale"] = header(quant.F8E4M3, []int64{E, A / bk, B})
 		out["weight_scale_2"] = scalar
 	case "mxfp4", "w4a8_mxfp4_fp8":
 		if bk <= 0 || B%bk != 0 {
 			return nil, fmt.Errorf("%w: %s: last dim %d not divisible by block %d", ErrShape, m.Weight, B, bk)
 		}
-		out["weight"] = TensorHeader{quant.U8, []int64{E, A, B / 2}}
-		out["weight_scale"] = TensorHeader{quant.U8, []int64{E, A, B / bk}}
+		out["weight"] = header(quant.U8, []int64{E, A, B / 2})
+		out["weight_scale"] = header(quant.U8, []int64{E, A, B / bk})
 	default:
 		return nil, fmt.Errorf("%w: %s: %s export of batched-matmul experts", ErrUnsupported, m.Weight, m.Format)
 	}

@@ -78,7 +78,7 @@ func TestBMMExpertsPlan(t *testing.T) {
 			}
 			got := map[string]string{}
 			for _, o := range plan.Layer(0).Outputs {
-				got[o.Name[len(p):]] = o.DType + " " + fmtShape(o.Shape)
+				got[o.Name[len(p):]] = o.DType.String() + " " + fmtShape(o.Shape)
 			}
 			for k, v := range tc.want {
 				if got[k] != v {

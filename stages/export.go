@@ -5,20 +5,21 @@ import (
 	"slices"
 	"strings"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
 // outputs of one exported module, as headers: the quantized weight and its scales.
-func exportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
+func exportHeaders(m *Module, w quantstream.TensorInfo) (map[string]quantstream.TensorInfo, error) {
 	if m.BMM {
 		return bmmExportHeaders(m, w)
 	}
-	out := map[string]TensorHeader{}
+	out := map[string]quantstream.TensorInfo{}
 	if len(w.Shape) != 2 {
 		return nil, fmt.Errorf("%w: %s: %d-D weight %v (only 2-D linears are supported)", ErrUnsupported, m.Weight, len(w.Shape), w.Shape)
 	}
 	O, I := w.Shape[0], w.Shape[1]
-	scalar := TensorHeader{DType: quant.F32, Shape: []int64{}}
+	scalar := quantstream.TensorInfo{DType: quant.F32, Shape: []int64{}}
 	needBlock := func(b int64) error {
 		if b <= 0 || I%b != 0 {
 			return fmt.Errorf("%w: %s: input size %d not divisible by block %d", ErrShape, m.Weight, I, b)
@@ -28,27 +29,27 @@ func exportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
 	B := int64(m.Block)
 	switch m.Format {
 	case "fp8":
-		out["weight"] = TensorHeader{quant.F8E4M3, []int64{O, I}}
+		out["weight"] = header(quant.F8E4M3, []int64{O, I})
 		out["weight_scale"] = scalar
 	case "fp8_pc_pt":
-		out["weight"] = TensorHeader{quant.F8E4M3, []int64{O, I}}
-		out["weight_scale"] = TensorHeader{quant.F32, squeezed([]int64{O})}
+		out["weight"] = header(quant.F8E4M3, []int64{O, I})
+		out["weight_scale"] = header(quant.F32, squeezed([]int64{O}))
 	case "fp8_pb_wo":
 		b0, b1 := int64(m.WQ.BlockSizes.Dims[-2]), B
 		if b0 <= 0 || b1 <= 0 {
 			return nil, fmt.Errorf("%w: %s: FP8 block sizes %v", ErrUnsupported, m.Weight, m.WQ.BlockSizes.Dims)
 		}
-		out["weight"] = TensorHeader{quant.F8E4M3, []int64{O, I}}
+		out["weight"] = header(quant.F8E4M3, []int64{O, I})
 		scale := []int64{ceilDiv(O, b0), 1, ceilDiv(I, b1), 1}
 		if quant.Numel(scale) == 1 {
 			// The scale keeps the amax's shape, and calibration stores a one-block
 			// amax as a 0-dim tensor.
 			scale = []int64{}
 		}
-		out["weight_scale"] = TensorHeader{quant.F32, scale}
+		out["weight_scale"] = header(quant.F32, scale)
 	case "int8_sq", "int8_wo":
-		out["weight"] = TensorHeader{quant.I8, []int64{O, I}}
-		out["weight_scale"] = TensorHeader{quant.F32, squeezed([]int64{O})}
+		out["weight"] = header(quant.I8, []int64{O, I})
+		out["weight_scale"] = header(quant.F32, squeezed([]int64{O}))
 	case "int4_awq", "w4a8_awq":
 		if err := needBlock(B); err != nil {
 			return nil, err
@@ -56,8 +57,8 @@ func exportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
 		if O%2 != 0 {
 			return nil, fmt.Errorf("%w: %s: INT4 packing needs an even output size, got %d", ErrShape, m.Weight, O)
 		}
-		out["weight"] = TensorHeader{quant.U8, []int64{O / 2, I}}
-		out["weight_scale"] = TensorHeader{quant.F32, []int64{O, I / B}}
+		out["weight"] = header(quant.U8, []int64{O / 2, I})
+		out["weight_scale"] = header(quant.F32, []int64{O, I / B})
 		if m.Format == "w4a8_awq" && m.WQ.Sequential[1].Enabled {
 			out["weight_scale_2"] = scalar
 		}
@@ -71,21 +72,21 @@ func exportHeaders(m *Module, w TensorHeader) (map[string]TensorHeader, error) {
 		if m.WQ.Class == "NVFP4StaticQuantizer" {
 			return nil, fmt.Errorf("%w: %s: static (four-over-six/MSE) NVFP4 export", ErrUnsupported, m.Weight)
 		}
-		out["weight"] = TensorHeader{quant.U8, []int64{O, I / 2}}
-		out["weight_scale"] = TensorHeader{quant.F8E4M3, []int64{O, I / B}}
+		out["weight"] = header(quant.U8, []int64{O, I / 2})
+		out["weight_scale"] = header(quant.F8E4M3, []int64{O, I / B})
 		out["weight_scale_2"] = scalar
 	case "mxfp8":
 		if err := needBlock(B); err != nil {
 			return nil, err
 		}
-		out["weight"] = TensorHeader{quant.F8E4M3, []int64{O, I}}
-		out["weight_scale"] = TensorHeader{quant.U8, []int64{O, I / B}}
+		out["weight"] = header(quant.F8E4M3, []int64{O, I})
+		out["weight_scale"] = header(quant.U8, []int64{O, I / B})
 	case "mxfp4", "w4a8_mxfp4_fp8":
 		if err := needBlock(B); err != nil {
 			return nil, err
 		}
-		out["weight"] = TensorHeader{quant.U8, []int64{O, I / 2}}
-		out["weight_scale"] = TensorHeader{quant.U8, []int64{O, I / B}}
+		out["weight"] = header(quant.U8, []int64{O, I / 2})
+		out["weight_scale"] = header(quant.U8, []int64{O, I / B})
 	default:
 		return nil, fmt.Errorf("%w: %s: format %q", ErrUnsupported, m.Weight, m.Format)
 	}
@@ -217,7 +218,7 @@ var rowPath = true
 // kernels are quant's; this only places the outputs. It reports false when m is
 // not such a module, or when quant's outputs are not the planned ones, and
 // exportModule takes the general path.
-func exportLater(ts *tensorSet, m *Module, hdrs map[string]TensorHeader, dtype quant.DType, mode quant.DivMode) bool {
+func exportLater(ts *tensorSet, m *Module, hdrs map[string]quantstream.TensorInfo, dtype quant.DType, mode quant.DivMode) bool {
 	if !rowPath || m.WQ == nil || m.WQ.Class == "NVFP4StaticQuantizer" {
 		return false
 	}
@@ -256,6 +257,6 @@ func exportLater(ts *tensorSet, m *Module, hdrs map[string]TensorHeader, dtype q
 }
 
 // sameHeader reports whether the plan's header h is dt with shape.
-func sameHeader(h TensorHeader, dt quant.DType, shape []int64) bool {
+func sameHeader(h quantstream.TensorInfo, dt quant.DType, shape []int64) bool {
 	return h.DType == dt && slices.Equal(h.Shape, shape)
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"testing"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/internal/layerbuf"
 	"github.com/quantstream/quantstream/quant"
 )
@@ -95,7 +96,7 @@ func TestRowPathMatchesGeneralPath(t *testing.T) {
 func rowOutputs(t *testing.T, p *Plan, sd map[string]quant.Tensor) []string {
 	t.Helper()
 	lp := p.Layer(0)
-	ts := &tensorSet{hdr: map[string]TensorHeader{}, data: map[string]quant.Tensor{}}
+	ts := &tensorSet{hdr: map[string]quantstream.TensorInfo{}, data: map[string]quant.Tensor{}}
 	for _, h := range lp.Inputs {
 		ts.set(h.Name, sd[h.Name])
 	}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -345,9 +346,9 @@ func adjustAttnAmax(amax map[string]float32, order []string) (map[string]float32
 // "<name>.weight", "<name>.weight_quantizer._amax", "<name>.input_quantizer._amax",
 // ...): its buffers, format and block size.
 func NewModule(name string, sd map[string]quant.Tensor, wq, iq *quant.Quantizer) (*Module, error) {
-	hdr := make(map[string]TensorHeader, len(sd))
+	hdr := make(map[string]quantstream.TensorInfo, len(sd))
 	for k, t := range sd {
-		hdr[k] = TensorHeader{DType: t.DType, Shape: t.Shape}
+		hdr[k] = quantstream.TensorInfo{DType: t.DType, Shape: t.Shape}
 	}
 	m := &Module{Name: name, Weight: name + ".weight", WQ: wq, IQ: iq, Expert: -1}
 	m.Parent, m.Proj = splitLast(name)
@@ -359,7 +360,7 @@ func NewModule(name string, sd map[string]quant.Tensor, wq, iq *quant.Quantizer)
 }
 
 func stateSet(sd map[string]quant.Tensor) *tensorSet {
-	ts := &tensorSet{hdr: map[string]TensorHeader{}, data: map[string]quant.Tensor{}}
+	ts := &tensorSet{hdr: map[string]quantstream.TensorInfo{}, data: map[string]quant.Tensor{}}
 	for k, t := range sd {
 		ts.set(k, t)
 	}

@@ -123,7 +123,7 @@ func infosOf(sd map[string]quant.Tensor) []quantstream.TensorInfo {
 	sort.Strings(names)
 	out := make([]quantstream.TensorInfo, len(names))
 	for i, n := range names {
-		out[i] = quantstream.TensorInfo{Name: n, DType: sd[n].DType.String(), Shape: sd[n].Shape}
+		out[i] = quantstream.TensorInfo{Name: n, DType: sd[n].DType, Shape: sd[n].Shape}
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -93,7 +94,7 @@ func quantizerNames(mod, attr string) (wq, iq string) {
 
 // discoverModules finds the linear-like modules of one layer: every "<m>.weight" that
 // has a weight or input quantizer in qs. names holds the layer's tensor names.
-func discoverModules(names map[string]TensorHeader, qs Quantizers) ([]*Module, error) {
+func discoverModules(names map[string]quantstream.TensorInfo, qs Quantizers) ([]*Module, error) {
 	var mods []*Module
 	var errs []error
 	keys := sortedKeys(names)
@@ -147,7 +148,7 @@ func (m *Module) ID() string {
 	return m.Name + "." + m.Attr
 }
 
-func (m *Module) fillBuffers(names map[string]TensorHeader) {
+func (m *Module) fillBuffers(names map[string]quantstream.TensorInfo) {
 	has := func(n string) string {
 		if _, ok := names[n]; ok {
 			return n

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -138,7 +139,7 @@ func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
 		// The first projection's amax, shared by its halves.
 		firstQ := f.name + "." + f.first + "_weight_quantizers." + es
 		var firstAmax []float32
-		var firstAmaxHdr TensorHeader
+		var firstAmaxHdr quantstream.TensorInfo
 		if q, _ := qs.Get(firstQ); hasQuant(q) && !ts.planning() {
 			if ts.has(firstQ + "._amax") {
 				v, err := ts.floats(firstQ + "._amax")
@@ -153,7 +154,7 @@ func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
 					return err
 				}
 				firstAmax = []float32{absMax(w)}
-				firstAmaxHdr = TensorHeader{DType: quant.F32}
+				firstAmaxHdr = quantstream.TensorInfo{DType: quant.F32}
 			}
 		}
 		for _, sl := range f.slices() {
@@ -188,7 +189,7 @@ func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
 			ts.data[mod+".weight"] = quant.Tensor{DType: wdt, Shape: []int64{sl.rows, sl.cols}, Data: f.expertBytes(ts, sl.src, e, sl.row0, sl.rows, sl.srcRows, sl.cols)}
 			if hasQuant(wq) {
 				var amax []float32
-				var hdr TensorHeader
+				var hdr quantstream.TensorInfo
 				if sl.src == f.first {
 					amax, hdr = firstAmax, firstAmaxHdr
 				} else if ts.has(wqName + "._amax") {
@@ -203,7 +204,7 @@ func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
 					amax, shape = splitRows(amax, shape, sl.row0, sl.rows, sl.srcRows)
 				}
 				if allZero(amax) {
-					amax, hdr, shape = []float32{absMax(w)}, TensorHeader{DType: quant.F32}, nil
+					amax, hdr, shape = []float32{absMax(w)}, quantstream.TensorInfo{DType: quant.F32}, nil
 				}
 				if err := ts.setFloats(mod+".weight_quantizer._amax", hdr.DType, shape, amax); err != nil {
 					return err

@@ -241,16 +241,15 @@ func configDType(c *ModelConfig) quant.DType {
 }
 
 func headerSet(in []quantstream.TensorInfo) (*tensorSet, error) {
-	ts := &tensorSet{hdr: make(map[string]TensorHeader, len(in))}
+	ts := &tensorSet{hdr: make(map[string]quantstream.TensorInfo, len(in))}
 	for _, t := range in {
-		dt, err := quant.ParseDType(t.DType)
-		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+		if t.DType.Bits() == 0 {
+			return nil, fmt.Errorf("tensor %q: %w %v", t.Name, quant.ErrUnknownDType, t.DType)
 		}
 		if _, dup := ts.hdr[t.Name]; dup {
 			return nil, fmt.Errorf("%w: duplicate tensor %q", ErrPlanMismatch, t.Name)
 		}
-		ts.hdr[t.Name] = TensorHeader{DType: dt, Shape: slices.Clone(t.Shape)}
+		ts.hdr[t.Name] = quantstream.TensorInfo{Name: t.Name, DType: t.DType, Shape: slices.Clone(t.Shape)}
 	}
 	return ts, nil
 }
@@ -263,7 +262,7 @@ func infos(ts *tensorSet) []quantstream.TensorInfo {
 		if shape == nil {
 			shape = []int64{}
 		}
-		out = append(out, quantstream.TensorInfo{Name: n, DType: h.DType.String(), Shape: slices.Clone(shape)})
+		out = append(out, quantstream.TensorInfo{Name: n, DType: h.DType, Shape: slices.Clone(shape)})
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -131,7 +132,7 @@ func postprocess(ts *tensorSet, maxbound float32, kvFormat string, qlora bool, m
 // an alias key to the key whose storage it shares; an alias is dropped when its target
 // is present (the data-pointer backstop of the resident export).
 func PostprocessStateDict(sd map[string]quant.Tensor, maxbound float32, kvFormat string, qlora bool, tied map[string]string, mode quant.DivMode) (map[string]quant.Tensor, error) {
-	ts := &tensorSet{hdr: map[string]TensorHeader{}, data: map[string]quant.Tensor{}}
+	ts := &tensorSet{hdr: map[string]quantstream.TensorInfo{}, data: map[string]quant.Tensor{}}
 	for k, t := range sd {
 		if c, ok := tied[k]; ok {
 			if _, has := sd[c]; has {

@@ -29,29 +29,15 @@ func NewStage(p *Plan, mem memory.Allocator) *Stage { return &Stage{plan: p, mem
 func (s *Stage) Name() string { return "export" }
 
 // Plan maps a layer's input headers to its output headers (sorted by name).
-func (s *Stage) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-	ts, err := headerSet(in)
+func (s *Stage) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	ts, err := headerSet(in.Tensors)
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := s.plan.run(context.Background(), ts, &LayerPlan{Index: layer, Prefix: layerPrefix(layer, in)}); err != nil {
+	if _, _, err := s.plan.run(context.Background(), ts, &LayerPlan{Index: in.Index, Prefix: in.Prefix}); err != nil {
 		return nil, err
 	}
 	return infos(ts), nil
-}
-
-// layerPrefix is the "…layers.N." prefix of decoder layer N among its tensors ("" for
-// the non-decoder group).
-func layerPrefix(layer int, in []quantstream.TensorInfo) string {
-	if layer == quantstream.NonDecoder {
-		return ""
-	}
-	for _, t := range in {
-		if idx, prefix := LayerOf(t.Name); idx == layer {
-			return prefix
-		}
-	}
-	return ""
 }
 
 // Process exports one layer. It takes ownership of l and releases it (also on error);
@@ -65,17 +51,15 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 		return nil, err
 	}
 	in := l.Tensors()
-	infosIn := make([]quantstream.TensorInfo, len(in))
-	ts := &tensorSet{hdr: make(map[string]TensorHeader, len(in)), data: make(map[string]quant.Tensor, len(in))}
-	for i, t := range in {
-		infosIn[i] = quantstream.TensorInfo{Name: t.Name, DType: t.DType.String(), Shape: t.Shape}
+	ts := &tensorSet{hdr: make(map[string]quantstream.TensorInfo, len(in)), data: make(map[string]quant.Tensor, len(in))}
+	for _, t := range in {
 		ts.set(t.Name, t.Tensor)
 	}
-	want, err := s.Plan(l.Index(), infosIn)
+	want, err := s.Plan(l.Info())
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := s.plan.run(ctx, ts, &LayerPlan{Index: l.Index(), Prefix: layerPrefix(l.Index(), infosIn)}); err != nil {
+	if _, _, err := s.plan.run(ctx, ts, &LayerPlan{Index: l.Index(), Prefix: l.Prefix()}); err != nil {
 		return nil, err
 	}
 	got := infos(ts)
@@ -101,7 +85,7 @@ func unchanged(ts *tensorSet, got []quantstream.TensorInfo, in []quantstream.Ten
 	}
 	for i, t := range in {
 		d, ok := ts.data[t.Name]
-		if !ok || got[i].Name != t.Name || got[i].DType != t.DType.String() || !slices.Equal(got[i].Shape, t.Shape) ||
+		if !ok || got[i].Name != t.Name || got[i].DType != t.DType || !slices.Equal(got[i].Shape, t.Shape) ||
 			len(d.Data) != len(t.Data) || (len(d.Data) > 0 && &d.Data[0] != &t.Data[0]) {
 			return false
 		}

@@ -50,7 +50,7 @@ func convert(t *testing.T, mem memory.Allocator, p *Plan, st *Stage, sd map[stri
 			}
 			for k, tt := range got {
 				h := lp.Outputs[k]
-				if tt.Name != h.Name || tt.DType.String() != h.DType || !slices.Equal(tt.Shape, h.Shape) {
+				if tt.Name != h.Name || tt.DType != h.DType || !slices.Equal(tt.Shape, h.Shape) {
 					errs[i] = fmt.Errorf("layer %d: tensor %d is %s %v %v, plan says %s %s %v", lp.Index, k, tt.Name, tt.DType, tt.Shape, h.Name, h.DType, h.Shape)
 					return
 				}
@@ -145,7 +145,7 @@ func TestStagePlanMatchesPlan(t *testing.T) {
 	}
 	st := NewStage(p, memory.NewGoAllocator())
 	for _, lp := range p.Layers {
-		got, err := st.Plan(lp.Index, lp.Inputs)
+		got, err := st.Plan(quantstream.LayerInfo{Index: lp.Index, Prefix: lp.Prefix, Tensors: lp.Inputs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,11 +225,11 @@ func ExampleStage_Plan() {
 	p, _ := NewPlan(infosOf(sd), []byte(tinyLlamaConfig), qs, Options{})
 	st := NewStage(p, memory.NewGoAllocator())
 	in := []quantstream.TensorInfo{
-		{Name: "model.layers.0.mlp.down_proj.weight", DType: "BF16", Shape: []int64{32, 64}},
-		{Name: "model.layers.0.mlp.down_proj.weight_quantizer._amax", DType: "BF16", Shape: []int64{}},
-		{Name: "model.layers.0.mlp.down_proj.input_quantizer._amax", DType: "BF16", Shape: []int64{}},
+		{Name: "model.layers.0.mlp.down_proj.weight", DType: quant.BF16, Shape: []int64{32, 64}},
+		{Name: "model.layers.0.mlp.down_proj.weight_quantizer._amax", DType: quant.BF16, Shape: []int64{}},
+		{Name: "model.layers.0.mlp.down_proj.input_quantizer._amax", DType: quant.BF16, Shape: []int64{}},
 	}
-	out, err := st.Plan(0, in)
+	out, err := st.Plan(quantstream.LayerInfo{Index: 0, Prefix: "model.layers.0.", Tensors: in})
 	if err != nil {
 		fmt.Println(err)
 		return

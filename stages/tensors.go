@@ -4,19 +4,21 @@ import (
 	"fmt"
 	"slices"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
-// TensorHeader is what the planner knows of a tensor before its data is read.
-type TensorHeader struct {
-	DType quant.DType
-	Shape []int64
+// header is a tensor header that only a dtype and shape describe (the name is where
+// it is kept: a map key, a module's attribute).
+func header(dt quant.DType, shape []int64) quantstream.TensorInfo {
+	return quantstream.TensorInfo{DType: dt, Shape: shape}
 }
 
-// tensorSet is the working state of one layer: headers always, data when processing.
+// tensorSet is the working state of one layer: headers always (hdr[n].Name == n),
+// data when processing.
 // Input data is never written: a step that changes a tensor stores a new one.
 type tensorSet struct {
-	hdr  map[string]TensorHeader
+	hdr  map[string]quantstream.TensorInfo
 	data map[string]quant.Tensor // nil while planning
 	// later holds the outputs computed only when the layer's output buffer exists
 	// (rowJob), by name; such a tensor has a header and no data.
@@ -80,7 +82,7 @@ func (ts *tensorSet) floats(name string) ([]float32, error) {
 
 // set stores a tensor (header and, when processing, data).
 func (ts *tensorSet) set(name string, t quant.Tensor) {
-	ts.hdr[name] = TensorHeader{DType: t.DType, Shape: slices.Clone(t.Shape)}
+	ts.hdr[name] = quantstream.TensorInfo{Name: name, DType: t.DType, Shape: slices.Clone(t.Shape)}
 	if ts.data != nil {
 		ts.data[name] = t
 	}
@@ -89,7 +91,7 @@ func (ts *tensorSet) set(name string, t quant.Tensor) {
 
 // setHeader records a tensor whose data is computed later (or only planned).
 func (ts *tensorSet) setHeader(name string, dt quant.DType, shape []int64) {
-	ts.hdr[name] = TensorHeader{DType: dt, Shape: slices.Clone(shape)}
+	ts.hdr[name] = quantstream.TensorInfo{Name: name, DType: dt, Shape: slices.Clone(shape)}
 }
 
 // setFloats stores values with the given header, rounding to its dtype.

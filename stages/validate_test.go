@@ -134,8 +134,8 @@ func TestFusedExpertsHostileShape(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			infos := []quantstream.TensorInfo{
-				{Name: p + "gate_up_proj", DType: "BF16", Shape: tc.gu},
-				{Name: p + "down_proj", DType: "BF16", Shape: tc.down},
+				{Name: p + "gate_up_proj", DType: quant.BF16, Shape: tc.gu},
+				{Name: p + "down_proj", DType: quant.BF16, Shape: tc.down},
 			}
 			pl, err := NewPlan(infos, []byte(tc.config), qs, Options{})
 			if !errors.Is(err, ErrShape) || !strings.Contains(err.Error(), tc.want) {

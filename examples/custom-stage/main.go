@@ -193,8 +193,8 @@ var _ quantstream.Stage = (*weightStats)(nil)
 func (s *weightStats) Name() string { return "weight-stats" }
 
 // Plan: the layer goes on unchanged.
-func (s *weightStats) Plan(_ int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-	return in, nil
+func (s *weightStats) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	return in.Tensors, nil
 }
 
 // Process reads the layer and hands it on; ownership passes through.
@@ -259,19 +259,19 @@ var _ quantstream.Stage = keepCheck{}
 
 func (k keepCheck) Name() string { return "keep-check" }
 
-func (k keepCheck) Plan(layer int, in []quantstream.TensorInfo) ([]quantstream.TensorInfo, error) {
-	if !k.keep[layer] {
-		return in, nil
+func (k keepCheck) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	if !k.keep[in.Index] {
+		return in.Tensors, nil
 	}
-	for _, t := range in {
+	for _, t := range in.Tensors {
 		switch {
 		case strings.HasSuffix(t.Name, "_scale") || strings.HasSuffix(t.Name, "_scale_2"):
 			return nil, fmt.Errorf("layer kept unquantized has %s", t.Name)
-		case t.DType != "BF16" && t.DType != "F16" && t.DType != "F32":
+		case t.DType != quant.BF16 && t.DType != quant.F16 && t.DType != quant.F32:
 			return nil, fmt.Errorf("layer kept unquantized has %s as %s", t.Name, t.DType)
 		}
 	}
-	return in, nil
+	return in.Tensors, nil
 }
 
 // Process hands the layer on; Plan has already checked it, and the pipeline checks

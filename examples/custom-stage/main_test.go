@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/convert"
+	"github.com/quantstream/quantstream/quant"
 )
 
 const tiny = "../../testdata/tiny_llama"
@@ -81,8 +83,8 @@ func TestKeepLayer(t *testing.T) {
 func TestKeepCheck(t *testing.T) {
 	k := keepCheck{keep: map[int]bool{1: true}}
 	quantized := []quantstream.TensorInfo{
-		{Name: "model.layers.1.mlp.down_proj.weight", DType: "I8", Shape: []int64{4, 4}},
-		{Name: "model.layers.1.mlp.down_proj.weight_scale", DType: "BF16", Shape: []int64{4}},
+		{Name: "model.layers.1.mlp.down_proj.weight", DType: quant.I8, Shape: []int64{4, 4}},
+		{Name: "model.layers.1.mlp.down_proj.weight_scale", DType: quant.BF16, Shape: []int64{4}},
 	}
 	for _, tc := range []struct {
 		name    string
@@ -93,10 +95,10 @@ func TestKeepCheck(t *testing.T) {
 		{"other layer", 0, quantized, ""},
 		{"scale", 1, quantized[1:], "weight_scale"},
 		{"dtype", 1, quantized[:1], "as I8"},
-		{"plain", 1, []quantstream.TensorInfo{{Name: "model.layers.1.mlp.down_proj.weight", DType: "BF16", Shape: []int64{4, 4}}}, ""},
+		{"plain", 1, []quantstream.TensorInfo{{Name: "model.layers.1.mlp.down_proj.weight", DType: quant.BF16, Shape: []int64{4, 4}}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := k.Plan(tc.layer, tc.in)
+			_, err := k.Plan(quantstream.LayerInfo{Index: tc.layer, Prefix: "model.layers." + strconv.Itoa(tc.layer) + ".", Tensors: tc.in})
 			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("Plan: %v, want error containing %q", err, tc.wantErr)
 			}

@@ -22,7 +22,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/quant"
 )
 
 // uninitAllocator is the optional capability of an allocator to skip zeroing a
@@ -48,13 +47,9 @@ func Alloc(mem memory.Allocator, n int) *memory.Buffer {
 func Sizes(infos []quantstream.TensorInfo) ([]int64, error) {
 	offs := make([]int64, len(infos)+1)
 	for i, t := range infos {
-		dt, err := quant.ParseDType(t.DType)
+		n, err := t.DataBytes()
 		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
-		}
-		n, ok := dt.ByteLen(quant.Numel(t.Shape))
-		if !ok || n < 0 {
-			return nil, fmt.Errorf("tensor %q: no byte length for %s %v", t.Name, t.DType, t.Shape)
+			return nil, err
 		}
 		offs[i+1] = offs[i] + n
 	}
@@ -108,7 +103,7 @@ func Assemble(mem memory.Allocator, index int, prefix string, infos []quantstrea
 	vb := sb.ValueBuilder().(*array.Int64Builder)
 	for _, t := range infos {
 		nb.Append(t.Name)
-		db.Append(t.DType)
+		db.Append(t.DType.String())
 		sb.Append(true)
 		vb.AppendValues(t.Shape, nil)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/quant"
 )
 
 func TestRunLowestErrorAndPanics(t *testing.T) {
@@ -62,8 +63,8 @@ func TestBuildAssembleRoom(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	infos := []quantstream.TensorInfo{
-		{Name: "a", DType: "BF16", Shape: []int64{2, 3}},
-		{Name: "b", DType: "F32", Shape: []int64{}},
+		{Name: "a", DType: quant.BF16, Shape: []int64{2, 3}},
+		{Name: "b", DType: quant.F32, Shape: []int64{}},
 	}
 	l, err := Build(mem, 4, "model.layers.4.", infos, func(data []byte, offs []int64) error {
 		if len(data) != 16 || offs[1] != 12 || offs[2] != 16 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/quant"
 )
 
 // LlamaConfig is the shape of a Llama-style decoder.
@@ -43,7 +44,7 @@ func bf16(name string, shape ...int) quantstream.TensorInfo {
 	for i, d := range shape {
 		s[i] = int64(d)
 	}
-	return quantstream.TensorInfo{Name: name, DType: "BF16", Shape: s}
+	return quantstream.TensorInfo{Name: name, DType: quant.BF16, Shape: s}
 }
 
 func attention(p string, c LlamaConfig, qkNorm bool) []quantstream.TensorInfo {
@@ -108,7 +109,7 @@ func TensorData(seed uint64, t quantstream.TensorInfo, n int64) io.Reader {
 	return &dataReader{
 		rng:  rand.NewPCG(seed, h.Sum64()),
 		left: n,
-		bf16: t.DType == "BF16",
+		bf16: t.DType == quant.BF16,
 		norm: strings.HasSuffix(t.Name, "norm.weight"),
 	}
 }
