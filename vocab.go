@@ -51,6 +51,22 @@ type LayerInfo struct {
 	Tensors []TensorInfo
 }
 
+// DataBytes is the data size of the layer's tensors; see TensorInfo.DataBytes.
+func (li LayerInfo) DataBytes() (int64, error) {
+	var total int64
+	for _, t := range li.Tensors {
+		n, err := t.DataBytes()
+		if err != nil {
+			return 0, err
+		}
+		if total > math.MaxInt64-n {
+			return 0, fmt.Errorf("layer %d: size overflows at tensor %q", li.Index, t.Name)
+		}
+		total += n
+	}
+	return total, nil
+}
+
 // A conversion is a Source of layers, a chain of Stages and a Sink. Package
 // pipeline runs one; package arrowio has a Source (Checkpoint.Source) and Sinks
 // (Writer, DumpWriter); package stages has ModelOpt's export as a Stage.

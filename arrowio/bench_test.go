@@ -61,7 +61,8 @@ func benchCheckpoint(b *testing.B) *arrowio.Checkpoint {
 func checkpointBytes(c *arrowio.Checkpoint) int64 {
 	var n int64
 	for _, li := range c.Layers() {
-		n += li.DataBytes()
+		b, _ := li.DataBytes()
+		n += b
 	}
 	return n
 }
@@ -115,7 +116,7 @@ func BenchmarkWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 		layers = append(layers, l)
-		infos = append(infos, li.Infos()...)
+		infos = append(infos, li.Tensors...)
 	}
 	defer func() {
 		for _, l := range layers {
@@ -137,7 +138,7 @@ func BenchmarkWrite(b *testing.B) {
 				for range workers {
 					wg.Go(func() {
 						for l := range next {
-							if err := w.WriteLayer(l); err != nil {
+							if err := w.Write(b.Context(), l); err != nil {
 								errs <- err
 							}
 						}

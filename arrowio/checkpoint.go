@@ -15,41 +15,16 @@ import (
 	"github.com/quantstream/quantstream"
 )
 
-// TensorRef is a tensor header and the open file that holds its data.
+// TensorRef is a tensor's header, where its bytes lie, and the open file that
+// holds them.
 type TensorRef struct {
 	TensorHeader
 	File *File
 }
 
-// Info is the tensor's header as the stages see it.
+// Info is the tensor's header (a copy: its Shape is the caller's).
 func (t TensorRef) Info() quantstream.TensorInfo {
 	return quantstream.TensorInfo{Name: t.Name, DType: t.DType, Shape: slices.Clone(t.Shape)}
-}
-
-// LayerInfo is one group of a checkpoint: a decoder block, or one top-level module
-// outside the decoder (see OpenCheckpoint).
-type LayerInfo struct {
-	Index   int    // decoder block number, or quantstream.NonDecoder
-	Prefix  string // e.g. "model.layers.12."; "" outside the decoder
-	Tensors []TensorRef
-}
-
-// DataBytes is the total size of the group's tensors.
-func (li LayerInfo) DataBytes() int64 {
-	var n int64
-	for _, t := range li.Tensors {
-		n += t.Size()
-	}
-	return n
-}
-
-// Infos returns the tensors' headers, in the group's order.
-func (li LayerInfo) Infos() []quantstream.TensorInfo {
-	out := make([]quantstream.TensorInfo, len(li.Tensors))
-	for i, t := range li.Tensors {
-		out[i] = t.Info()
-	}
-	return out
 }
 
 // Checkpoint is a read-only view over the safetensors files of one or more
@@ -59,7 +34,7 @@ type Checkpoint struct {
 	files   []*File
 	tensors map[string]TensorRef
 	names   []string // sorted
-	layers  []LayerInfo
+	layers  []quantstream.LayerInfo
 	side    map[string]string
 }
 
@@ -163,6 +138,29 @@ func (c *Checkpoint) openDir(dir string) (map[string]TensorRef, error) {
 // layerRE finds the first "layers.N." component of a tensor name.
 var layerRE = regexp.MustCompile(`(?:^|\.)layers\.(\d{1,9})\.`)
 
+// group is a layer being formed from tensor refs.
+type group struct {
+	index   int
+	prefix  string
+	tensors []TensorRef
+}
+
+func (g *group) bytes() int64 {
+	var n int64
+	for _, t := range g.tensors {
+		n += t.Size()
+	}
+	return n
+}
+
+func (g *group) info() quantstream.LayerInfo {
+	li := quantstream.LayerInfo{Index: g.index, Prefix: g.prefix, Tensors: make([]quantstream.TensorInfo, len(g.tensors))}
+	for i, t := range g.tensors {
+		li.Tensors[i] = t.Info()
+	}
+	return li
+}
+
 // groupLayers puts every tensor named <base>layers.N.… into decoder layer N and the
 // rest outside the decoder. When names carry "layers.N." under several bases (a vision
 // tower beside the language model), the base with the most tensors is the decoder;
@@ -176,7 +174,7 @@ var layerRE = regexp.MustCompile(`(?:^|\.)layers\.(\d{1,9})\.`)
 // as well). The embeddings and lm_head stay one group unless untied says the model does
 // not tie them and lm_head has its own weight: a tied lm_head's quantizer is
 // calibrated on the embedding weight, so it must travel with it.
-func groupLayers(names []string, refs map[string]TensorRef, untied bool) ([]LayerInfo, error) {
+func groupLayers(names []string, refs map[string]TensorRef, untied bool) ([]quantstream.LayerInfo, error) {
 	type match struct{ base, prefix string }
 	matches := make([]match, len(names))
 	count := map[string]int{}
@@ -199,53 +197,57 @@ func groupLayers(names []string, refs map[string]TensorRef, untied bool) ([]Laye
 			decoder, best = b, c
 		}
 	}
-	byIndex := map[int]*LayerInfo{}
-	byModule := map[string]*LayerInfo{}
+	byIndex := map[int]*group{}
+	byModule := map[string]*group{}
 	for i, n := range names {
 		m := matches[i]
 		if m.prefix == "" || m.base != decoder {
 			k := moduleKey(n, decoder)
-			li := byModule[k]
-			if li == nil {
-				li = &LayerInfo{Index: quantstream.NonDecoder}
-				byModule[k] = li
+			g := byModule[k]
+			if g == nil {
+				g = &group{index: quantstream.NonDecoder}
+				byModule[k] = g
 			}
-			li.Tensors = append(li.Tensors, refs[n])
+			g.tensors = append(g.tensors, refs[n])
 			continue
 		}
 		idx, _ := strconv.Atoi(m.prefix[len(m.base)+len("layers.") : len(m.prefix)-1]) // at most 9 digits
-		li := byIndex[idx]
-		if li == nil {
-			li = &LayerInfo{Index: idx, Prefix: m.prefix}
-			byIndex[idx] = li
-		} else if li.Prefix != m.prefix {
-			return nil, fmt.Errorf("arrowio: tensors %q and %q give layer %d two prefixes", li.Tensors[0].Name, n, idx)
+		g := byIndex[idx]
+		if g == nil {
+			g = &group{index: idx, prefix: m.prefix}
+			byIndex[idx] = g
+		} else if g.prefix != m.prefix {
+			return nil, fmt.Errorf("arrowio: tensors %q and %q give layer %d two prefixes", g.tensors[0].Name, n, idx)
 		}
-		li.Tensors = append(li.Tensors, refs[n])
+		g.tensors = append(g.tensors, refs[n])
 	}
-	out := make([]LayerInfo, 0, len(byIndex)+len(byModule))
+	decoders := make([]*group, 0, len(byIndex))
 	var largest int64
-	for _, li := range byIndex {
-		out = append(out, *li)
-		largest = max(largest, li.DataBytes())
+	for _, g := range byIndex {
+		decoders = append(decoders, g)
+		largest = max(largest, g.bytes())
 	}
-	slices.SortFunc(out, func(a, b LayerInfo) int { return cmp.Compare(a.Index, b.Index) })
-	all := &LayerInfo{Index: quantstream.NonDecoder}
+	slices.SortFunc(decoders, func(a, b *group) int { return cmp.Compare(a.index, b.index) })
+	out := make([]quantstream.LayerInfo, 0, len(byIndex)+len(byModule))
+	for _, g := range decoders {
+		out = append(out, g.info())
+	}
+	all := &group{index: quantstream.NonDecoder}
 	for _, k := range sortedKeys(byModule) {
-		all.Tensors = append(all.Tensors, byModule[k].Tensors...)
+		all.tensors = append(all.tensors, byModule[k].tensors...)
 	}
-	if len(all.Tensors) == 0 {
+	if len(all.tensors) == 0 {
 		return out, nil
 	}
-	if all.DataBytes() <= largest {
+	if all.bytes() <= largest {
 		// The decoder layers set the memory a conversion needs; one group is as good.
-		return append(out, *all), nil
+		return append(out, all.info()), nil
 	}
 	mergeTiedEmbeddings(byModule, decoder, untied)
 	for _, k := range sortedKeys(byModule) {
-		li := byModule[k]
-		slices.SortFunc(li.Tensors, func(a, b TensorRef) int { return cmp.Compare(a.Name, b.Name) })
-		out = append(out, *li)
+		g := byModule[k]
+		slices.SortFunc(g.tensors, func(a, b TensorRef) int { return cmp.Compare(a.Name, b.Name) })
+		out = append(out, g.info())
 	}
 	return out, nil
 }
@@ -265,16 +267,16 @@ func moduleKey(name, decoder string) string {
 
 // mergeTiedEmbeddings joins the lm_head group to the embeddings group unless the
 // model is known to be untied and lm_head has a weight of its own.
-func mergeTiedEmbeddings(byModule map[string]*LayerInfo, decoder string, untied bool) {
+func mergeTiedEmbeddings(byModule map[string]*group, decoder string, untied bool) {
 	head, embed := "lm_head", decoder+"embed_tokens"
 	h, e := byModule[head], byModule[embed]
 	if h == nil || e == nil {
 		return
 	}
-	if untied && slices.ContainsFunc(h.Tensors, func(t TensorRef) bool { return t.Name == head+".weight" }) {
+	if untied && slices.ContainsFunc(h.tensors, func(t TensorRef) bool { return t.Name == head+".weight" }) {
 		return
 	}
-	e.Tensors = append(e.Tensors, h.Tensors...)
+	e.tensors = append(e.tensors, h.tensors...)
 	delete(byModule, head)
 }
 
@@ -321,7 +323,7 @@ func untiedEmbeddings(path string) bool {
 // module (the embeddings with lm_head unless config.json unties them), by name.
 // Tensors in a group are sorted by name. The order is deterministic whatever the sharding.
 // The caller must not modify the result.
-func (c *Checkpoint) Layers() []LayerInfo { return c.layers }
+func (c *Checkpoint) Layers() []quantstream.LayerInfo { return c.layers }
 
 // Tensors returns every tensor of the overlaid view, sorted by name.
 func (c *Checkpoint) Tensors() []TensorRef {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,10 +44,14 @@ func readAllLayers(t *testing.T, c *arrowio.Checkpoint) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.Index() != li.Index || l.Prefix() != li.Prefix || l.Len() != len(li.Tensors) || l.DataBytes() != li.DataBytes() {
+		if n, _ := li.DataBytes(); l.Index() != li.Index || l.Prefix() != li.Prefix || l.Len() != len(li.Tensors) || l.DataBytes() != n {
 			t.Fatalf("layer %d: got index %d prefix %q len %d", li.Index, l.Index(), l.Prefix(), l.Len())
 		}
-		for i, ref := range li.Tensors {
+		for i, info := range li.Tensors {
+			ref, ok := c.Lookup(info.Name)
+			if !ok {
+				t.Fatalf("layer %d lists %q, which the checkpoint lacks", li.Index, info.Name)
+			}
 			got := l.Tensor(i)
 			want, err := ref.File.ReadTensor(ref.Name)
 			if err != nil {
@@ -114,7 +119,8 @@ func TestCheckpointOverlay(t *testing.T) {
 func TestCheckpointShardedIndex(t *testing.T) {
 	c := openCheckpoint(t, filepath.Join(golden, "int4_awq", "saved"))
 	files := map[string]bool{}
-	for _, r := range c.Layers()[0].Tensors {
+	for _, info := range c.Layers()[0].Tensors {
+		r, _ := c.Lookup(info.Name)
 		files[r.File.Path] = true
 	}
 	if len(files) < 2 {
@@ -228,6 +234,78 @@ func TestCheckpointErrors(t *testing.T) {
 	}
 }
 
+// TestReadLayerAnyGroup: ReadLayer reads any group of the checkpoint's tensors, in
+// the group's order, and refuses a tensor the checkpoint lacks or a header that
+// differs from the checkpoint's, allocating nothing.
+func TestReadLayerAnyGroup(t *testing.T) {
+	c := openCheckpoint(t, filepath.Join("..", "testdata", "tiny_llama"))
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	l0, l1 := c.Layers()[0], c.Layers()[1]
+	g := quantstream.LayerInfo{Index: 7, Prefix: "x.", Tensors: []quantstream.TensorInfo{l1.Tensors[2], l0.Tensors[0]}}
+	l, err := c.ReadLayer(t.Context(), mem, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Index() != 7 || l.Prefix() != "x." || l.Len() != 2 {
+		t.Fatalf("index %d prefix %q len %d", l.Index(), l.Prefix(), l.Len())
+	}
+	for i, info := range g.Tensors {
+		ref, _ := c.Lookup(info.Name)
+		want, err := ref.File.ReadTensor(info.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := l.Tensor(i); got.Name != info.Name || !bytes.Equal(got.Data, want.Data) {
+			t.Errorf("row %d is %s, want %s with its file's bytes", i, got.Name, info.Name)
+		}
+	}
+	l.Release()
+
+	missing := g
+	missing.Tensors = []quantstream.TensorInfo{{Name: "no.such.weight", DType: quant.BF16, Shape: []int64{1}}}
+	if _, err := c.ReadLayer(t.Context(), mem, missing); !errors.Is(err, arrowio.ErrNotFound) || !strings.Contains(err.Error(), "no.such.weight") {
+		t.Errorf("missing tensor: %v", err)
+	}
+	wrong := l0
+	wrong.Tensors = []quantstream.TensorInfo{l0.Tensors[0]}
+	wrong.Tensors[0].DType = quant.F32
+	if _, err := c.ReadLayer(t.Context(), mem, wrong); err == nil || !strings.Contains(err.Error(), l0.Tensors[0].Name) {
+		t.Errorf("wrong dtype: %v", err)
+	}
+}
+
+// TestSourceReadsEveryLayer: Checkpoint.Source yields c.Layers() in order (or the
+// groups it is given), then io.EOF.
+func TestSourceReadsEveryLayer(t *testing.T) {
+	c := openCheckpoint(t, filepath.Join("..", "testdata", "tiny_llama"))
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	for _, layers := range [][]quantstream.LayerInfo{nil, c.Layers()[1:2]} {
+		src := c.Source(mem, layers)
+		want := layers
+		if want == nil {
+			want = c.Layers()
+		}
+		if len(src.Layers()) != len(want) {
+			t.Fatalf("Layers: %d, want %d", len(src.Layers()), len(want))
+		}
+		for _, li := range want {
+			l, err := src.Next(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.Index() != li.Index || l.Len() != len(li.Tensors) {
+				t.Errorf("layer %d: got index %d with %d tensors", li.Index, l.Index(), l.Len())
+			}
+			l.Release()
+		}
+		if _, err := src.Next(t.Context()); err != io.EOF {
+			t.Fatalf("after the last layer: %v, want io.EOF", err)
+		}
+	}
+}
+
 func TestReadLayerCancelled(t *testing.T) {
 	c := openCheckpoint(t, filepath.Join("..", "testdata", "tiny_llama"))
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
@@ -271,12 +349,13 @@ func TestTestdataUpToDate(t *testing.T) {
 func TestCopySideFiles(t *testing.T) {
 	c := openCheckpoint(t, filepath.Join("..", "testdata", "tiny_llama"))
 	out := filepath.Join(t.TempDir(), "out")
-	infos := c.Layers()[0].Infos()
+	infos := c.Layers()[0].Tensors
 	w, err := arrowio.Create(out, infos, arrowio.WriteOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range c.Layers()[0].Tensors {
+	for _, info := range c.Layers()[0].Tensors {
+		r, _ := c.Lookup(info.Name)
 		if err := w.WriteTensorFrom(r.Name, r.File.Section(r.TensorHeader)); err != nil {
 			t.Fatal(err)
 		}

@@ -34,9 +34,12 @@
 // layer are sorted by name. Grouping does
 // not depend on how tensors are spread over shards.
 //
-// ReadLayer turns a layer into a quantstream.Layer (one Arrow record: name, dtype,
+// Layers are quantstream.LayerInfo values (the headers; TensorRef and Lookup say
+// where each tensor's bytes lie). ReadLayer turns a layer, or any other group of the
+// checkpoint's tensors, into a quantstream.Layer (one Arrow record: name, dtype,
 // shape, data large_binary). The data column's buffer is allocated once from the
 // caller's memory.Allocator and the tensors are pread straight into it.
+// Checkpoint.Source streams layers as a quantstream.Source.
 //
 // # Writing
 //
@@ -45,8 +48,8 @@
 // does and lays each shard out as safetensors' own writer does (descending dtype
 // alignment, then name), so output is byte-identical to transformers' for the
 // same tensors and order. Create writes every header, then WriteTensor /
-// WriteTensorFrom / WriteLayer put data at planned offsets in any order, from any
-// goroutine. Commit checks that every planned tensor was written exactly once,
+// WriteTensorFrom / Write (a whole layer: a Writer is a quantstream.Sink) put data
+// at planned offsets in any order, from any goroutine. Commit checks that every planned tensor was written exactly once,
 // syncs, writes model.safetensors.index.json last (when there are several
 // shards), and renames the temporary directory <out>.tmp-XXXX into place
 // (exchanging it with an existing output atomically on Linux). Abort removes it.
@@ -66,7 +69,8 @@
 //
 // # Arrow IPC dump
 //
-// DumpWriter writes layers as one Arrow IPC stream (one record batch per layer);
+// DumpWriter (a quantstream.Sink) writes layers as one Arrow IPC stream (one record
+// batch per layer);
 // the schema carries "quantstream.dump" metadata and each batch carries its layer
 // index and prefix as custom metadata. DumpReader reads it back into Layers.
 package arrowio

@@ -32,7 +32,7 @@ func ExampleNewDumpWriter() {
 			fmt.Println(err)
 			return
 		}
-		err = d.Write(l) // the caller keeps ownership of l
+		err = d.Write(context.Background(), l) // the caller keeps ownership of l
 		l.Release()
 		if err != nil {
 			fmt.Println(err)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -36,12 +37,10 @@ var (
 	ErrHeaderTooLarge = errors.New("arrowio: safetensors header too large")
 )
 
-// TensorHeader is one entry of a safetensors header. Begin and End are relative to
-// the start of the data section.
+// TensorHeader is one entry of a safetensors header: the tensor's header and where
+// its bytes lie, Begin and End relative to the start of the data section.
 type TensorHeader struct {
-	Name  string
-	DType quant.DType
-	Shape []int64
+	quantstream.TensorInfo
 	Begin int64
 	End   int64
 }
@@ -215,7 +214,7 @@ func checkEntry(name string, e rawEntry, dataSize int64) (TensorHeader, error) {
 	if end-b != want {
 		return TensorHeader{}, fmt.Errorf("tensor %q: data_offsets [%d,%d) hold %d bytes, %v %v needs %d", name, b, end, end-b, dt, e.Shape, want)
 	}
-	return TensorHeader{Name: name, DType: dt, Shape: e.Shape, Begin: b, End: end}, nil
+	return TensorHeader{TensorInfo: quantstream.TensorInfo{Name: name, DType: dt, Shape: e.Shape}, Begin: b, End: end}, nil
 }
 
 // byteLen is the byte length of a tensor, checking every step for overflow.

@@ -1,6 +1,7 @@
 package arrowio
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -44,8 +45,13 @@ func NewDumpWriter(w io.Writer, mem memory.Allocator) *DumpWriter {
 	return &DumpWriter{w: ipc.NewWriter(w, ipc.WithSchema(s), ipc.WithAllocator(mem)), schema: s}
 }
 
-// Write appends l. The caller keeps ownership of l.
-func (d *DumpWriter) Write(l *quantstream.Layer) error {
+var _ quantstream.Sink = (*DumpWriter)(nil)
+
+// Write appends l: a DumpWriter is a Sink. The caller keeps ownership of l.
+func (d *DumpWriter) Write(ctx context.Context, l *quantstream.Layer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	rec := l.Record()
 	md := arrow.NewMetadata(
 		[]string{quantstream.MetaLayerIndex, quantstream.MetaLayerPrefix},

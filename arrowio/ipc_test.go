@@ -54,7 +54,7 @@ func TestEveryDTypeRoundTrip(t *testing.T) {
 	defer mem.AssertSize(t, 0)
 	seen := 0
 	for _, li := range c.Layers() {
-		l, err := ReadLayer(t.Context(), mem, li)
+		l, err := c.ReadLayer(t.Context(), mem, li)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,11 +88,11 @@ func TestDumpRoundTrip(t *testing.T) {
 	dw := NewDumpWriter(&buf, mem)
 	var want []*quantstream.Layer
 	for _, li := range c.Layers() {
-		l, err := ReadLayer(t.Context(), mem, li)
+		l, err := c.ReadLayer(t.Context(), mem, li)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := dw.Write(l); err != nil {
+		if err := dw.Write(t.Context(), l); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, l)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -18,37 +19,44 @@ import (
 // place (see internal/layerbuf.Room).
 const AppendRoom = 64 << 10
 
-// ReadLayer reads the tensors of li into a new Layer, one row per tensor in li's
-// order. The tensor bytes are read with pread straight into one data buffer
-// allocated from mem, which becomes the large_binary column as it is: no copy after
-// the read. The caller owns the returned Layer and must Release it; on error
-// nothing stays allocated.
+// ReadLayer reads the tensors li names into a new Layer with li's index and prefix,
+// one row per tensor in li's order. li is one of c.Layers() or any other group of
+// c's tensors (a layer cut into runs of tensors, say); each must be in c with the
+// dtype and shape li gives. The tensor bytes are read with pread straight into one
+// data buffer allocated from mem, which becomes the large_binary column as it is:
+// no copy after the read. The caller owns the returned Layer and must Release it;
+// on error nothing stays allocated.
 //
 // ReadLayer is safe to call concurrently (on the same or different layers).
-func ReadLayer(ctx context.Context, mem memory.Allocator, li LayerInfo) (*quantstream.Layer, error) {
+func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li quantstream.LayerInfo) (*quantstream.Layer, error) {
+	refs := make([]TensorRef, len(li.Tensors))
 	var total int64
-	for _, t := range li.Tensors {
-		total += t.Size()
-	}
-	hdrs := make([]TensorHeader, len(li.Tensors))
 	for i, t := range li.Tensors {
-		hdrs[i] = t.TensorHeader
+		ref, ok := c.tensors[t.Name]
+		if !ok {
+			return nil, fmt.Errorf("%w: layer %d: tensor %q is not in the checkpoint", ErrNotFound, li.Index, t.Name)
+		}
+		if ref.DType != t.DType || !slices.Equal(ref.Shape, t.Shape) {
+			return nil, fmt.Errorf("arrowio: layer %d: tensor %q is %v %v in %s, not %v %v", li.Index, t.Name, ref.DType, ref.Shape, ref.File.Path, t.DType, t.Shape)
+		}
+		refs[i] = ref
+		total += ref.Size()
 	}
-	return buildLayer(mem, li.Index, li.Prefix, hdrs, total, func(data []byte, offs []int64) error {
+	return buildLayer(mem, li.Index, li.Prefix, refs, total, func(data []byte, offs []int64) error {
 		// Read in file order, so that a layer spread over a shard is read front to back.
-		order := make([]int, len(li.Tensors))
+		order := make([]int, len(refs))
 		for i := range order {
 			order[i] = i
 		}
 		slices.SortFunc(order, func(a, b int) int {
-			ta, tb := li.Tensors[a], li.Tensors[b]
+			ta, tb := refs[a], refs[b]
 			return cmp.Or(cmp.Compare(ta.File.Path, tb.File.Path), cmp.Compare(ta.Begin, tb.Begin))
 		})
 		for _, i := range order {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			t := li.Tensors[i]
+			t := refs[i]
 			if err := t.File.ReadInto(t.TensorHeader, data[offs[i]:offs[i+1]]); err != nil {
 				return err
 			}
@@ -57,14 +65,43 @@ func ReadLayer(ctx context.Context, mem memory.Allocator, li LayerInfo) (*quants
 	})
 }
 
-// ReadLayer reads one of c.Layers(); see the function ReadLayer.
-func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li LayerInfo) (*quantstream.Layer, error) {
-	return ReadLayer(ctx, mem, li)
+// Source returns a quantstream.Source that reads layers, in order, from c into
+// buffers from mem (see ReadLayer); nil layers means c.Layers(). Each layer it
+// yields belongs to its caller (a pipeline). The Source reads c, so c must stay
+// open while it is used; it is for one pass.
+func (c *Checkpoint) Source(mem memory.Allocator, layers []quantstream.LayerInfo) *Source {
+	if layers == nil {
+		layers = c.layers
+	}
+	return &Source{ck: c, mem: mem, layers: layers}
+}
+
+// Source streams a checkpoint's layers; see Checkpoint.Source.
+type Source struct {
+	ck     *Checkpoint
+	mem    memory.Allocator
+	layers []quantstream.LayerInfo
+	next   int
+}
+
+var _ quantstream.Source = (*Source)(nil)
+
+// Layers returns the layers Next yields, in order. The caller must not modify them.
+func (s *Source) Layers() []quantstream.LayerInfo { return s.layers }
+
+// Next reads the next layer; after the last one it returns io.EOF.
+func (s *Source) Next(ctx context.Context) (*quantstream.Layer, error) {
+	if s.next >= len(s.layers) {
+		return nil, io.EOF
+	}
+	li := s.layers[s.next]
+	s.next++
+	return s.ck.ReadLayer(ctx, s.mem, li)
 }
 
 // buildLayer assembles a layer record around a data buffer of total bytes that fill
 // writes into; offs[i]:offs[i+1] is row i's slice of it.
-func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorHeader, total int64,
+func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorRef, total int64,
 	fill func(data []byte, offs []int64) error) (*quantstream.Layer, error) {
 	n := len(hdrs)
 	if total < 0 || int64(int(total)) != total {
@@ -88,7 +125,7 @@ func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorHea
 
 	infos := make([]quantstream.TensorInfo, n)
 	for i, h := range hdrs {
-		infos[i] = quantstream.TensorInfo{Name: h.Name, DType: h.DType, Shape: h.Shape}
+		infos[i] = h.TensorInfo
 	}
 	return layerbuf.Assemble(mem, index, prefix, infos, offs, data)
 }

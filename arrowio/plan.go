@@ -133,7 +133,7 @@ func PlanShards(tensors []quantstream.TensorInfo, opts PlanOptions) (*Plan, erro
 			return nil, fmt.Errorf("%w: tensor %q: checkpoint larger than 2^62 bytes", ErrBadPlan, t.Name)
 		}
 		total += n
-		hdrs[i] = TensorHeader{Name: t.Name, DType: dt, Shape: slices.Clone(t.Shape), End: n}
+		hdrs[i] = TensorHeader{TensorInfo: quantstream.TensorInfo{Name: t.Name, DType: dt, Shape: slices.Clone(t.Shape)}, End: n}
 	}
 
 	var groups [][]TensorHeader

@@ -27,7 +27,7 @@ func BenchmarkRatioToSequentialRead(b *testing.B) {
 	var seq, read, write, commit time.Duration
 	var infos []quantstream.TensorInfo
 	for _, li := range c.Layers() {
-		infos = append(infos, li.Infos()...)
+		infos = append(infos, li.Tensors...)
 	}
 	b.SetBytes(total)
 	for b.Loop() {
@@ -55,7 +55,7 @@ func BenchmarkRatioToSequentialRead(b *testing.B) {
 				b.Fatal(err)
 			}
 			t := time.Now()
-			if err := w.WriteLayer(l); err != nil {
+			if err := w.Write(b.Context(), l); err != nil {
 				b.Fatal(err)
 			}
 			tw += time.Since(t)

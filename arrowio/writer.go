@@ -1,6 +1,7 @@
 package arrowio
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -40,7 +41,7 @@ const (
 // Writer writes a planned, sharded safetensors checkpoint into a temporary
 // directory next to the output (<out>.tmp-XXXX) and moves it into place on Commit.
 // Tensor data may arrive in any order and from several goroutines: WriteTensor,
-// WriteTensorFrom and WriteLayer are safe for concurrent use. Commit and Abort are
+// WriteTensorFrom and Write are safe for concurrent use. Commit and Abort are
 // not concurrent with writes.
 type Writer struct {
 	dir, tmp string
@@ -207,9 +208,16 @@ func (w *Writer) WriteTensorFrom(name string, r io.Reader) error {
 // tensor is written in few syscalls, pooled so that concurrent writers share them.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
-// WriteLayer writes every tensor of l, checking dtype and shape against the plan.
-// The caller keeps ownership of l.
-func (w *Writer) WriteLayer(l *quantstream.Layer) error {
+var _ quantstream.Sink = (*Writer)(nil)
+
+// Write writes every tensor of l at its planned place, checking dtype and shape
+// against the plan: a Writer is the Sink of a conversion whose output it was
+// created from. The caller keeps ownership of l. Like WriteTensor it is safe for
+// concurrent use; a pipeline calls it from one goroutine.
+func (w *Writer) Write(ctx context.Context, l *quantstream.Layer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	for i := range l.Len() {
 		t := l.Tensor(i)
 		if _, p, ok := w.plan.Lookup(t.Name); ok && (p.DType != t.DType || !slices.Equal(p.Shape, t.Shape)) {

@@ -116,10 +116,10 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := newCheckpointSource(ck, mem).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory).
+	src := newGrouping(ck).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory).
 		splitExperts(j.plan, len(opt.Stages), opt.MaxMemory)
 	p := &pipeline.Pipeline{
-		Source:    src,
+		Source:    ck.Source(mem, src.layers),
 		Stages:    append(j.stages, opt.Stages...),
 		Workers:   opt.Workers,
 		MaxMemory: opt.MaxMemory,
@@ -130,7 +130,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 	if err != nil {
 		return nil, src.explain(err)
 	}
-	if err := src.readExpertFill(ctx, j.plan); err != nil {
+	if err := src.readExpertFill(ctx, ck, mem, j.plan); err != nil {
 		return nil, err
 	}
 	out, err := src.outputTensors(plan, p.Stages)
@@ -150,7 +150,7 @@ func Run(ctx context.Context, opt Options) (*Summary, error) {
 			w.Abort()
 		}
 	}()
-	p.Sink = writerSink{w}
+	p.Sink = w
 	if err := p.Run(ctx); err != nil {
 		return nil, err
 	}

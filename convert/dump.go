@@ -40,8 +40,8 @@ func DumpArrow(ctx context.Context, inputs []string, path string, overwrite bool
 		}
 	}()
 	d := arrowio.NewDumpWriter(tmp, mem)
-	src := newCheckpointSource(ck, mem)
-	p := &pipeline.Pipeline{Source: src, Sink: dumpSink{d}, Workers: 1}
+	src := ck.Source(mem, nil)
+	p := &pipeline.Pipeline{Source: src, Sink: d, Workers: 1}
 	if err := p.Run(ctx); err != nil {
 		return 0, err
 	}
@@ -62,5 +62,5 @@ func DumpArrow(ctx context.Context, inputs []string, path string, overwrite bool
 		return 0, err
 	}
 	ok = true
-	return len(src.layers), nil
+	return len(src.Layers()), nil
 }

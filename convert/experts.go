@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/pipeline"
@@ -26,16 +28,16 @@ import (
 // whole, and the reason is kept for the budget error (explain); a layer without
 // experts stays whole silently. userStages > 0 keeps
 // every layer whole: a caller's stage may need one.
-func (s *checkpointSource) splitExperts(plan *stages.Plan, userStages int, maxMemory int64) *checkpointSource {
+func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int64) *grouping {
 	if plan == nil || maxMemory <= 0 {
 		return s
 	}
 	target := maxMemory / 4
-	var out []arrowio.LayerInfo
+	var out []quantstream.LayerInfo
 	var of []int
 	split := false
 	for i, li := range s.layers {
-		if li.Index == quantstream.NonDecoder || li.DataBytes() <= target || !hasExperts(li) {
+		if li.Index == quantstream.NonDecoder || layerBytes(li) <= target || !hasExperts(li) {
 			out, of = append(out, li), append(of, i)
 			continue
 		}
@@ -73,7 +75,7 @@ func (s *checkpointSource) splitExperts(plan *stages.Plan, userStages int, maxMe
 
 // hasExperts reports whether li holds experts in any form (a component "experts":
 // routed experts one by one, or a fused container).
-func hasExperts(li arrowio.LayerInfo) bool {
+func hasExperts(li quantstream.LayerInfo) bool {
 	for _, t := range li.Tensors {
 		if strings.HasPrefix(t.Name, "experts.") || strings.Contains(t.Name, ".experts.") {
 			return true
@@ -84,14 +86,14 @@ func hasExperts(li arrowio.LayerInfo) bool {
 
 // expertGroups cuts li into the group of its tensors that are not a routed expert's
 // and groups of whole routed experts of at most target bytes, each sorted by name.
-func expertGroups(li arrowio.LayerInfo, target int64) []arrowio.LayerInfo {
+func expertGroups(li quantstream.LayerInfo, target int64) []quantstream.LayerInfo {
 	type expert struct {
 		block string // the prefix up to "experts."
 		e     int
-		ts    []arrowio.TensorRef
+		ts    []quantstream.TensorInfo
 		size  int64
 	}
-	rest := arrowio.LayerInfo{Index: li.Index, Prefix: li.Prefix}
+	rest := quantstream.LayerInfo{Index: li.Index, Prefix: li.Prefix}
 	byPrefix := map[string]*expert{}
 	var experts []*expert
 	for _, t := range li.Tensors {
@@ -108,23 +110,23 @@ func expertGroups(li arrowio.LayerInfo, target int64) []arrowio.LayerInfo {
 			experts = append(experts, x)
 		}
 		x.ts = append(x.ts, t)
-		x.size += t.Size()
+		x.size += infoBytes(t)
 	}
 	slices.SortFunc(experts, func(a, b *expert) int {
 		return cmp.Or(cmp.Compare(a.block, b.block), cmp.Compare(a.e, b.e))
 	})
-	var out []arrowio.LayerInfo
+	var out []quantstream.LayerInfo
 	if len(rest.Tensors) > 0 {
 		out = append(out, rest)
 	}
-	g := arrowio.LayerInfo{Index: li.Index, Prefix: li.Prefix}
+	g := quantstream.LayerInfo{Index: li.Index, Prefix: li.Prefix}
 	var n int64
 	flush := func() {
 		if len(g.Tensors) > 0 {
-			slices.SortFunc(g.Tensors, func(a, b arrowio.TensorRef) int { return cmp.Compare(a.Name, b.Name) })
+			slices.SortFunc(g.Tensors, func(a, b quantstream.TensorInfo) int { return cmp.Compare(a.Name, b.Name) })
 			out = append(out, g)
 		}
-		g, n = arrowio.LayerInfo{Index: li.Index, Prefix: li.Prefix}, 0
+		g, n = quantstream.LayerInfo{Index: li.Index, Prefix: li.Prefix}, 0
 	}
 	for _, x := range experts {
 		if n > 0 && n+x.size > target {
@@ -140,17 +142,17 @@ func expertGroups(li arrowio.LayerInfo, target int64) []arrowio.LayerInfo {
 // readExpertFill reads, for each split layer that needs them, the expert input amax
 // tensors the MoE fill target is computed from (a few bytes per expert) and hands
 // them to plan (stages.Plan.SetExpertFill). It runs before the pipeline starts.
-func (s *checkpointSource) readExpertFill(ctx context.Context, plan *stages.Plan) error {
+func (s *grouping) readExpertFill(ctx context.Context, ck *arrowio.Checkpoint, mem memory.Allocator, plan *stages.Plan) error {
 	for _, idx := range sortedIntKeys(s.preread) {
-		li := arrowio.LayerInfo{Index: idx}
+		li := quantstream.LayerInfo{Index: idx}
 		for _, n := range s.preread[idx] {
-			t, ok := s.ck.Lookup(n)
+			t, ok := ck.Lookup(n)
 			if !ok {
 				return fmt.Errorf("convert: layer %d: expert input amax %s is not in the input", idx, n)
 			}
-			li.Tensors = append(li.Tensors, t)
+			li.Tensors = append(li.Tensors, t.Info())
 		}
-		l, err := s.ck.ReadLayer(ctx, s.mem, li)
+		l, err := ck.ReadLayer(ctx, mem, li)
 		if err != nil {
 			return err
 		}
@@ -172,7 +174,7 @@ func (s *checkpointSource) readExpertFill(ctx context.Context, plan *stages.Plan
 // layer give way to the whole layer's final tensors, planned through the same stages,
 // so that shards and bytes do not depend on the split. It checks that the groups
 // together produce exactly the whole layer's tensors.
-func (s *checkpointSource) outputTensors(plan *pipeline.Plan, stgs []quantstream.Stage) ([]quantstream.TensorInfo, error) {
+func (s *grouping) outputTensors(plan *pipeline.Plan, stgs []quantstream.Stage) ([]quantstream.TensorInfo, error) {
 	if s.of == nil {
 		return finalTensors(plan), nil
 	}
@@ -192,7 +194,7 @@ func (s *checkpointSource) outputTensors(plan *pipeline.Plan, stgs []quantstream
 			continue
 		}
 		w := s.whole[s.of[i]]
-		wp, err := pipeline.NewPlan([]quantstream.LayerInfo{{Index: w.Index, Prefix: w.Prefix, Tensors: w.Infos()}}, stgs...)
+		wp, err := pipeline.NewPlan([]quantstream.LayerInfo{w}, stgs...)
 		if err != nil {
 			return nil, err
 		}
@@ -219,7 +221,7 @@ func (s *checkpointSource) outputTensors(plan *pipeline.Plan, stgs []quantstream
 }
 
 // extraGroups is how many more groups than layers the expert split made.
-func (s *checkpointSource) extraGroups() int {
+func (s *grouping) extraGroups() int {
 	if s.of == nil {
 		return 0
 	}
@@ -227,7 +229,7 @@ func (s *checkpointSource) extraGroups() int {
 }
 
 // explain adds to a budget error why layers over the budget were kept whole.
-func (s *checkpointSource) explain(err error) error {
+func (s *grouping) explain(err error) error {
 	if err == nil || !errors.Is(err, pipeline.ErrOverBudget) || len(s.noSplit) == 0 {
 		return err
 	}

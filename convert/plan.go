@@ -55,9 +55,9 @@ func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
 	}
 	r.Mode = j.mode
 	r.Summary = j.summary
-	src := newCheckpointSource(ck, nil).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory).
+	src := newGrouping(ck).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory).
 		splitExperts(j.plan, len(opt.Stages), opt.MaxMemory)
-	p := &pipeline.Pipeline{Source: src, Stages: append(j.stages, opt.Stages...), Workers: opt.Workers}
+	p := &pipeline.Pipeline{Source: ck.Source(nil, src.layers), Stages: append(j.stages, opt.Stages...), Workers: opt.Workers}
 	plan, err := p.Plan()
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())

@@ -4,7 +4,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/modelopt"
 	"github.com/quantstream/quantstream/quant"
 )
@@ -42,14 +41,3 @@ func NewCalibrateStage(q *modelopt.Quantized, inputs []quantstream.TensorInfo, m
 	}
 	return cs, added, nil
 }
-
-// NewCheckpointSource returns a pipeline.Source that reads ck's layers, in
-// ck.Layers() order, into buffers from mem: the source Run uses, for pipelines built
-// by hand. Each layer it yields belongs to the pipeline.
-func NewCheckpointSource(ck *arrowio.Checkpoint, mem memory.Allocator) quantstream.Source {
-	return newCheckpointSource(ck, mem)
-}
-
-// NewWriterSink returns a pipeline.Sink that writes every layer at its planned place
-// in w's shards (w laid out from the pipeline's Plan); it does not keep the layers.
-func NewWriterSink(w *arrowio.Writer) quantstream.Sink { return writerSink{w} }

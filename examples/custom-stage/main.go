@@ -116,7 +116,7 @@ func run(ctx context.Context, w io.Writer, in, out, recipeName string, keep map[
 	}
 	stats := &weightStats{byLayer: map[int][]string{}}
 	p := &pipeline.Pipeline{
-		Source:  convert.NewCheckpointSource(ck, mem),
+		Source:  ck.Source(mem, nil),
 		Stages:  []quantstream.Stage{calibrate, stats, stages.NewStage(plan, mem), keepCheck{keep: keep}},
 		Workers: workers,
 	}
@@ -135,7 +135,7 @@ func run(ctx context.Context, w io.Writer, in, out, recipeName string, keep map[
 		return err
 	}
 	defer wr.Abort() // a no-op after Commit
-	p.Sink = convert.NewWriterSink(wr)
+	p.Sink = wr
 	if err := p.Run(ctx); err != nil {
 		return err
 	}
