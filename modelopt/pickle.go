@@ -132,17 +132,19 @@ var storageClasses = map[string]quant.DType{
 	"BoolStorage":     quant.BOOL,
 }
 
-// torchDTypes are the torch.dtype attributes accepted as values.
-var torchDTypes = map[string]bool{
-	"bfloat16": true, "float32": true, "float": true, "float16": true, "half": true,
-	"float64": true, "double": true, "uint8": true, "int8": true, "int16": true,
-	"int32": true, "int64": true, "bool": true, "float8_e4m3fn": true, "float8_e5m2": true,
+// torchDTypes are the torch.dtype attributes accepted as values, with their
+// element types.
+var torchDTypes = map[string]quant.DType{
+	"bfloat16": quant.BF16, "float32": quant.F32, "float": quant.F32, "float16": quant.F16,
+	"half": quant.F16, "float64": quant.F64, "double": quant.F64, "uint8": quant.U8,
+	"int8": quant.I8, "int16": quant.I16, "int32": quant.I32, "int64": quant.I64,
+	"bool": quant.BOOL, "float8_e4m3fn": quant.F8E4M3, "float8_e5m2": quant.F8E5M2,
 }
 
 func allowedGlobal(module, name string) bool {
 	switch module {
 	case "torch":
-		if name == "Size" || torchDTypes[name] {
+		if _, ok := torchDTypes[name]; name == "Size" || ok {
 			return true
 		}
 		_, ok := storageClasses[name]
@@ -535,7 +537,7 @@ func (u *unpickler) global() error {
 	if !allowedGlobal(module, name) {
 		return fmt.Errorf("%w: global %s.%s is not on the allow list (torch.Size, torch dtypes and storages, torch._utils._rebuild_tensor_v2, collections.OrderedDict)", ErrUnsupported, module, name)
 	}
-	if module == "torch" && torchDTypes[name] {
+	if _, ok := torchDTypes[name]; module == "torch" && ok {
 		return u.push(DType(name))
 	}
 	return u.push(global{module, name})

@@ -226,6 +226,9 @@ func TestStateTableMatchesQuantizersJSON(t *testing.T) {
 				if has != (r.AmaxShape != nil) || (has && !slices.Equal(amax.Shape, r.AmaxShape)) {
 					t.Errorf("%s: _amax buffer %v (%v), quantizers.json amax_shape %v", qn, amax.Shape, has, r.AmaxShape)
 				}
+				if has && (amax.Name != qn+"._amax" || amax.DType == quant.Invalid) {
+					t.Errorf("%s: _amax buffer named %q of dtype %v, want %q with the metadata's dtype", qn, amax.Name, amax.DType, qn+"._amax")
+				}
 				if x.HasBuffer("_pre_quant_scale") != r.HasPreQuantScale {
 					t.Errorf("%s: _pre_quant_scale %v, quantizers.json %v", qn, x.HasBuffer("_pre_quant_scale"), r.HasPreQuantScale)
 				}

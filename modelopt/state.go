@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -27,18 +28,14 @@ type Mode struct {
 	Metadata *Dict
 }
 
-// BufferMeta is one entry of a quantizer's _pytorch_state_metadata.buffers: the shape
-// and dtype of a buffer whose values are in the checkpoint's safetensors under
-// "<quantizer name>.<buffer>".
-type BufferMeta struct {
-	Shape []int64
-	DType string // torch dtype name, "bfloat16"
-}
-
 // QuantizerExtra is what a quantizer's state holds beyond the quant.Quantizer attributes.
 type QuantizerExtra struct {
-	// Buffers lists the buffers saved with the weights (_amax, _pre_quant_scale, ...).
-	Buffers map[string]BufferMeta
+	// Buffers lists the buffers saved with the weights, by buffer name (_amax,
+	// _pre_quant_scale, ...): the header _pytorch_state_metadata.buffers records for
+	// each, named as the tensor in the checkpoint's safetensors ("<quantizer
+	// name>.<buffer>"). DType is quant.Invalid and Shape nil where the metadata
+	// lacks them.
+	Buffers map[string]quantstream.TensorInfo
 	// EnablePreQuantScale is _enable_pre_quant_scale.
 	EnablePreQuantScale bool
 	// AmaxForSmoothing is the AWQ activation statistic kept in the pickle itself
@@ -176,7 +173,7 @@ func ParseState(tree any) (*State, error) {
 			seqs = append(seqs, seqDecl{name, cnt})
 			continue
 		}
-		q, x, err := quantizerFromState(attrs)
+		q, x, err := quantizerFromState(name, attrs)
 		if err != nil {
 			return nil, fmt.Errorf("%w: quantizer %q: %w", ErrState, name, err)
 		}
@@ -307,9 +304,9 @@ func blockSizesValue(v any) (*quant.BlockSizes, error) {
 	return bs, nil
 }
 
-func quantizerFromState(d *Dict) (*quant.Quantizer, *QuantizerExtra, error) {
+func quantizerFromState(qname string, d *Dict) (*quant.Quantizer, *QuantizerExtra, error) {
 	q := &quant.Quantizer{Class: "TensorQuantizer"}
-	x := &QuantizerExtra{Buffers: map[string]BufferMeta{}}
+	x := &QuantizerExtra{Buffers: map[string]quantstream.TensorInfo{}}
 	var err error
 	disabled, err := asBool(d, "_disabled", false)
 	if err != nil {
@@ -395,7 +392,7 @@ func quantizerFromState(d *Dict) (*quant.Quantizer, *QuantizerExtra, error) {
 				if name == "" || meta == nil {
 					return nil, nil, fmt.Errorf("buffer entry %v", k)
 				}
-				var bm BufferMeta
+				bm := quantstream.TensorInfo{Name: qname + "." + name}
 				if sh, ok := meta.Get("shape"); ok {
 					s, ok := int64s(sh)
 					if !ok {
@@ -405,7 +402,7 @@ func quantizerFromState(d *Dict) (*quant.Quantizer, *QuantizerExtra, error) {
 				}
 				if dt, ok := meta.Get("dtype"); ok {
 					dd, _ := dt.(DType)
-					bm.DType = string(dd)
+					bm.DType = dd.Quant()
 				}
 				x.Buffers[name] = bm
 				switch name {

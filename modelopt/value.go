@@ -36,6 +36,10 @@ type Size []int64
 // DType is a torch.dtype, by its attribute name in the torch module ("bfloat16").
 type DType string
 
+// Quant is the element type of d (quant.BF16 for "bfloat16"), quant.Invalid for a
+// name the unpickler does not accept.
+func (d DType) Quant() quant.DType { return torchDTypes[string(d)] }
+
 // Dict is a Python dict (or an OrderedDict when Ordered): keys in insertion order.
 type Dict struct {
 	Ordered bool
