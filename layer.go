@@ -53,6 +53,7 @@ type Layer struct {
 	prefix string
 	names  map[string]int
 	dtypes []quant.DType // row i's dtype, parsed once from the record
+	roomState
 }
 
 // LayerSchema returns the schema of a layer record with its metadata.
@@ -69,66 +70,27 @@ func LayerSchema(index int, prefix string) *arrow.Schema {
 	}, &md)
 }
 
-// NewLayer builds a layer record from tensors, copying their data into buffers from
-// mem. The caller keeps ownership of the tensors' slices. Names must be unique.
+// NewLayer builds a layer from tensors, copying their data into one buffer from mem
+// (see LayerBuilder). The caller keeps ownership of the tensors' slices. Names must
+// be unique, and each tensor's data must match its dtype and shape.
 func NewLayer(mem memory.Allocator, index int, prefix string, tensors []Tensor) (*Layer, error) {
-	b := NewLayerBuilder(mem, index, prefix)
-	defer b.Release()
-	for _, t := range tensors {
-		if err := b.Append(t); err != nil {
-			return nil, err
+	info := LayerInfo{Index: index, Prefix: prefix, Tensors: make([]TensorInfo, len(tensors))}
+	for i, t := range tensors {
+		if err := t.Check(); err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", t.Name, err)
 		}
+		info.Tensors[i] = TensorInfo{Name: t.Name, DType: t.DType, Shape: t.Shape}
+	}
+	b, err := NewLayerBuilder(mem, info, BuildOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer b.Release()
+	for i, t := range tensors {
+		copy(b.Data(i), t.Data)
 	}
 	return b.Finish()
 }
-
-// LayerBuilder appends tensors to a new layer record.
-type LayerBuilder struct {
-	index  int
-	prefix string
-	rb     *array.RecordBuilder
-	seen   map[string]bool
-}
-
-// NewLayerBuilder starts an empty layer.
-func NewLayerBuilder(mem memory.Allocator, index int, prefix string) *LayerBuilder {
-	return &LayerBuilder{
-		index:  index,
-		prefix: prefix,
-		rb:     array.NewRecordBuilder(mem, LayerSchema(index, prefix)),
-		seen:   map[string]bool{},
-	}
-}
-
-// Append copies t into the layer. It checks that the data length matches dtype and shape.
-func (b *LayerBuilder) Append(t Tensor) error {
-	if err := t.Check(); err != nil {
-		return fmt.Errorf("tensor %q: %w", t.Name, err)
-	}
-	if b.seen[t.Name] {
-		return fmt.Errorf("%w: duplicate tensor %q", ErrBadLayer, t.Name)
-	}
-	b.seen[t.Name] = true
-	b.rb.Field(ColName).(*array.StringBuilder).Append(t.Name)
-	b.rb.Field(ColDType).(*array.StringBuilder).Append(t.DType.String())
-	lb := b.rb.Field(ColShape).(*array.ListBuilder)
-	lb.Append(true)
-	vb := lb.ValueBuilder().(*array.Int64Builder)
-	vb.AppendValues(t.Shape, nil)
-	b.rb.Field(ColData).(*array.BinaryBuilder).Append(t.Data)
-	return nil
-}
-
-// Finish returns the layer; the builder may not be used afterwards except for Release.
-func (b *LayerBuilder) Finish() (*Layer, error) {
-	rec := b.rb.NewRecordBatch()
-	l, err := LayerFromRecord(rec)
-	rec.Release()
-	return l, err
-}
-
-// Release frees the builder's buffers.
-func (b *LayerBuilder) Release() { b.rb.Release() }
 
 // LayerFromRecord views rec as a Layer, checking its schema. The Layer retains rec;
 // the caller keeps its own reference.

@@ -10,27 +10,22 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/internal/layerbuf"
 	"github.com/quantstream/quantstream/quant"
 )
-
-// AppendRoom is how many bytes a layer read by ReadLayer has in its data buffer
-// after its last tensor (zeroed): room for a stage to append small tensors in
-// place (see internal/layerbuf.Room).
-const AppendRoom = 64 << 10
 
 // ReadLayer reads the tensors li names into a new Layer with li's index and prefix,
 // one row per tensor in li's order. li is one of c.Layers() or any other group of
 // c's tensors (a layer cut into runs of tensors, say); each must be in c with the
 // dtype and shape li gives. The tensor bytes are read with pread straight into one
-// data buffer allocated from mem, which becomes the large_binary column as it is:
-// no copy after the read. The caller owns the returned Layer and must Release it;
-// on error nothing stays allocated.
+// data buffer allocated from mem (a quantstream.LayerBuilder), which becomes the
+// large_binary column as it is: no copy after the read. The buffer has
+// quantstream.DefaultAppendRoom bytes of append room after the last tensor, so that
+// a stage can add small tensors to the layer in place (Layer.Extend). The caller
+// owns the returned Layer and must Release it; on error nothing stays allocated.
 //
 // ReadLayer is safe to call concurrently (on the same or different layers).
 func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li quantstream.LayerInfo) (*quantstream.Layer, error) {
 	refs := make([]TensorRef, len(li.Tensors))
-	var total int64
 	for i, t := range li.Tensors {
 		ref, ok := c.tensors[t.Name]
 		if !ok {
@@ -40,29 +35,31 @@ func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li qua
 			return nil, fmt.Errorf("arrowio: layer %d: tensor %q is %v %v in %s, not %v %v", li.Index, t.Name, ref.DType, ref.Shape, ref.File.Path, t.DType, t.Shape)
 		}
 		refs[i] = ref
-		total += ref.Size()
 	}
-	return buildLayer(mem, li.Index, li.Prefix, refs, total, func(data []byte, offs []int64) error {
-		// Read in file order, so that a layer spread over a shard is read front to back.
-		order := make([]int, len(refs))
-		for i := range order {
-			order[i] = i
-		}
-		slices.SortFunc(order, func(a, b int) int {
-			ta, tb := refs[a], refs[b]
-			return cmp.Or(cmp.Compare(ta.File.Path, tb.File.Path), cmp.Compare(ta.Begin, tb.Begin))
-		})
-		for _, i := range order {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			t := refs[i]
-			if err := t.File.ReadInto(t.TensorHeader, data[offs[i]:offs[i+1]]); err != nil {
-				return err
-			}
-		}
-		return nil
+	b, err := quantstream.NewLayerBuilder(mem, li, quantstream.BuildOptions{AppendRoom: quantstream.DefaultAppendRoom})
+	if err != nil {
+		return nil, fmt.Errorf("arrowio: %w", err)
+	}
+	defer b.Release()
+	// Read in file order, so that a layer spread over a shard is read front to back.
+	order := make([]int, len(refs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		ta, tb := refs[a], refs[b]
+		return cmp.Or(cmp.Compare(ta.File.Path, tb.File.Path), cmp.Compare(ta.Begin, tb.Begin))
 	})
+	for _, i := range order {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		t := refs[i]
+		if err := t.File.ReadInto(t.TensorHeader, b.Data(i)); err != nil {
+			return nil, err
+		}
+	}
+	return b.Finish()
 }
 
 // Source returns a quantstream.Source that reads layers, in order, from c into
@@ -97,37 +94,6 @@ func (s *Source) Next(ctx context.Context) (*quantstream.Layer, error) {
 	li := s.layers[s.next]
 	s.next++
 	return s.ck.ReadLayer(ctx, s.mem, li)
-}
-
-// buildLayer assembles a layer record around a data buffer of total bytes that fill
-// writes into; offs[i]:offs[i+1] is row i's slice of it.
-func buildLayer(mem memory.Allocator, index int, prefix string, hdrs []TensorRef, total int64,
-	fill func(data []byte, offs []int64) error) (*quantstream.Layer, error) {
-	n := len(hdrs)
-	if total < 0 || int64(int(total)) != total {
-		return nil, fmt.Errorf("arrowio: layer %d: %d bytes do not fit in memory", index, total)
-	}
-	offs := make([]int64, n+1) // Assemble copies them into the record's offsets buffer
-	// Not zeroed: fill writes every tensor byte. The room after the tensors lets a
-	// stage append small tensors (calibrated amax buffers) without copying the layer.
-	data := layerbuf.Alloc(mem, int(total)+AppendRoom)
-	defer data.Release()
-	var pos int64
-	for i, h := range hdrs {
-		offs[i] = pos
-		pos += h.Size()
-	}
-	offs[n] = pos
-	clear(data.Bytes()[total:])
-	if err := fill(data.Bytes()[:total], offs); err != nil {
-		return nil, err
-	}
-
-	infos := make([]quantstream.TensorInfo, n)
-	for i, h := range hdrs {
-		infos[i] = h.TensorInfo
-	}
-	return layerbuf.Assemble(mem, index, prefix, infos, offs, data)
 }
 
 // checkShape reports whether data's length matches dtype and shape.

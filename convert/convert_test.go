@@ -13,7 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream/arrowio"
-	"github.com/quantstream/quantstream/internal/layerbuf"
+	"github.com/quantstream/quantstream/internal/parallel"
 )
 
 const tinyLlama = "../testdata/tiny_llama"
@@ -77,7 +77,7 @@ func TestOutputIndependentOfWorkers(t *testing.T) {
 // write, or writes depending on the split, shows up as a difference.
 func assertWorkersIndependent(t *testing.T, opt Options) {
 	t.Helper()
-	defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
+	defer func(n int) { parallel.ChunkBytes = n }(parallel.ChunkBytes)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 
 	checked := memory.NewCheckedAllocator(NewPoolAllocator())
@@ -88,7 +88,7 @@ func assertWorkersIndependent(t *testing.T, opt Options) {
 	}
 	checked.AssertSize(t, 0)
 
-	layerbuf.ChunkBytes = 1000
+	parallel.ChunkBytes = 1000
 	runtime.GOMAXPROCS(4)
 	four := opt
 	four.Out, four.Workers, four.Allocator, four.MaxShardSize = filepath.Join(t.TempDir(), "out"), 4, poisonAllocator{NewPoolAllocator()}, 400_000

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -15,7 +14,7 @@ import (
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
-	"github.com/quantstream/quantstream/internal/layerbuf"
+	"github.com/quantstream/quantstream/internal/parallel"
 	"github.com/quantstream/quantstream/modelopt"
 	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
@@ -136,38 +135,34 @@ func (s *calibrateStage) Process(ctx context.Context, l *quantstream.Layer) (*qu
 	if err != nil {
 		return nil, err
 	}
-	out := append(infos, want...)
-	if data, have, ok := layerbuf.Room(l); ok {
-		// The amax buffers go after the last tensor, in the room the reader left
-		// (l is ours alone, and no tensor of it lies there): no copy of the layer.
-		offs, err := layerbuf.Sizes(out)
+	// The amax buffers go after the last tensor, in the room the reader left
+	// (quantstream.DefaultAppendRoom): no copy of the layer. Without room, copy it.
+	b, inPlace, err := l.Extend(s.mem, want)
+	if err != nil {
+		return nil, err
+	}
+	if !inPlace {
+		b, err = quantstream.NewLayerBuilder(s.mem, quantstream.LayerInfo{Index: l.Index(), Prefix: l.Prefix(), Tensors: append(infos, want...)}, quantstream.BuildOptions{})
 		if err != nil {
 			return nil, err
 		}
-		if slices.Equal(have, offs[:len(infos)+1]) && offs[len(out)] <= int64(data.Len()) {
-			buf := data.Bytes()
-			for j, w := range want {
-				i := len(tensors) + j
-				if err := putAmax(buf[offs[i]:offs[i+1]], amax, w); err != nil {
-					return nil, err
-				}
-			}
-			return layerbuf.Assemble(s.mem, l.Index(), l.Prefix(), out, offs, data)
+	}
+	defer b.Release()
+	var tasks []parallel.Task
+	if !inPlace {
+		for i, t := range tensors {
+			tasks = append(tasks, parallel.Copy(b.Data(i), t.Data)...)
 		}
 	}
-	return layerbuf.Build(s.mem, l.Index(), l.Prefix(), out, func(data []byte, offs []int64) error {
-		var tasks []layerbuf.Task
-		for i, t := range tensors {
-			tasks = append(tasks, layerbuf.Copy(data[offs[i]:offs[i+1]], t.Data)...)
+	for j, w := range want {
+		if err := putAmax(b.Data(len(tensors)+j), amax, w); err != nil {
+			return nil, err
 		}
-		for j, w := range want {
-			i := len(tensors) + j
-			if err := putAmax(data[offs[i]:offs[i+1]], amax, w); err != nil {
-				return err
-			}
-		}
-		return layerbuf.Run(ctx, tasks)
-	})
+	}
+	if err := parallel.Run(ctx, tasks); err != nil {
+		return nil, err
+	}
+	return b.Finish()
 }
 
 // putAmax copies the calibrated buffer w into dst, checking it against the plan.
@@ -195,7 +190,7 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 	}
 	out := map[string]quant.Tensor{}
 	var rows []*rowAmax
-	var tasks []layerbuf.Task
+	var tasks []parallel.Task
 	type fast struct {
 		info   quantstream.TensorInfo
 		weight string
@@ -227,7 +222,7 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 		f := &fast{info: w, weight: slot.Weight}
 		esize := int64(wt.DType.Bits() / 8)
 		n := int64(len(wt.Data)) / esize
-		per := int64(layerbuf.ChunkBytes) / esize
+		per := int64(parallel.ChunkBytes) / esize
 		f.parts = make([]uint32, (n+per-1)/per)
 		for k := range f.parts {
 			lo, hi := int64(k)*per, min(int64(k+1)*per, n)
@@ -238,7 +233,7 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 		}
 		fasts = append(fasts, f)
 	}
-	if err := layerbuf.Run(ctx, tasks); err != nil {
+	if err := parallel.Run(ctx, tasks); err != nil {
 		return nil, err
 	}
 	for _, f := range fasts {
@@ -302,12 +297,12 @@ func newRowAmax(q *quant.Quantizer, qn string, slot *modelopt.Slot, wt quant.Ten
 	return &rowAmax{quantizer: qn, weight: slot.Weight, c: c, cells: make([]uint32, c.Cells())}, nil
 }
 
-// tasks reduce the weight in layerbuf.ChunkBytes ranges of rows. A range whose
+// tasks reduce the weight in parallel.ChunkBytes ranges of rows. A range whose
 // cells no other range touches (per channel, per block of the last axis) reduces
 // straight into them; one that shares them (per tensor, 2-D blocks cut by the
 // range) reduces into a buffer of its own and merges it under r.mu.
-func (r *rowAmax) tasks() []layerbuf.Task {
-	return layerbuf.Rows(r.c.Rows(), r.c.RowBytes(), func(r0, r1 int) error {
+func (r *rowAmax) tasks() []parallel.Task {
+	return parallel.Rows(r.c.Rows(), r.c.RowBytes(), func(r0, r1 int) error {
 		lo, hi, shared := r.c.Span(r0, r1)
 		if !shared {
 			r.c.Reduce(r.cells[lo:hi], r0, r1)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
-	"github.com/quantstream/quantstream/internal/layerbuf"
+	"github.com/quantstream/quantstream/internal/parallel"
 	"github.com/quantstream/quantstream/internal/testgen"
 	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
@@ -80,8 +80,8 @@ func TestDataFreeExpertGroupsMatchWholeLayers(t *testing.T) {
 			ref, want := convertMoE(t, opt, 0, 1)
 			for _, workers := range []int{1, 4} {
 				if workers > 1 {
-					defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
-					layerbuf.ChunkBytes = 1000
+					defer func(n int) { parallel.ChunkBytes = n }(parallel.ChunkBytes)
+					parallel.ChunkBytes = 1000
 				}
 				out, got := convertMoE(t, opt, expertBudget, workers)
 				assertSameDir(t, ref, out)

@@ -1,6 +1,6 @@
-// Package pipeline runs a conversion: a Source of layers, a chain of Stages, a Sink,
-// with a context, first-error-wins, drain-on-cancel, source order restored at the
-// sink, and a bound on bytes in flight.
+// Package pipeline runs a conversion: a quantstream.Source of layers, a chain of
+// quantstream.Stages, a quantstream.Sink, with a context, first-error-wins,
+// drain-on-cancel, source order restored at the sink, and a bound on bytes in flight.
 //
 // # Model
 //
@@ -65,7 +65,19 @@
 //
 // Source.Next and Sink.Write are each called from one goroutine, Source.Next in
 // order and Sink.Write in source order. Stage.Process is called concurrently on
-// different layers. Every send watches the run's context. The first error cancels
+// different layers.
+//
+// Workers and the parallelism inside a layer combine as follows. Workers is how
+// many layers each stage processes at once (and, with the stage count, how many
+// layers are in flight: MaxLayers). Within one layer, a stage may spread its work
+// over the cores itself: the export and calibration stages (packages stages and
+// convert) cut a layer into row ranges and run them on up to GOMAXPROCS goroutines
+// each, returning only when all have finished. So at most Workers × len(Stages)
+// layers are being computed at once, each on up to GOMAXPROCS goroutines; the CPU
+// time they share is bounded by GOMAXPROCS as for any Go program, and memory is
+// bounded by the budget below, not by the goroutines. With few cores, Workers 1 or 2
+// already keeps every core busy on large layers; more Workers help when layers are
+// small or a stage does not parallelise itself. Output bytes depend on neither. Every send watches the run's context. The first error cancels
 // that context; from then on every goroutine drains its input, releasing each layer,
 // until its input is closed, so no sender is left blocked and no layer is lost. Run
 // returns after every goroutine it started has exited, with the first error; it

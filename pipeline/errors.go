@@ -3,6 +3,8 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+
+	"github.com/quantstream/quantstream/internal/parallel"
 )
 
 var (
@@ -20,8 +22,9 @@ var (
 	ErrPlanMismatch = errors.New("pipeline: layer does not match plan")
 
 	// ErrPanic is returned, wrapped with the stage and layer, when a stage, the
-	// source, the sink or the progress callback panics.
-	ErrPanic = errors.New("pipeline: panic")
+	// source, the sink or the progress callback panics, or a task that a stage
+	// spread over the cores does (the export and calibration stages do).
+	ErrPanic = parallel.ErrPanic
 
 	// ErrElementType is emitted by a StageFlow that receives an element that is
 	// neither a *quantstream.Layer nor an error.

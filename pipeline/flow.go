@@ -3,12 +3,12 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
 	"sync"
 
 	"github.com/reugn/go-streams"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/internal/parallel"
 )
 
 // StageFlow runs a quantstream Stage as a go-streams Flow, so a stage can sit in a
@@ -185,16 +185,8 @@ func (f *StageFlow) process(in *quantstream.Layer) (out *quantstream.Layer, err 
 	return out, nil
 }
 
-// protect calls fn, turning a panic into an error wrapping ErrPanic. A panic is a
-// bug, so the stack goes into the message for whoever reads the error.
-func protect(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v\n%s", ErrPanic, r, debug.Stack())
-		}
-	}()
-	return fn()
-}
+// protect calls fn, turning a panic into an error wrapping ErrPanic (with the stack).
+func protect(fn func() error) error { return parallel.Protect(fn) }
 
 // drop releases what an element owns when it will not be delivered.
 func drop(v any) {

@@ -174,8 +174,7 @@ func (s *convStage) Process(ctx context.Context, in *quantstream.Layer) (_ *quan
 			return nil, context.Cause(ctx)
 		}
 	}
-	b := quantstream.NewLayerBuilder(s.mem, in.Index(), in.Prefix())
-	defer b.Release()
+	var ts []quantstream.Tensor
 	for _, t := range in.Tensors() {
 		if t.DType == s.from {
 			n := int64(len(t.Data)) * int64(s.to.Bits()) / int64(s.from.Bits())
@@ -188,11 +187,9 @@ func (s *convStage) Process(ctx context.Context, in *quantstream.Layer) (_ *quan
 				t.Shape = []int64{n * 8 / int64(s.to.Bits())}
 			}
 		}
-		if err := b.Append(t); err != nil {
-			return nil, err
-		}
+		ts = append(ts, t)
 	}
-	out, err := b.Finish()
+	out, err := quantstream.NewLayer(s.mem, in.Index(), in.Prefix(), ts)
 	if err != nil {
 		return nil, err
 	}

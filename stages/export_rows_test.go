@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	quantstream "github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/internal/layerbuf"
+	"github.com/quantstream/quantstream/internal/parallel"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -20,8 +20,8 @@ import (
 // batched-matmul experts, with the row path cut into pieces of one unit.
 func TestRowPathMatchesGeneralPath(t *testing.T) {
 	// Pieces of one row (or row pair) each, so that every piece boundary is tried.
-	defer func(n int) { layerbuf.ChunkBytes = n }(layerbuf.ChunkBytes)
-	layerbuf.ChunkBytes = 1
+	defer func(n int) { parallel.ChunkBytes = n }(parallel.ChunkBytes)
+	parallel.ChunkBytes = 1
 	e80 := quant.BitsE8M0
 	off := func() *quant.Quantizer { return &quant.Quantizer{NumBits: quant.BitsInt8} }
 	fp8 := func() *quant.Quantizer { return fp8Q(true) }

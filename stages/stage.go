@@ -8,7 +8,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	quantstream "github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/internal/layerbuf"
+	"github.com/quantstream/quantstream/internal/parallel"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -72,9 +72,15 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 		l.Retain()
 		return l, nil
 	}
-	return layerbuf.Build(s.mem, l.Index(), l.Prefix(), got, func(data []byte, offs []int64) error {
-		return fillOutput(ctx, ts, got, data, offs)
-	})
+	b, err := quantstream.NewLayerBuilder(s.mem, quantstream.LayerInfo{Index: l.Index(), Prefix: l.Prefix(), Tensors: got}, quantstream.BuildOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer b.Release()
+	if err := fillOutput(ctx, ts, got, b); err != nil {
+		return nil, err
+	}
+	return b.Finish()
 }
 
 // unchanged reports whether the output is the input: the same tensors in the same
@@ -93,15 +99,15 @@ func unchanged(ts *tensorSet, got []quantstream.TensorInfo, in []quantstream.Ten
 	return true
 }
 
-// fillOutput writes the layer's outputs into data (output i at offs[i]:offs[i+1]):
-// the tensors computed already are copied, the rowJobs run, all of it split into
+// fillOutput writes the layer's outputs into b's rows (output i in b.Data(i)): the
+// tensors computed already are copied, the rowJobs run, all of it split into
 // pieces over the cores.
-func fillOutput(ctx context.Context, ts *tensorSet, got []quantstream.TensorInfo, data []byte, offs []int64) error {
-	var tasks []layerbuf.Task
+func fillOutput(ctx context.Context, ts *tensorSet, got []quantstream.TensorInfo, b *quantstream.LayerBuilder) error {
+	var tasks []parallel.Task
 	var jobs []*rowJob
 	where := map[string][]byte{}
 	for i, h := range got {
-		dst := data[offs[i]:offs[i+1]]
+		dst := b.Data(i)
 		if lo, ok := ts.later[h.Name]; ok {
 			if !slices.Contains(jobs, lo.job) {
 				jobs = append(jobs, lo.job)
@@ -113,7 +119,7 @@ func fillOutput(ctx context.Context, ts *tensorSet, got []quantstream.TensorInfo
 		if !ok || len(t.Data) != len(dst) {
 			return fmt.Errorf("%w: tensor %s has %d bytes, the plan %d", ErrPlanMismatch, h.Name, len(t.Data), len(dst))
 		}
-		tasks = append(tasks, layerbuf.Copy(dst, t.Data)...)
+		tasks = append(tasks, parallel.Copy(dst, t.Data)...)
 	}
 	for _, j := range jobs {
 		dst := make([][]byte, len(j.outs))
@@ -127,9 +133,9 @@ func fillOutput(ctx context.Context, ts *tensorSet, got []quantstream.TensorInfo
 				return fmt.Errorf("%w: tensor %s has %d bytes, the plan %d", ErrPlanMismatch, name, j.outBytes[k], len(dst[k]))
 			}
 		}
-		tasks = append(tasks, layerbuf.Rows(j.rows, j.rowBytes, func(r0, r1 int) error { return j.fill(dst, r0, r1) })...)
+		tasks = append(tasks, parallel.Rows(j.rows, j.rowBytes, func(r0, r1 int) error { return j.fill(dst, r0, r1) })...)
 	}
-	return layerbuf.Run(ctx, tasks)
+	return parallel.Run(ctx, tasks)
 }
 
 // firstInfoDiff describes where got and want first differ.
