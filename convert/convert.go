@@ -1,25 +1,34 @@
 // Package convert is quantstream's main job as a library call: open a checkpoint
-// (several directories overlaid), plan the conversion from headers alone, stream the
-// layers through the export stages and write a sharded checkpoint atomically.
-// The quantstream CLI is a thin layer over Run and Plan.
+// (several directories overlaid), decide and plan the conversion from headers alone,
+// stream the layers through the export stages and write a sharded checkpoint
+// atomically.
+//
+// Prepare returns the conversion as a Job, whose stage chain can be edited
+// (InsertBefore, InsertAfter, Append) before it is planned (Job.Plan) or run
+// (Job.Run). Run and MakePlan are Prepare followed by one of those, and the
+// quantstream CLI is a thin layer over them; every caller gets the same guards
+// (the output apart from the inputs, generated side files, calibration artifacts
+// left out, layers cut to fit the memory budget).
 package convert
 
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/modelopt"
 	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
-	"github.com/quantstream/quantstream/stages"
 )
 
-// ErrNoInput is returned when Options names no input directory.
-var ErrNoInput = errors.New("convert: no input directory")
+var (
+	// ErrNoInput is returned when Options names no input directory.
+	ErrNoInput = errors.New("convert: no input directory")
+	// ErrNoOutput is returned by Job.Run when Options names no output directory.
+	ErrNoOutput = errors.New("convert: no output directory")
+)
 
 // Options describe one conversion.
 type Options struct {
@@ -48,13 +57,16 @@ type Options struct {
 	Recipe string
 	// KVCache is a KV-cache preset combined with Recipe (e.g. FP8_KV_CFG).
 	KVCache string
+	// Rules are appended to Recipe's rules (and KVCache's); later rules win, as
+	// entries added to a ModelOpt quant_cfg after the preset's do. For example
+	// {QuantizerName: "*layers.1.*", Enable: &off} leaves decoder layer 1
+	// unquantized (and listed in exclude_modules). Only with Recipe.
+	Rules []modelopt.Rule
 	// DivMode reproduces exports made on CPU (DivIEEE, default) or CUDA (DivCUDA).
 	DivMode quant.DivMode
 
-	// Stages run after the export stages, e.g. a user's own checks.
-	Stages []quantstream.Stage
-
-	// Allocator for layer buffers (nil: Go allocator).
+	// Allocator for layer buffers (nil: a PoolAllocator that keeps idle buffers
+	// within MaxMemory, trimmed by Job.Close).
 	Allocator memory.Allocator
 	// Progress is called after each layer is written.
 	Progress func(pipeline.Progress)
@@ -79,117 +91,14 @@ type Summary struct {
 	Warnings      []string       `json:"warnings,omitempty"`
 }
 
-// job is a prepared conversion: the stages to run and the extra files to write.
-type job struct {
-	mode      string
-	stages    []quantstream.Stage
-	sideFiles map[string][]byte // generated files (config.json, hf_quant_config.json)
-	skipFiles []string          // input side files that do not belong in the output
-	summary   Summary
-	plan      *stages.Plan // the export's plan; nil for a passthrough
-}
-
-// Run converts opt.Inputs into opt.Out.
+// Run converts opt.Inputs into opt.Out: Prepare, then Job.Run.
 func Run(ctx context.Context, opt Options) (*Summary, error) {
-	start := time.Now()
-	if len(opt.Inputs) == 0 {
-		return nil, ErrNoInput
-	}
-	if err := checkOutputApart(opt.Inputs, opt.Out); err != nil {
-		return nil, err
-	}
-	mem := opt.Allocator
-	if mem == nil {
-		pool := NewPoolAllocator()
-		// The budget bounds the bytes in use; keeping idle buffers only within it
-		// makes the pool's footprint, hence resident memory, follow the budget too.
-		pool.SetLimit(opt.MaxMemory)
-		defer pool.Trim()
-		mem = pool
-	}
-	ck, err := arrowio.OpenCheckpoint(opt.Inputs...)
+	j, err := Prepare(ctx, opt)
 	if err != nil {
 		return nil, err
 	}
-	defer ck.Close()
-	j, err := prepare(ck, opt, mem)
-	if err != nil {
-		return nil, err
-	}
-	src := newGrouping(ck).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory).
-		splitExperts(j.plan, len(opt.Stages), opt.MaxMemory)
-	p := &pipeline.Pipeline{
-		Source:    ck.Source(mem, src.layers),
-		Stages:    append(j.stages, opt.Stages...),
-		Workers:   opt.Workers,
-		MaxMemory: opt.MaxMemory,
-		Progress:  opt.Progress,
-	}
-	p.MaxLayers = maxLayers(opt)
-	plan, err := p.Plan()
-	if err != nil {
-		return nil, src.explain(err)
-	}
-	if err := src.readExpertFill(ctx, ck, mem, j.plan); err != nil {
-		return nil, err
-	}
-	out, err := src.outputTensors(plan, p.Stages)
-	if err != nil {
-		return nil, err
-	}
-	w, err := arrowio.Create(opt.Out, out, arrowio.WriteOptions{
-		PlanOptions: arrowio.PlanOptions{MaxShardSize: opt.MaxShardSize},
-		Overwrite:   opt.Overwrite,
-	})
-	if err != nil {
-		return nil, err
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			w.Abort()
-		}
-	}()
-	p.Sink = w
-	if err := p.Run(ctx); err != nil {
-		return nil, err
-	}
-	side := ck.SideFiles()
-	for name := range j.sideFiles {
-		delete(side, name)
-	}
-	for _, name := range j.skipFiles {
-		delete(side, name)
-	}
-	if err := w.CopySideFiles(side); err != nil {
-		return nil, err
-	}
-	for name, data := range j.sideFiles {
-		if err := w.WriteSideFile(name, data); err != nil {
-			return nil, err
-		}
-	}
-	if err := w.Commit(); err != nil {
-		return nil, err
-	}
-	committed = true
-
-	s := j.summary
-	s.Mode = j.mode
-	s.Layers = len(plan.Layers) - src.extraGroups()
-	s.Tensors = len(out)
-	s.BytesIn = plan.TotalBytes
-	for _, t := range out {
-		s.BytesOut += infoBytes(t)
-	}
-	s.Shards = len(w.Plan().Shards)
-	s.Seconds = time.Since(start).Seconds()
-	if s.Seconds > 0 {
-		s.GBPerSecond = float64(s.BytesIn) / 1e9 / s.Seconds
-	}
-	s.PeakRSSBytes = PeakRSS()
-	s.MaxChargeB = plan.MaxCharge
-	return &s, nil
+	defer j.Close()
+	return j.Run(ctx)
 }
 
 // defaultLayersInFlight is how many layers a conversion holds at once unless

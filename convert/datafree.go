@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,6 +31,8 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	// Later rules win, as entries added to a ModelOpt quant_cfg after the preset's.
+	r.Rules = append(slices.Clip(r.Rules), opt.Rules...)
 	cfgPath := side["config.json"]
 	if cfgPath == "" {
 		return nil, nil, nil, fmt.Errorf("convert: no config.json in %s: a recipe is applied per architecture", strings.Join(opt.Inputs, ", "))

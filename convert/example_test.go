@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -107,8 +109,75 @@ func ExampleMakePlan() {
 	// problem: pipeline: layer exceeds memory budget: layer 0 needs 740736 bytes in flight (data bytes per step [369152 371584 189696]), MaxMemory is 262144; the largest layer needs 740736
 }
 
-// Build the data-free stages by hand, to put stages of your own between the
-// calibration and the export (examples/custom-stage does, in a whole pipeline).
+// Prepare a conversion, put a stage of your own into it just before the export,
+// plan it and run it. The stage sees each layer with its calibrated amax buffers,
+// before quantization; the job keeps every guard of convert.Run.
+func ExamplePrepare() {
+	dir, err := os.MkdirTemp("", "example-prepare-")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+
+	j, err := convert.Prepare(context.Background(), convert.Options{
+		Inputs: []string{"../testdata/tiny_llama"},
+		Out:    filepath.Join(dir, "out"),
+		Recipe: "INT8_WEIGHT_ONLY_CFG",
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer j.Close()
+	amaxes := &amaxCounter{}
+	if err := j.InsertBefore("export", amaxes); err != nil {
+		fmt.Println(err)
+		return
+	}
+	var names []string
+	for _, s := range j.Stages() {
+		names = append(names, s.Name())
+	}
+	fmt.Println(strings.Join(names, " → "))
+	p, err := j.Plan()
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(p.Mode, len(p.Layers), "layers,", len(p.Problems), "problems")
+	sum, err := j.Run(context.Background())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(sum.Tensors, "tensors written;", amaxes.n.Load(), "weight amax buffers seen before the export")
+	// Output:
+	// calibrate → amax-counter → export
+	// data-free INT8_WEIGHT_ONLY_CFG 4 layers, 0 problems
+	// 51 tensors written; 21 weight amax buffers seen before the export
+}
+
+// amaxCounter counts the weight amax buffers of the layers it passes through.
+type amaxCounter struct{ n atomic.Int32 }
+
+func (*amaxCounter) Name() string { return "amax-counter" }
+
+func (*amaxCounter) Plan(in quantstream.LayerInfo) ([]quantstream.TensorInfo, error) {
+	return in.Tensors, nil
+}
+
+func (c *amaxCounter) Process(_ context.Context, l *quantstream.Layer) (*quantstream.Layer, error) {
+	for _, t := range l.Info().Tensors {
+		if strings.HasSuffix(t.Name, ".weight_quantizer._amax") {
+			c.n.Add(1)
+		}
+	}
+	return l, nil
+}
+
+// Build the data-free calibration stage by hand, for a pipeline of your own (to
+// add stages to a conversion, Prepare one and insert them into the Job).
 func ExampleNewCalibrateStage() {
 	ck, err := arrowio.OpenCheckpoint("../testdata/tiny_llama")
 	if err != nil {

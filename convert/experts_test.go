@@ -149,17 +149,26 @@ func TestExpertGroupsRefused(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name string
-		opt  Options
-		want string
+		name  string
+		opt   Options
+		extra []quantstream.Stage
+		want  string
 	}{
-		{"caller stages", Options{Inputs: []string{tinyMoE}, Recipe: "W4A16_NVFP4_CFG", MaxMemory: expertBudget, Stages: []quantstream.Stage{nopStage{}}},
+		{"caller stages", Options{Inputs: []string{tinyMoE}, Recipe: "W4A16_NVFP4_CFG", MaxMemory: expertBudget}, []quantstream.Stage{nopStage{}},
 			"layer 0: the conversion has stages of its own"},
-		{"fused experts", Options{Inputs: []string{"../testdata/golden/e2e/base_moe", "../testdata/golden/e2e/moe_nvfp4/input"}, MaxMemory: 512 << 10},
+		{"fused experts", Options{Inputs: []string{"../testdata/golden/e2e/base_moe", "../testdata/golden/e2e/moe_nvfp4/input"}, MaxMemory: 512 << 10}, nil,
 			"layer 0: model.layers.0.mlp.experts.down_proj belongs to an experts container"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := MakePlan(t.Context(), tc.opt)
+			j, err := Prepare(t.Context(), tc.opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			if err := j.Append(tc.extra...); err != nil {
+				t.Fatal(err)
+			}
+			p, err := j.Plan()
 			if err != nil || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "needs") ||
 				!strings.Contains(p.Problems[0], "(not cut into expert groups: stages: layer cannot be exported in groups of experts: "+tc.want) {
 				t.Fatalf("plan: %v %q", err, p.Problems)

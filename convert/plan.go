@@ -2,14 +2,12 @@ package convert
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"runtime"
 	"slices"
 	"strings"
-
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
@@ -37,64 +35,20 @@ type PlanReport struct {
 	Summary  Summary
 }
 
-// MakePlan plans a conversion without reading tensor data.
+// MakePlan plans a conversion without reading tensor data: Prepare, then Job.Plan.
+// What stops Prepare other than opening the inputs (a recipe that needs
+// calibration, problems of the export plan) is reported in the plan's Problems,
+// all at once, rather than as an error.
 func MakePlan(ctx context.Context, opt Options) (*PlanReport, error) {
-	if len(opt.Inputs) == 0 {
-		return nil, ErrNoInput
+	j, err := Prepare(ctx, opt)
+	if pe := (*prepareError)(nil); errors.As(err, &pe) {
+		return &PlanReport{Problems: splitProblems(pe.err)}, nil
 	}
-	ck, err := arrowio.OpenCheckpoint(opt.Inputs...)
 	if err != nil {
 		return nil, err
 	}
-	defer ck.Close()
-	r := &PlanReport{}
-	j, err := prepare(ck, opt, memory.NewGoAllocator())
-	if err != nil {
-		r.Problems = append(r.Problems, splitProblems(err)...)
-		return r, nil
-	}
-	r.Mode = j.mode
-	r.Summary = j.summary
-	src := newGrouping(ck).splitForBudget(len(j.stages)+len(opt.Stages), opt.MaxMemory).
-		splitExperts(j.plan, len(opt.Stages), opt.MaxMemory)
-	p := &pipeline.Pipeline{Source: ck.Source(nil, src.layers), Stages: append(j.stages, opt.Stages...), Workers: opt.Workers}
-	plan, err := p.Plan()
-	if err != nil {
-		r.Problems = append(r.Problems, err.Error())
-		return r, nil
-	}
-	r.Layers = plan.Layers
-	r.BytesIn = plan.TotalBytes
-	r.MinMemory = plan.MaxCharge
-	workers := opt.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	inFlight := workers * (len(p.Stages) + 1)
-	if n := maxLayers(opt); n > 0 {
-		inFlight = n
-	}
-	r.PeakData = int64(inFlight) * plan.MaxCharge
-	if opt.MaxMemory > 0 && opt.MaxMemory < r.PeakData {
-		r.PeakData = opt.MaxMemory
-	}
-	r.EstSeconds = float64(r.BytesIn) / (EstimateGBps * 1e9)
-	if err := plan.Check(opt.MaxMemory); err != nil {
-		r.Problems = append(r.Problems, src.explain(err).Error())
-	}
-	tensors, err := src.outputTensors(plan, p.Stages)
-	if err != nil {
-		r.Problems = append(r.Problems, err.Error())
-	}
-	for _, t := range tensors {
-		r.BytesOut += infoBytes(t)
-	}
-	sp, err := arrowio.PlanShards(tensors, arrowio.PlanOptions{MaxShardSize: opt.MaxShardSize})
-	if err != nil {
-		r.Problems = append(r.Problems, err.Error())
-	}
-	r.Shards = sp
-	return r, nil
+	defer j.Close()
+	return j.Plan()
 }
 
 // EstimateGBps is the conversion rate plan estimates use, in GB/s of input.

@@ -8,10 +8,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
-
 	"github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/modelopt"
 	"github.com/quantstream/quantstream/stages"
 )
@@ -27,10 +24,11 @@ var inputOnlyFiles = map[string]bool{
 	"modelopt_state.pth": true,
 }
 
-// prepare decides what the conversion does from the inputs and options:
-// a data-free recipe, a saved ModelOpt checkpoint, calibration state with a
-// quantizers.json table, or a passthrough.
-func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, error) {
+// prepare decides what the conversion does from the inputs and options (a data-free
+// recipe, a saved ModelOpt checkpoint, calibration state with a quantizers.json
+// table, or a passthrough) and fills in the job's mode, stages and side files.
+func (j *Job) prepare() error {
+	ck, opt, mem := j.ck, j.opt, j.mem
 	side := ck.SideFiles()
 	var (
 		qs    stages.Quantizers
@@ -38,47 +36,53 @@ func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, e
 		extra []quantstream.TensorInfo // tensors the calibration stage adds (weight amax)
 		pre   []quantstream.Stage
 	)
+	if len(opt.Rules) > 0 && opt.Recipe == "" {
+		return fmt.Errorf("convert: %d recipe rules without a recipe: rules edit a data-free recipe (Options.Recipe)", len(opt.Rules))
+	}
 	switch {
 	case opt.Recipe != "" || opt.KVCache != "":
 		if err := checkDataFreeInput(ck, side); err != nil {
-			return nil, err
+			return err
 		}
 		t, cs, added, err := dataFree(ck, side, opt, mem)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		qs, extra, pre = t, added, []quantstream.Stage{cs}
 		mode = "data-free " + strings.TrimSpace(opt.Recipe+" "+opt.KVCache)
+		if n := len(opt.Rules); n > 0 {
+			mode += fmt.Sprintf(" (+%d rules)", n)
+		}
 	case side[modelopt.StateFileName] != "":
 		st, err := modelopt.ReadState(side[modelopt.StateFileName])
 		if err != nil {
-			return nil, err
+			return err
 		}
 		qs = st.Quantizers
 		mode = "export (saved ModelOpt checkpoint, " + st.CalibMode + ")"
 	case side["quantizers.json"] != "":
 		t, err := modelopt.LoadQuantizersJSON(side["quantizers.json"])
 		if err != nil {
-			return nil, err
+			return err
 		}
 		qs = t
 		mode = "export (calibration state)"
 	default:
-		j := &job{mode: "passthrough"}
+		j.mode = "passthrough"
 		for name := range side {
 			if inputOnlyFiles[name] {
 				j.skipFiles = append(j.skipFiles, name)
 			}
 		}
-		return j, nil
+		return nil
 	}
 	cfgPath := side["config.json"]
 	if cfgPath == "" {
-		return nil, fmt.Errorf("convert: no config.json in %s: the architecture decides how modules fuse", strings.Join(opt.Inputs, ", "))
+		return fmt.Errorf("convert: no config.json in %s: the architecture decides how modules fuse", strings.Join(opt.Inputs, ", "))
 	}
 	cfg, err := os.ReadFile(cfgPath)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	infos := make([]quantstream.TensorInfo, 0, len(ck.Tensors())+len(extra))
 	for _, t := range ck.Tensors() {
@@ -88,12 +92,12 @@ func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, e
 	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
 	plan, err := stages.NewPlan(infos, cfg, qs, stages.Options{Div: opt.DivMode})
 	if err != nil {
-		return nil, fmt.Errorf("%w:\n%w", ErrPlan, err)
+		return fmt.Errorf("%w:\n%w", ErrPlan, err)
 	}
-	j := &job{mode: mode, stages: append(pre, stages.NewStage(plan, mem)), sideFiles: map[string][]byte{}, plan: plan}
+	j.mode, j.chain, j.sideFiles, j.export = mode, append(pre, stages.NewStage(plan, mem)), map[string][]byte{}, plan
 	outCfg, err := plan.ConfigJSON(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	j.sideFiles["config.json"] = outCfg
 	if side["generation_config.json"] == "" {
@@ -101,13 +105,13 @@ func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, e
 		// derives from config.json.
 		gc, err := generationConfigFromModel(cfg)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		j.sideFiles["generation_config.json"] = gc
 	}
 	hq, err := plan.HFQuantConfigJSON()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if hq != nil {
 		j.sideFiles["hf_quant_config.json"] = hq
@@ -118,7 +122,7 @@ func prepare(ck *arrowio.Checkpoint, opt Options, mem memory.Allocator) (*job, e
 		}
 	}
 	j.summary = summarizePlan(plan)
-	return j, nil
+	return nil
 }
 
 func summarizePlan(p *stages.Plan) Summary {
