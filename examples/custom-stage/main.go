@@ -1,21 +1,20 @@
-// Command custom-stage builds a data-free conversion by hand from quantstream's
-// public pieces and inserts its own stages between ModelOpt's:
+// Command custom-stage prepares a data-free conversion and inserts its own stages
+// into it, around ModelOpt's export:
 //
 //	checkpoint ─► calibrate ─► weight-stats (ours) ─► export ─► keep-check (ours) ─► writer
-//	 (arrowio)    (convert)                           (stages)                      (arrowio)
 //
 // weight-stats reports, per layer, every weight's shape, amax and mean |w| beside
 // the amax the calibration computed for it; keep-check guards the layers chosen to
 // stay unquantized. Those layers are left out of quantization the way ModelOpt
 // does it, by a recipe rule that disables their quantizers, so hf_quant_config.json
-// lists them in exclude_modules.
+// lists them in exclude_modules. Everything else (side files, the output written
+// atomically, the memory budget) is convert's, as for `quantstream convert`.
 //
 //	go run ./examples/custom-stage -in testdata/tiny_llama -out /tmp/out -keep 1
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,15 +27,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/apache/arrow-go/v18/arrow/memory"
-
 	"github.com/quantstream/quantstream"
-	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/convert"
 	"github.com/quantstream/quantstream/modelopt"
-	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
-	"github.com/quantstream/quantstream/stages"
 )
 
 func main() {
@@ -63,121 +57,51 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, w io.Writer, in, out, recipeName string, keep map[int]bool, workers int) error {
-	mem := memory.NewGoAllocator()
-
-	// 1. Headers only: the checkpoint, its config.json and every tensor's shape.
-	ck, err := arrowio.OpenCheckpoint(in)
-	if err != nil {
-		return err
-	}
-	defer ck.Close()
-	side := ck.SideFiles()
-	if side["config.json"] == "" {
-		return fmt.Errorf("no config.json in %s", in)
-	}
-	cfg, err := os.ReadFile(side["config.json"])
-	if err != nil {
-		return err
-	}
-	var inputs []quantstream.TensorInfo
-	shapes := map[string][]int64{}
-	for _, t := range ck.Tensors() {
-		inputs = append(inputs, t.Info())
-		shapes[t.Name] = t.Shape
-	}
-
-	// 2. The recipe, with one rule per kept layer appended: later rules win, as in
-	// ModelOpt's quant_cfg["*layers.1.*"] = {"enable": False}.
-	r, err := modelopt.ResolveRecipe(recipeName, "")
-	if err != nil {
-		return err
-	}
+func run(ctx context.Context, w io.Writer, in, out, recipe string, keep map[int]bool, workers int) error {
+	// One rule per kept layer, after the recipe's: later rules win, as in ModelOpt's
+	// quant_cfg["*layers.1.*"] = {"enable": False}.
 	off := false
+	var rules []modelopt.Rule
 	for _, i := range sortedKeys(keep) {
-		r.Rules = append(r.Rules, modelopt.Rule{QuantizerName: fmt.Sprintf("*layers.%d.*", i), Enable: &off})
+		rules = append(rules, modelopt.Rule{QuantizerName: fmt.Sprintf("*layers.%d.*", i), Enable: &off})
 	}
-	q, err := modelopt.DataFree(r, cfg, shapes)
+	j, err := convert.Prepare(ctx, convert.Options{Inputs: []string{in}, Out: out, Recipe: recipe, Rules: rules, Workers: workers})
 	if err != nil {
 		return err // modelopt.ErrNeedsCalibration for recipes with static activation scales
 	}
+	defer j.Close()
 
-	// 3. The stages: calibration adds each weight's amax, the plan is made from what
-	// the calibration will produce, and ours go in between and after.
-	calibrate, added, err := convert.NewCalibrateStage(q, inputs, mem)
-	if err != nil {
+	// Our stages: one between the calibration and the export, one after the export.
+	stats := &weightStats{byLayer: map[int][]string{}, prefix: map[int]string{}}
+	if err := j.InsertBefore("export", stats); err != nil {
 		return err
 	}
-	all := append(append([]quantstream.TensorInfo(nil), inputs...), added...)
-	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
-	plan, err := stages.NewPlan(all, cfg, q.Table, stages.Options{})
-	if err != nil {
+	if err := j.InsertAfter("export", keepCheck{keep: keep}); err != nil {
 		return err
 	}
-	stats := &weightStats{byLayer: map[int][]string{}}
-	p := &pipeline.Pipeline{
-		Source:  ck.Source(mem, nil),
-		Stages:  []quantstream.Stage{calibrate, stats, stages.NewStage(plan, mem), keepCheck{keep: keep}},
-		Workers: workers,
-	}
-
-	// 4. The writer is laid out from the pipeline's plan before any tensor is read.
-	pp, err := p.Plan()
+	sum, err := j.Run(ctx)
 	if err != nil {
-		return err
-	}
-	var final []quantstream.TensorInfo
-	for _, lp := range pp.Layers {
-		final = append(final, lp.Steps[len(lp.Steps)-1]...)
-	}
-	wr, err := arrowio.Create(out, final, arrowio.WriteOptions{})
-	if err != nil {
-		return err
-	}
-	defer wr.Abort() // a no-op after Commit
-	p.Sink = wr
-	if err := p.Run(ctx); err != nil {
 		return err
 	}
 
-	// 5. Side files: config.json with its quantization_config, hf_quant_config.json,
-	// and the rest (tokenizer, generation config) copied.
-	outCfg, err := plan.ConfigJSON(cfg)
-	if err != nil {
-		return err
+	// Report, in layer order whatever order the workers finished in: the decoder
+	// layers, then the tensors outside them (quantstream.NonDecoder, -1).
+	layers := sortedKeys(stats.byLayer)
+	if len(layers) > 0 && layers[0] == quantstream.NonDecoder {
+		layers = append(layers[1:], quantstream.NonDecoder)
 	}
-	hq, err := plan.HFQuantConfigJSON()
-	if err != nil {
-		return err
-	}
-	delete(side, "config.json")
-	delete(side, "hf_quant_config.json")
-	if err := wr.CopySideFiles(side); err != nil {
-		return err
-	}
-	if err := wr.WriteSideFile("config.json", outCfg); err != nil {
-		return err
-	}
-	if hq != nil {
-		if err := wr.WriteSideFile("hf_quant_config.json", hq); err != nil {
-			return err
-		}
-	}
-	if err := wr.Commit(); err != nil {
-		return err
-	}
-
-	// 6. Report, in layer order whatever order the workers finished in.
-	for _, li := range ck.Layers() {
-		fmt.Fprintf(w, "layer %d %q:\n", li.Index, li.Prefix)
-		for _, line := range stats.byLayer[li.Index] {
+	for _, i := range layers {
+		lines := stats.byLayer[i]
+		sort.Strings(lines) // a layer may come in several groups (the non-decoder tensors)
+		fmt.Fprintf(w, "layer %d %q:\n", i, stats.prefix[i])
+		for _, line := range lines {
 			fmt.Fprintln(w, " ", line)
 		}
 	}
-	for _, f := range sortedKeys(plan.Modules) {
-		fmt.Fprintf(w, "%s: %d modules\n", f, len(plan.Modules[f]))
+	for _, f := range sortedKeys(sum.ModulesPerFmt) {
+		fmt.Fprintf(w, "%s: %d modules\n", f, sum.ModulesPerFmt[f])
 	}
-	fmt.Fprintf(w, "wrote %s: %d tensors; left unquantized: %s\n", out, len(final), strings.Join(excluded(hq), ", "))
+	fmt.Fprintf(w, "wrote %s: %d tensors; left unquantized: %s\n", out, sum.Tensors, strings.Join(sum.Unquantized, ", "))
 	return nil
 }
 
@@ -186,6 +110,7 @@ func run(ctx context.Context, w io.Writer, in, out, recipeName string, keep map[
 type weightStats struct {
 	mu      sync.Mutex
 	byLayer map[int][]string
+	prefix  map[int]string
 }
 
 var _ quantstream.Stage = (*weightStats)(nil)
@@ -226,7 +151,8 @@ func (s *weightStats) Process(ctx context.Context, l *quantstream.Layer) (*quant
 		lines = append(lines, line)
 	}
 	s.mu.Lock()
-	s.byLayer[l.Index()] = lines
+	s.byLayer[l.Index()] = append(s.byLayer[l.Index()], lines...)
+	s.prefix[l.Index()] = l.Prefix()
 	s.mu.Unlock()
 	return l, nil
 }
@@ -293,19 +219,6 @@ func parseLayers(s string) (map[int]bool, error) {
 		set[i] = true
 	}
 	return set, nil
-}
-
-// excluded reads exclude_modules back from hf_quant_config.json.
-func excluded(hq []byte) []string {
-	var c struct {
-		Quantization struct {
-			ExcludeModules []string `json:"exclude_modules"`
-		} `json:"quantization"`
-	}
-	if hq == nil || json.Unmarshal(hq, &c) != nil {
-		return nil
-	}
-	return c.Quantization.ExcludeModules
 }
 
 func sortedKeys[K int | string, V any](m map[K]V) []K {
