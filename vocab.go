@@ -96,8 +96,13 @@ type Source interface {
 // concurrent use on different layers, and its output must not depend on the order
 // of calls.
 type Stage interface {
+	// Name names the stage in errors ("stage export: layer 3: …") and in a
+	// conversion's chain (convert.Job.InsertBefore).
 	Name() string
+	// Plan returns, in order, the headers of the tensors Process returns for a
+	// layer whose headers are in. It must not keep or change in.
 	Plan(in LayerInfo) ([]TensorInfo, error)
+	// Process converts one layer; see the ownership rules above.
 	Process(ctx context.Context, l *Layer) (*Layer, error)
 }
 

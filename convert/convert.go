@@ -28,6 +28,8 @@ var (
 	ErrNoInput = errors.New("convert: no input directory")
 	// ErrNoOutput is returned by Job.Run when Options names no output directory.
 	ErrNoOutput = errors.New("convert: no output directory")
+	// ErrJobDone is returned by a Job that has already run or been closed.
+	ErrJobDone = errors.New("convert: job already run or closed")
 )
 
 // Options describe one conversion.

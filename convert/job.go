@@ -17,9 +17,6 @@ import (
 	"github.com/quantstream/quantstream/stages"
 )
 
-// ErrJobDone is returned by a Job that has already run or been closed.
-var ErrJobDone = errors.New("convert: job already run or closed")
-
 // Job is a prepared conversion: its inputs opened (headers only), what it does
 // decided (a passthrough, an export of calibration state, a data-free recipe), its
 // stages built, its output's side files generated and every guard passed, all
@@ -37,8 +34,15 @@ var ErrJobDone = errors.New("convert: job already run or closed")
 // "export" is ModelOpt's export (stages.Stage), which also checks every layer
 // against the quantizer state. A stage inserted before "export" sees the layer
 // before quantization, one after it sees the exported tensors; each runs on every
-// layer with the pipeline's guarantees (see package pipeline). A Job is not safe
-// for concurrent use.
+// layer with the pipeline's guarantees (see package pipeline).
+//
+// A layer larger than a quarter of MaxMemory is streamed in pieces: runs of
+// tensors for a passthrough, groups of whole experts for an export of a MoE layer
+// (when ModelOpt's export allows it, stages.Plan.ExpertSplit). A chain with stages
+// of the caller's own keeps every layer whole, since such a stage may need one; its
+// layers must then fit in MaxMemory, and Plan and Run say so when they do not.
+//
+// A Job is not safe for concurrent use.
 type Job struct {
 	opt      Options
 	ck       *arrowio.Checkpoint

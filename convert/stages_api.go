@@ -24,7 +24,9 @@ import (
 //	plan, _ := stages.NewPlan(append(inputs, added...), configJSON, q.Table, stages.Options{})
 //	// pipeline stages: cal, (your stages), stages.NewStage(plan, mem)
 //
-// The stage is safe for concurrent use on different layers.
+// The stage is safe for concurrent use on different layers. To add stages of your
+// own to a conversion, Prepare it and insert them into the Job instead; this is
+// for pipelines built by hand.
 func NewCalibrateStage(q *modelopt.Quantized, inputs []quantstream.TensorInfo, mem memory.Allocator) (quantstream.Stage, []quantstream.TensorInfo, error) {
 	if mem == nil {
 		mem = memory.DefaultAllocator
