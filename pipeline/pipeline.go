@@ -28,8 +28,10 @@ type Pipeline struct {
 	Stages []quantstream.Stage
 	Sink   quantstream.Sink
 
-	// Workers is the number of goroutines per stage; 0 means GOMAXPROCS. Output does
-	// not depend on it.
+	// Workers is the number of goroutines per stage, hence of layers a stage works
+	// on at once; 0 means GOMAXPROCS. A stage may also spread one layer over the
+	// cores (see Concurrency in the package documentation). Output does not depend
+	// on it.
 	Workers int
 
 	// MaxMemory bounds the data bytes of layers in flight (see the package
