@@ -3,6 +3,8 @@ package stages
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"sort"
 	"strings"
 )
 
@@ -174,4 +176,71 @@ func DetectArch(c *ModelConfig) (*Arch, error) {
 		a.Architecture = c.Architectures[0]
 	}
 	return a, nil
+}
+
+// FusedGroup is one instance of a FusionRule in a decoder layer: the full names of
+// the modules that read the same input, in the rule's member order, and the full name
+// of the norm whose output that input is ("" when none).
+type FusedGroup struct {
+	Members []string
+	Norm    string
+}
+
+// FusedGroups instantiates the family's fusion rules in the decoder layer whose
+// tensors start with prefix ("model.layers.3.") over the given module names (full
+// names, "model.layers.3.self_attn.q_proj"; names of other layers are ignored): one
+// group per rule and parent that has at least two of the names, rules in order and,
+// for a wildcard parent ("mlp.experts.*"), parents in registration order.
+//
+// This is the grouping the export fuses (ModelOpt's requantize_resmooth_fused_llm_layers
+// finds it with a dummy forward); verify uses it to check exported checkpoints, so both
+// read the same rules.
+func (a *Arch) FusedGroups(prefix string, modules []string) []FusedGroup {
+	have := make(map[string]bool, len(modules))
+	for _, n := range modules {
+		have[n] = true
+	}
+	var out []FusedGroup
+	for _, r := range a.Fusion {
+		var parents []string
+		if strings.HasSuffix(r.Parent, ".*") {
+			re := regexp.MustCompile("^" + regexp.QuoteMeta(prefix+strings.TrimSuffix(r.Parent, "*")) + `(\d+)$`)
+			seen := map[string]bool{}
+			for _, n := range modules {
+				parent, _ := splitLast(n)
+				if re.MatchString(parent) && !seen[parent] {
+					seen[parent] = true
+					parents = append(parents, parent)
+				}
+			}
+			sort.Slice(parents, func(i, j int) bool { return moduleLess(parents[i], parents[j]) })
+		} else {
+			parents = []string{prefix + r.Parent}
+		}
+		for _, par := range parents {
+			var g []string
+			for _, mem := range r.Members {
+				if have[par+"."+mem] {
+					g = append(g, par+"."+mem)
+				}
+			}
+			if len(g) < 2 {
+				continue
+			}
+			norm := ""
+			if r.Norm != "" {
+				norm = prefix + r.Norm
+			}
+			out = append(out, FusedGroup{Members: g, Norm: norm})
+		}
+	}
+	return out
+}
+
+// SharesFusedScales reports whether the export makes the modules of a fused group of
+// this format share their input amax and per-tensor weight amax (so their input_scale
+// and weight_scale_2 come out equal): every quantized format but per-tensor FP8 (fp8,
+// fp8_pb_real), whose groups the export leaves alone.
+func SharesFusedScales(format string) bool {
+	return format != "" && format != "fp8" && format != "fp8_pb_real"
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -389,41 +388,26 @@ type fusionGroup struct {
 	norm string
 }
 
-// fusionGroups instantiates the family's rules in one layer: groups of more than one
-// enabled quantized module whose format is fused (every format but fp8 and fp8_pb_real).
+// fusionGroups instantiates the family's rules in one layer (Arch.FusedGroups) over
+// its quantized modules that are not cut from fused experts tensors, keeping the
+// groups whose format shares its fused scales (SharesFusedScales).
 func (p *Plan) fusionGroups(lp *LayerPlan, byName map[string]*Module) []fusionGroup {
+	var names []string
+	for _, m := range byName {
+		if m.Format != "" && !m.FromFused {
+			names = append(names, m.ID())
+		}
+	}
 	var out []fusionGroup
-	for _, r := range p.Arch.Fusion {
-		var parents []string
-		if strings.HasSuffix(r.Parent, ".*") {
-			re := regexp.MustCompile("^" + regexp.QuoteMeta(lp.Prefix+strings.TrimSuffix(r.Parent, "*")) + `(\d+)$`)
-			seen := map[string]bool{}
-			for _, m := range byName {
-				if re.MatchString(m.Parent) && !seen[m.Parent] && !m.FromFused {
-					seen[m.Parent] = true
-					parents = append(parents, m.Parent)
-				}
-			}
-			sort.Slice(parents, func(i, j int) bool { return moduleLess(parents[i], parents[j]) })
-		} else {
-			parents = []string{lp.Prefix + r.Parent}
+	for _, g := range p.Arch.FusedGroups(lp.Prefix, names) {
+		mods := make([]*Module, len(g.Members))
+		for i, n := range g.Members {
+			mods[i] = byName[n]
 		}
-		for _, par := range parents {
-			var g []*Module
-			for _, mem := range r.Members {
-				if m := byName[par+"."+mem]; m != nil && m.Format != "" && !m.FromFused {
-					g = append(g, m)
-				}
-			}
-			if len(g) < 2 || g[0].Format == "fp8" || g[0].Format == "fp8_pb_real" {
-				continue
-			}
-			norm := ""
-			if r.Norm != "" {
-				norm = lp.Prefix + r.Norm
-			}
-			out = append(out, fusionGroup{g, norm})
+		if !SharesFusedScales(mods[0].Format) {
+			continue
 		}
+		out = append(out, fusionGroup{mods, g.Norm})
 	}
 	return out
 }
