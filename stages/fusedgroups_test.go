@@ -14,7 +14,7 @@ func TestFusedGroups(t *testing.T) {
 	mods := []string{
 		p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj", p + "self_attn.o_proj",
 		p + "mlp.experts.10.gate_proj", p + "mlp.experts.10.up_proj", p + "mlp.experts.2.gate_proj", p + "mlp.experts.2.up_proj",
-		p + "mlp.experts.3.gate_proj", // alone: no group
+		p + "mlp.experts.3.gate_proj",                                        // alone: no group
 		"model.layers.2.self_attn.q_proj", "model.layers.2.self_attn.k_proj", // another layer
 	}
 	got := qwen.FusedGroups(p, mods)
