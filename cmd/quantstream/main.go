@@ -5,6 +5,8 @@
 //	quantstream plan    --in DIR [--in DIR …] [flags]
 //	quantstream parity  [--group unit|modules|e2e] DIR…
 //	quantstream dump-arrow --in DIR [--in DIR …] --out FILE.arrow
+//	quantstream verify  [--json] [--against SOURCE] [--engine vllm|sglang|trtllm] DIR
+//	quantstream inspect [--json] DIR
 package main
 
 import (
@@ -25,6 +27,9 @@ commands:
   plan         print the conversion plan and its problems without reading tensor data
   parity       run ModelOpt golden manifests and report PASS/FAIL per case
   dump-arrow   write the layer stream as an Arrow IPC stream file
+  verify       check a quantized checkpoint: files, layouts, scales, fused groups,
+               coverage, KV scales; --against SOURCE, --engine vllm|sglang|trtllm
+  inspect      what a checkpoint holds: formats, dtypes, shards, quantization config
   version      print the version
 
 Run 'quantstream <command> -h' for the flags of a command.
@@ -54,6 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdParity(ctx, args[1:], stdout, stderr)
 	case "dump-arrow":
 		err = cmdDumpArrow(ctx, args[1:], stdout, stderr)
+	case "verify":
+		err = cmdVerify(ctx, args[1:], stdout, stderr)
+	case "inspect":
+		err = cmdInspect(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "quantstream", version)
 		return 0
