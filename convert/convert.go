@@ -66,6 +66,10 @@ type Options struct {
 	Rules []modelopt.Rule
 	// DivMode reproduces exports made on CPU (DivIEEE, default) or CUDA (DivCUDA).
 	DivMode quant.DivMode
+	// Engine, when set ("vllm", "sglang", "trtllm": verify.Engines), refuses the
+	// conversion before any data is read if that engine's ModelOpt loader would not
+	// load the output (ErrEngine).
+	Engine string
 
 	// Allocator for layer buffers (nil: a PoolAllocator that keeps idle buffers
 	// within MaxMemory, trimmed by Job.Close).

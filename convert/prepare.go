@@ -74,6 +74,9 @@ func (j *Job) prepare() error {
 				j.skipFiles = append(j.skipFiles, name)
 			}
 		}
+		if opt.Engine != "" {
+			return checkPassthroughEngine(ck, side, opt.Engine)
+		}
 		return nil
 	}
 	cfgPath := side["config.json"]
@@ -122,6 +125,9 @@ func (j *Job) prepare() error {
 		}
 	}
 	j.summary = summarizePlan(plan)
+	if opt.Engine != "" {
+		return checkEngine(opt.Engine, planOutputs(plan), hq, outCfg)
+	}
 	return nil
 }
 

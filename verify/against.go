@@ -55,6 +55,11 @@ var snrFloors = map[string]float64{
 // exactDB stands for an exact match in reports (JSON has no infinity).
 const exactDB = 999
 
+// chunkElems bounds the elements of one comparison step: the dequantizers allocate a
+// few float32 copies of a chunk, so this, times a small factor, is what --against
+// holds at a time.
+const chunkElems = 1 << 18
+
 // snrAcc accumulates the sums of one module (or expert). A plain comparison needs one
 // pass: Σ s² and Σ (s − d)². The rescaled one (AWQ formats) needs two: the first
 // finds the per-column scale α_c that best maps d onto s (Σ s·d / Σ d²), the second
@@ -299,7 +304,7 @@ func (s *snr) rows(m *module, w, scale *tensor, s2 *quant.Tensor, st srcView, vi
 	case "fp8_pb_wo":
 		unit = int64(m.Group)
 	}
-	per := max(chunkBytes/4/max(cols, 1)/unit, 1) * unit
+	per := max(chunkElems/max(cols, 1)/unit, 1) * unit
 	for r0 := int64(0); r0 < rows; r0 += per {
 		r1 := min(r0+per, rows)
 		q, sc, err := s.rows2D(m, w, scale, r0, r1)
@@ -365,7 +370,7 @@ func (s *snr) bmm(m *module, w, scale *tensor, s2 *quant.Tensor, st srcView, e i
 	if strings.Contains(m.Format, "nvfp4") {
 		unit = int64(m.Group)
 	}
-	per := max(chunkBytes/4/max(B, 1)/unit, 1) * unit
+	per := max(chunkElems/max(B, 1)/unit, 1) * unit
 	for a0 := int64(0); a0 < A; a0 += per {
 		a1 := min(a0+per, A)
 		deq, err := s.bmmChunk(m, w, scale, s2, e, a0, a1)

@@ -128,7 +128,12 @@ var corruptions = []corruption{
 		if g.source == "" {
 			return "", verify.Options{}, false
 		}
-		opt := verify.Options{Against: g.source, HeadersOnly: true}
+		// The source is cut down to the damaged module's weight (or the fused experts
+		// tensor holding it), so that only that module is compared: the others would
+		// only cost time.
+		against := func(weight string) verify.Options {
+			return verify.Options{Against: sourceFor(t, g.source, weight), HeadersOnly: true}
+		}
 		perExpert := regexp.MustCompile(`\.experts\.\d+\.[^.]+\.weight$`)
 		for _, n := range ck.names() {
 			h := ck.header(n)
@@ -147,7 +152,7 @@ var corruptions = []corruption{
 			if len(sh.Shape) >= 1 {
 				ck.reverseRows(t, scale, sh.Shape[0])
 			}
-			return n, opt, true
+			return n, against(n), true
 		}
 		// Batched-matmul experts [E, A, B]: expert 0's rows along A, in the weight and
 		// in a scale with rows along A (MXFP4 [E, A, B/32], per-tensor FP8).
@@ -165,10 +170,35 @@ var corruptions = []corruption{
 				continue // NVFP4 packs along A: rows cannot be moved alone
 			}
 			ck.reverseRows(t, n, h.Shape[1])
-			return n + "[expert 0]", opt, true
+			return n + "[expert 0]", against(n), true
 		}
 		return "", verify.Options{}, false
 	}},
+}
+
+// sourceFor copies into a temporary directory the tensors of src that can be the
+// source of weight: itself, or the fused experts tensors of its container.
+func sourceFor(t *testing.T, src, weight string) string {
+	t.Helper()
+	var container string
+	if m := regexp.MustCompile(`^(.*\.experts)\.\d+\.`).FindStringSubmatch(weight); m != nil {
+		container = m[1] + "."
+	}
+	in := &ckCopy{dir: src}
+	keep := map[string]quant.Tensor{}
+	for _, n := range in.names() {
+		if n != weight && (container == "" || !strings.HasPrefix(n, container) || strings.Count(n[len(container):], ".") > 0) {
+			continue
+		}
+		h := in.header(n)
+		keep[n] = quant.Tensor{DType: h.DType, Shape: h.Shape, Data: in.read(t, n)}
+	}
+	if len(keep) == 0 {
+		t.Fatalf("no source tensor for %s in %s", weight, src)
+	}
+	dir := t.TempDir()
+	writeShard(t, filepath.Join(dir, "model.safetensors"), keep, map[string]string{"format": "pt"})
+	return dir
 }
 
 // TestCorruptionsAreCaught damages copies of every golden export by every rule and

@@ -284,13 +284,12 @@ func (d *dataChecker) nvfp4Blocks(m *module, w, scale *tensor) error {
 	g := int64(m.Group)
 	var blocks, nan, neg, zero, sat, allSeven int64
 	firstBad := int64(-1)
-	visit := func(sc byte, elems func(yield func(byte) bool)) {
+	visit := func(sc byte, blk []byte) {
 		blocks++
-		seven := true
-		for b := range elems {
-			if b != 0x77 {
-				seven = false
-			}
+		seven, full := true, true
+		for _, b := range blk {
+			seven = seven && b == 0x77
+			full = full && b&0x7 == e2m1MaxMag && (b>>4)&0x7 == e2m1MaxMag
 		}
 		if seven {
 			allSeven++
@@ -302,16 +301,7 @@ func (d *dataChecker) nvfp4Blocks(m *module, w, scale *tensor) error {
 			neg++
 		case sc&0x7F == 0:
 			zero++
-		case sc == e4m3Max:
-			all := true
-			for b := range elems {
-				if b&0x7 != e2m1MaxMag || (b>>4)&0x7 != e2m1MaxMag {
-					all = false
-				}
-			}
-			if !all {
-				return
-			}
+		case sc == e4m3Max && full:
 			sat++
 		default:
 			return
@@ -353,7 +343,7 @@ func (d *dataChecker) nvfp4Blocks(m *module, w, scale *tensor) error {
 }
 
 // nvfp4RowBlocks visits the blocks of a 2-D NVFP4 weight [O, I/2] with scales [O, I/g].
-func (d *dataChecker) nvfp4RowBlocks(w, scale *tensor, g int64, visit func(byte, func(func(byte) bool))) error {
+func (d *dataChecker) nvfp4RowBlocks(w, scale *tensor, g int64, visit func(byte, []byte)) error {
 	rows, wCols := w.Shape[0], w.Shape[1]
 	sCols := scale.Shape[1]
 	per := max(chunkBytes/max(wCols, 1), 1)
@@ -369,14 +359,7 @@ func (d *dataChecker) nvfp4RowBlocks(w, scale *tensor, g int64, visit func(byte,
 		}
 		for r := range n {
 			for j := range sCols {
-				blk := wb[r*wCols+j*g/2 : r*wCols+(j+1)*g/2]
-				visit(sb[r*sCols+j], func(yield func(byte) bool) {
-					for _, b := range blk {
-						if !yield(b) {
-							return
-						}
-					}
-				})
+				visit(sb[r*sCols+j], wb[r*wCols+j*g/2:r*wCols+(j+1)*g/2])
 			}
 		}
 	}
@@ -386,7 +369,7 @@ func (d *dataChecker) nvfp4RowBlocks(w, scale *tensor, g int64, visit func(byte,
 // nvfp4BMMBlocks visits the blocks of a batched-matmul NVFP4 weight [E, A/2, B] with
 // scales [E, A/g, B]: block (k, b) of an expert is column b of packed rows
 // [k·g/2, (k+1)·g/2).
-func (d *dataChecker) nvfp4BMMBlocks(w, scale *tensor, g int64, visit func(byte, func(func(byte) bool))) error {
+func (d *dataChecker) nvfp4BMMBlocks(w, scale *tensor, g int64, visit func(byte, []byte)) error {
 	E, half, B := w.Shape[0], w.Shape[1], w.Shape[2]
 	kRows := scale.Shape[1]
 	rowsPerK := g / 2
@@ -402,15 +385,13 @@ func (d *dataChecker) nvfp4BMMBlocks(w, scale *tensor, g int64, visit func(byte,
 			if err != nil {
 				return err
 			}
+			blk := make([]byte, rowsPerK)
 			for k := range n {
 				for b := range B {
-					visit(sb[k*B+b], func(yield func(byte) bool) {
-						for j := range rowsPerK {
-							if !yield(wb[(k*rowsPerK+j)*B+b]) {
-								return
-							}
-						}
-					})
+					for j := range rowsPerK {
+						blk[j] = wb[(k*rowsPerK+j)*B+b]
+					}
+					visit(sb[k*B+b], blk)
 				}
 			}
 		}

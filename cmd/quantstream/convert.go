@@ -17,6 +17,7 @@ import (
 	"github.com/quantstream/quantstream/convert"
 	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
+	"github.com/quantstream/quantstream/verify"
 )
 
 // maxWorkers bounds --workers: beyond a few per core they only add goroutines and
@@ -57,6 +58,7 @@ type convertFlags struct {
 	recipe       string
 	kvCache      string
 	divMode      string
+	engine       string
 	report       string
 	quiet        bool
 }
@@ -79,6 +81,7 @@ func newConvertFlags(name string, stderr io.Writer, withOut bool) *convertFlags 
 	fs.StringVar(&f.recipe, "recipe", "", "ModelOpt preset (e.g. W4A16_NVFP4_CFG) or recipe YAML file, for data-free conversion")
 	fs.StringVar(&f.kvCache, "kv-cache", "", "KV-cache preset to combine with --recipe (e.g. FP8_KV_CFG)")
 	fs.StringVar(&f.divMode, "div-mode", "ieee", "scalar division as PyTorch does it on cpu (ieee) or on cuda (cuda)")
+	fs.StringVar(&f.engine, "engine", "", "refuse, before reading data, an output this engine's ModelOpt loader would not load: "+strings.Join(verify.Engines(), ", "))
 	return f
 }
 
@@ -94,6 +97,9 @@ func (f *convertFlags) parse(args []string) (convert.Options, error) {
 	}
 	if f.workers < 0 || f.workers > maxWorkers {
 		return convert.Options{}, fmt.Errorf("%w: --workers %d: want 0 (one per CPU) to %d", errUsage, f.workers, maxWorkers)
+	}
+	if f.engine != "" && !slices.Contains(verify.Engines(), f.engine) {
+		return convert.Options{}, fmt.Errorf("%w: --engine %q: want one of %s", errUsage, f.engine, strings.Join(verify.Engines(), ", "))
 	}
 	var mode quant.DivMode
 	switch f.divMode {
@@ -114,6 +120,7 @@ func (f *convertFlags) parse(args []string) (convert.Options, error) {
 		Recipe:       f.recipe,
 		KVCache:      f.kvCache,
 		DivMode:      mode,
+		Engine:       f.engine,
 	}, nil
 }
 
