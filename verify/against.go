@@ -133,15 +133,18 @@ func (a *snrAcc) next() bool {
 	return true
 }
 
-// db is the SNR; exact when nothing differs. ok is false for an all-zero source.
+// db is the SNR; exact when nothing differs. ok is false for an all-zero source;
+// db is NaN when the dequantized weight holds NaN or ±Inf.
 func (a *snrAcc) db() (db float64, exact, ok bool) {
 	noise := a.ee
-	if a.rescaled {
+	if a.rescaled && !math.IsNaN(a.noise) {
 		noise = min(a.noise, a.ee)
 	}
 	switch {
 	case a.ss == 0:
 		return 0, false, false
+	case math.IsNaN(noise) || math.IsInf(noise, 0):
+		return math.NaN(), false, true
 	case noise == 0:
 		return exactDB, true, true
 	}
@@ -522,6 +525,11 @@ func (s *snr) report(m *module, id string, acc *snrAcc) {
 	db, exact, ok := acc.db()
 	if !ok {
 		s.r.add(Finding{Severity: Note, Check: CheckAgainst, Tensor: id, Message: "not compared: the source weight is all zero"})
+		return
+	}
+	if math.IsNaN(db) {
+		s.r.add(Finding{Severity: Error, Check: CheckAgainst, Tensor: id,
+			Message: "the dequantized weight holds NaN or Inf: its scales are not finite (engines serve NaN for this module)"})
 		return
 	}
 	floor, known := snrFloors[m.Format]

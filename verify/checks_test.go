@@ -230,3 +230,16 @@ func TestHeadersOnlySkipsData(t *testing.T) {
 		t.Error("the NaN input_scale was not found with data checks on")
 	}
 }
+
+// TestAgainstNonFinite: a NaN block scale makes the dequantized module NaN; --against
+// says so (and the JSON report stays encodable).
+func TestAgainstNonFinite(t *testing.T) {
+	const o = "model.layers.0.self_attn.o_proj"
+	ck := copyCheckpoint(t, goldenNVFP4)
+	ck.patch(t, o+".weight_scale", 0, []byte{0x7F})
+	r := run(t, ck.dir, verify.Options{Against: "../testdata/golden/e2e/base_llama"})
+	wantFinding(t, r, verify.Error, verify.CheckAgainst, o+".weight", "NaN or Inf")
+	if _, err := json.Marshal(r); err != nil {
+		t.Fatal(err)
+	}
+}
