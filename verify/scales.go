@@ -96,6 +96,9 @@ func checkData(ctx context.Context, a *analysis, r *Report, progress func(Progre
 			d.total += a.c.tensors[m.Weight].bytes()
 		}
 	}
+	for _, n := range a.kv {
+		d.total += a.c.tensors[n].bytes()
+	}
 	for _, m := range work {
 		if err := d.module(m); err != nil {
 			return err

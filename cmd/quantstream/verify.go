@@ -143,6 +143,7 @@ type byteProgress struct {
 	start   time.Time
 	last    time.Time
 	printed bool
+	ended   map[string]bool // phases whose last line is printed
 }
 
 func newByteProgress(w io.Writer) *byteProgress {
@@ -153,7 +154,7 @@ func newByteProgress(w io.Writer) *byteProgress {
 		}
 	}
 	now := time.Now()
-	return &byteProgress{w: w, tty: tty, start: now, last: now}
+	return &byteProgress{w: w, tty: tty, start: now, last: now, ended: map[string]bool{}}
 }
 
 func (p *byteProgress) update(pr verify.Progress) {
@@ -162,9 +163,11 @@ func (p *byteProgress) update(pr verify.Progress) {
 	if p.tty {
 		every = 200 * time.Millisecond
 	}
-	if pr.Done < pr.Total && now.Sub(p.last) < every {
+	end := pr.Done >= pr.Total
+	if end && p.ended[pr.Phase] || !end && now.Sub(p.last) < every {
 		return
 	}
+	p.ended[pr.Phase] = end
 	p.last = now
 	pct := 100.0
 	if pr.Total > 0 {
