@@ -19,11 +19,7 @@ var ErrEngine = errors.New("convert: the target engine cannot load the output")
 // config.json) by the engine's loader rules, before any tensor data is read, and
 // returns the refusals as plan problems.
 func checkEngine(engine string, tensors []quantstream.TensorInfo, hfQuantConfig, configJSON []byte) error {
-	hdrs := make([]verify.Header, 0, len(tensors))
-	for _, t := range tensors {
-		hdrs = append(hdrs, verify.Header{Name: t.Name, DType: t.DType, Shape: t.Shape})
-	}
-	v, err := verify.JudgeHeaders(engine, hdrs, hfQuantConfig, configJSON)
+	v, err := verify.JudgeHeaders(engine, tensors, hfQuantConfig, configJSON)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 	"github.com/quantstream/quantstream/stages"
 )
@@ -140,11 +141,11 @@ func (a *analysis) checkLayout(m *module, w *tensor, group int, r *Report) {
 		r.add(Finding{Severity: Error, Check: CheckLayout, Tensor: tensor, File: a.fileOf(tensor), Message: fmt.Sprintf(format, args...)})
 		m.bad = true
 	}
-	var scale *Header
+	var scale *quantstream.TensorInfo
 	if n, ok := m.tensors[roleScale]; ok {
-		scale = &a.c.tensors[n].Header
+		scale = &a.c.tensors[n].TensorInfo
 	}
-	ex, msg := expect(m.Format, m.BMM, w.Header, scale, group)
+	ex, msg := expect(m.Format, m.BMM, w.TensorInfo, scale, group)
 	if msg != "" {
 		bad(m.Weight, "%s: %s", m.Format, msg)
 		return
@@ -193,7 +194,7 @@ func (a *analysis) checkLayout(m *module, w *tensor, group int, r *Report) {
 }
 
 // inferGroup is the block size the weight_scale's last dim implies.
-func inferGroup(m *module, scale *Header) int {
+func inferGroup(m *module, scale *quantstream.TensorInfo) int {
 	if len(m.Logical) == 0 || len(scale.Shape) == 0 {
 		return m.Group
 	}

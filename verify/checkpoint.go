@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/quant"
 )
@@ -19,18 +20,10 @@ import (
 // config, tokenizer files); real ones are a few MB at most.
 const maxJSONSize = 256 << 20
 
-// Header is a tensor as an engine loader sees it before reading data: name, dtype and
-// shape.
-type Header struct {
-	Name  string
-	DType quant.DType
-	Shape []int64
-}
-
 // tensor is one tensor of the checkpoint, with the file that holds its data (nil when
 // only its header is known, as for a planned conversion).
 type tensor struct {
-	Header
+	quantstream.TensorInfo
 	file *arrowio.File
 	th   arrowio.TensorHeader
 }
@@ -69,10 +62,10 @@ func (c *checkpoint) close() {
 }
 
 // fromHeaders is a checkpoint known from headers only (a conversion's plan).
-func fromHeaders(tensors []Header, configJSON, hfQuant []byte) *checkpoint {
+func fromHeaders(tensors []quantstream.TensorInfo, configJSON, hfQuant []byte) *checkpoint {
 	c := &checkpoint{tensors: map[string]*tensor{}, configJSON: configJSON, hfQuant: hfQuant}
 	for _, h := range tensors {
-		c.tensors[h.Name] = &tensor{Header: h}
+		c.tensors[h.Name] = &tensor{TensorInfo: h}
 	}
 	c.names = sortedKeys(c.tensors)
 	return c
@@ -173,7 +166,7 @@ func (c *checkpoint) addShard(f *arrowio.File, r *Report) {
 				Message: fmt.Sprintf("also in %s: every tensor must be stored once", prev.base())})
 			continue
 		}
-		c.tensors[th.Name] = &tensor{Header: Header{Name: th.Name, DType: th.DType, Shape: th.Shape}, file: f, th: th}
+		c.tensors[th.Name] = &tensor{TensorInfo: th.TensorInfo, file: f, th: th}
 	}
 }
 
@@ -230,7 +223,7 @@ func (c *checkpoint) checkIndex(ix *arrowio.Index, shards []string, opened map[s
 			continue
 		}
 		total += th.Size()
-		c.tensors[name] = &tensor{Header: Header{Name: name, DType: th.DType, Shape: th.Shape}, file: f, th: th}
+		c.tensors[name] = &tensor{TensorInfo: th.TensorInfo, file: f, th: th}
 	}
 	for _, name := range sortedKeys(stored) {
 		where := stored[name]

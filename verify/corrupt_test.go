@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/quant"
 	"github.com/quantstream/quantstream/stages"
@@ -536,7 +537,7 @@ func writeShard(t *testing.T, path string, ts map[string]quant.Tensor, md map[st
 	var off int64
 	for _, n := range slices.Sorted(mapsKeys(ts)) {
 		tt := ts[n]
-		hdrs = append(hdrs, arrowio.TensorHeader{Name: n, DType: tt.DType, Shape: tt.Shape, Begin: off, End: off + int64(len(tt.Data))})
+		hdrs = append(hdrs, arrowio.TensorHeader{TensorInfo: quantstream.TensorInfo{Name: n, DType: tt.DType, Shape: tt.Shape}, Begin: off, End: off + int64(len(tt.Data))})
 		off += int64(len(tt.Data))
 	}
 	out := arrowio.EncodeHeader(hdrs, md)

@@ -5,6 +5,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/quantstream/quantstream"
 )
 
 // The rules below are read from the engines' ModelOpt loaders, at the commits named in
@@ -372,7 +374,7 @@ func (e *engine) judge(a *analysis) EngineVerdict {
 // conversion's outputs, its hf_quant_config.json and config.json) by an engine's
 // ModelOpt-loader rules, reading no data. convert and plan call it for --engine so
 // that a checkpoint the engine cannot load is refused before anything is read.
-func JudgeHeaders(name string, tensors []Header, hfQuantConfig, configJSON []byte) (EngineVerdict, error) {
+func JudgeHeaders(name string, tensors []quantstream.TensorInfo, hfQuantConfig, configJSON []byte) (EngineVerdict, error) {
 	e, ok := engines[name]
 	if !ok {
 		return EngineVerdict{}, fmt.Errorf("verify: unknown engine %q (known: %s)", name, strings.Join(Engines(), ", "))

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -71,7 +72,7 @@ func TestEngineQuantAlgos(t *testing.T) {
 func TestEngineVerdictMixed(t *testing.T) {
 	hq := []byte(`{"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "MIXED_PRECISION", "kv_cache_quant_algo": null,
 		"quantized_layers": {"model.layers.0.mlp.down_proj": {"quant_algo": "W4A16_AWQ", "group_size": 128}}}}`)
-	hdrs := []Header{
+	hdrs := []quantstream.TensorInfo{
 		{Name: "model.layers.0.mlp.down_proj.weight", DType: quant.U8, Shape: []int64{64, 256}},
 	}
 	v, err := JudgeHeaders("vllm", hdrs, hq, []byte(`{"model_type": "llama"}`))

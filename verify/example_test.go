@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 	"github.com/quantstream/quantstream/verify"
 )
@@ -41,7 +42,7 @@ func ExampleInspect() {
 // Judge a planned checkpoint, known from headers only, by an engine's loader.
 func ExampleJudgeHeaders() {
 	hq := []byte(`{"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "mxfp4", "kv_cache_quant_algo": null, "exclude_modules": ["lm_head"]}}`)
-	hdrs := []verify.Header{
+	hdrs := []quantstream.TensorInfo{
 		{Name: "model.layers.0.mlp.down_proj.weight", DType: quant.U8, Shape: []int64{64, 64}},
 		{Name: "model.layers.0.mlp.down_proj.weight_scale", DType: quant.U8, Shape: []int64{64, 4}},
 	}

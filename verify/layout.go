@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/quant"
 	"github.com/quantstream/quantstream/stages"
 )
@@ -208,7 +209,7 @@ type expectation struct {
 // (0: unknown, taken from the weight_scale's shape when it is well formed).
 // The layouts are those stages' export writes (export.go, bmm.go) and the golden
 // sets pin; TestLayoutsMatchExport checks them against the planner.
-func expect(format string, bmm bool, w Header, scale *Header, group int) (expectation, string) {
+func expect(format string, bmm bool, w quantstream.TensorInfo, scale *quantstream.TensorInfo, group int) (expectation, string) {
 	var ex expectation
 	if bmm {
 		return expectBMM(format, w, scale, group)
@@ -299,7 +300,7 @@ func expect(format string, bmm bool, w Header, scale *Header, group int) (expect
 // the input dim A first. NVFP4 quantizes the transposed weight and transposes back
 // (packed along A); MXFP4 is packed along B; per-tensor FP8 keeps the shape;
 // FP8_PER_CHANNEL_PER_TOKEN's axis 0 is the expert axis (one scale per expert).
-func expectBMM(format string, w Header, scale *Header, group int) (expectation, string) {
+func expectBMM(format string, w quantstream.TensorInfo, scale *quantstream.TensorInfo, group int) (expectation, string) {
 	var ex expectation
 	E, A, B := w.Shape[0], w.Shape[1], w.Shape[2]
 	g := int64(group)
@@ -344,7 +345,7 @@ func expectBMM(format string, w Header, scale *Header, group int) (expectation, 
 // fp8BlockOf infers the square block of an FP8 2-D block scale [O/b, 1, I/b, 1]:
 // ModelOpt's preset (128) when it fits, else the power of two that does; 128 when
 // nothing fits (the shape check then reports the scale).
-func fp8BlockOf(rows, cols int64, scale *Header) int {
+func fp8BlockOf(rows, cols int64, scale *quantstream.TensorInfo) int {
 	if scale == nil || len(scale.Shape) != 4 {
 		return 128
 	}
