@@ -243,3 +243,43 @@ func TestAgainstNonFinite(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMixedPrecision: a MIXED_PRECISION config (quantized_layers, no
+// exclude_modules) made from an NVFP4 export verifies clean; a quantized module left
+// out of quantized_layers is an error, and vLLM refuses a layer algorithm it cannot
+// build.
+func TestMixedPrecision(t *testing.T) {
+	ck := copyCheckpoint(t, goldenNVFP4)
+	layers := map[string]any{}
+	for _, n := range ck.names() {
+		if m, ok := strings.CutSuffix(n, ".weight_scale_2"); ok {
+			layers[m] = map[string]any{"quant_algo": "NVFP4", "group_size": 16}
+		}
+	}
+	set := func(layers map[string]any) {
+		ck.editJSON(t, "hf_quant_config.json", func(m map[string]any) {
+			q := m["quantization"].(map[string]any)
+			q["quant_algo"], q["quantized_layers"] = "MIXED_PRECISION", layers
+			delete(q, "exclude_modules")
+			delete(q, "group_size")
+		})
+		ck.editJSON(t, "config.json", func(m map[string]any) {
+			q := m["quantization_config"].(map[string]any)
+			q["quant_algo"], q["quantized_layers"], q["ignore"] = "MIXED_PRECISION", layers, []any{}
+		})
+	}
+	set(layers)
+	r := run(t, ck.dir, verify.Options{Engines: []string{"vllm"}})
+	assertSound(t, r)
+	if r.Summary.Modules["nvfp4"] != len(layers) {
+		t.Errorf("modules %v, want %d nvfp4", r.Summary.Modules, len(layers))
+	}
+
+	const q = "model.layers.0.self_attn.q_proj"
+	delete(layers, q)
+	layers["model.layers.0.self_attn.o_proj"] = map[string]any{"quant_algo": "W4A16_AWQ", "group_size": 128}
+	set(layers)
+	r = run(t, ck.dir, verify.Options{Engines: []string{"vllm"}})
+	wantFinding(t, r, verify.Error, verify.CheckCoverage, q+".weight", "quantized_layers does not list it")
+	wantFinding(t, r, verify.Error, verify.CheckEngine, "model.layers.0.self_attn.o_proj", "W4A16_AWQ")
+}
