@@ -283,3 +283,19 @@ func TestMixedPrecision(t *testing.T) {
 	wantFinding(t, r, verify.Error, verify.CheckCoverage, q+".weight", "quantized_layers does not list it")
 	wantFinding(t, r, verify.Error, verify.CheckEngine, "model.layers.0.self_attn.o_proj", "W4A16_AWQ")
 }
+
+// TestExpertLeftBF16AndRouter: an expert left BF16 (its scales gone) and a router
+// dropped from exclude_modules are both unquantized linears an engine would build
+// quantized.
+func TestExpertLeftBF16AndRouter(t *testing.T) {
+	const e = "model.layers.0.mlp.experts.1.gate_proj"
+	ck := copyCheckpoint(t, "../testdata/golden/e2e/moe_nvfp4/expected")
+	for _, role := range []string{"weight", "weight_scale", "weight_scale_2", "input_scale"} {
+		ck.remove(t, e+"."+role)
+	}
+	ck.add(t, e+".weight", quant.Tensor{DType: quant.BF16, Shape: []int64{128, 256}, Data: make([]byte, 128*256*2)})
+	ck.setExcluded(t, slices.DeleteFunc(ck.excluded(t), func(s string) bool { return s == "model.layers.0.mlp.gate" }))
+	r := run(t, ck.dir, verify.Options{})
+	wantFinding(t, r, verify.Error, verify.CheckCoverage, e+".weight", "not covered by exclude_modules")
+	wantFinding(t, r, verify.Error, verify.CheckCoverage, "model.layers.0.mlp.gate.weight", "not covered by exclude_modules")
+}
