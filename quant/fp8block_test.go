@@ -1,0 +1,166 @@
+package quant
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// naiveFP8BlockDequant is the reference loop of FP8Block.DequantRows.
+func naiveFP8BlockDequant(b FP8Block, q []byte) []uint16 {
+	nbj := ceilDivInt(b.Cols, b.BlockCols)
+	out := make([]uint16, len(q))
+	for i := range b.Rows {
+		for j := range b.Cols {
+			s := b.Scale[(i/b.BlockRows)*nbj+j/b.BlockCols]
+			out[i*b.Cols+j] = F32ToBF16(E4M3ToF32(q[i*b.Cols+j]) * s)
+		}
+	}
+	return out
+}
+
+// TestFP8BlockDequantRows: every E4M3 code (NaNs aside) under scales of every
+// magnitude, in weights whose edge blocks are partial in either dimension, decoded
+// whole and by odd row ranges, equals the reference loop; -0 survives.
+func TestFP8BlockDequantRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct{ rows, cols, bi, bj int }{
+		{128, 128, 128, 128}, {192, 320, 128, 128}, {576, 448, 128, 128}, {96, 64, 128, 128}, {7, 9, 4, 2},
+	} {
+		b := FP8Block{Rows: tc.rows, Cols: tc.cols, BlockRows: tc.bi, BlockCols: tc.bj}
+		ss := b.ScaleShape()
+		for k := range ss[0] * ss[1] {
+			// Normal, subnormal-producing, huge and zero scales.
+			s := float32(math.Ldexp(1+r.Float64(), r.IntN(60)-40))
+			switch k % 7 {
+			case 3:
+				s = 0
+			case 5:
+				s = float32(math.Ldexp(r.Float64(), -130))
+			}
+			b.Scale = append(b.Scale, s)
+		}
+		if err := b.Check(); err != nil {
+			t.Fatal(err)
+		}
+		q := make([]byte, tc.rows*tc.cols)
+		for i := range q {
+			c := byte(i % 256)
+			if c&0x7F == 0x7F {
+				c = 0x80 // -0
+			}
+			q[i] = c ^ byte(r.IntN(2))<<7
+			if q[i]&0x7F == 0x7F {
+				q[i] = 0x7E
+			}
+		}
+		want := naiveFP8BlockDequant(b, q)
+		for _, step := range []int{tc.rows, 1, 5, 33} {
+			got := make([]byte, 2*len(q))
+			for r0 := 0; r0 < tc.rows; r0 += step {
+				r1 := min(r0+step, tc.rows)
+				if err := b.DequantRows(got[2*r0*tc.cols:2*r1*tc.cols], q[r0*tc.cols:r1*tc.cols], r0, r1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, w := range want {
+				if g := binary.LittleEndian.Uint16(got[2*i:]); g != w {
+					t.Fatalf("%v step %d: element %d (code 0x%02X): got 0x%04X, want 0x%04X", tc, step, i, q[i], g, w)
+				}
+			}
+		}
+	}
+	// -0.0 stays -0.0.
+	b := FP8Block{Rows: 1, Cols: 1, BlockRows: 128, BlockCols: 128, Scale: []float32{0.5}}
+	out := make([]byte, 2)
+	if err := b.DequantRows(out, []byte{0x80}, 0, 1); err != nil || binary.LittleEndian.Uint16(out) != 0x8000 {
+		t.Errorf("-0: got %x, %v", out, err)
+	}
+}
+
+func TestFP8BlockRefusals(t *testing.T) {
+	b := FP8Block{Rows: 2, Cols: 3, BlockRows: 128, BlockCols: 128, Scale: []float32{1}}
+	for _, nan := range []byte{0x7F, 0xFF} {
+		err := b.DequantRows(make([]byte, 12), []byte{1, 2, 3, 4, nan, 6}, 0, 2)
+		if !errors.Is(err, ErrNonFinite) {
+			t.Errorf("NaN code 0x%02X: %v, want ErrNonFinite", nan, err)
+		}
+	}
+	for _, tc := range []struct {
+		scale []float32
+		want  error
+	}{
+		{[]float32{float32(math.NaN())}, ErrNonFinite},
+		{[]float32{float32(math.Inf(1))}, ErrNonFinite},
+		{[]float32{-1}, ErrNonPositive},
+		{[]float32{1, 1}, ErrShape},
+		{nil, ErrShape},
+	} {
+		b.Scale = tc.scale
+		if err := b.Check(); !errors.Is(err, tc.want) {
+			t.Errorf("scale %v: %v, want %v", tc.scale, err, tc.want)
+		}
+	}
+	b.Scale = []float32{1}
+	if err := b.DequantRows(make([]byte, 10), make([]byte, 6), 0, 2); !errors.Is(err, ErrShape) {
+		t.Errorf("short output: %v", err)
+	}
+}
+
+// TestMXFP4DequantTransposed: every byte under every finite E8M0 scale equals
+// E2M1 · 2^(s-127) computed in float64 (exact), transposed; nibble 8 is -0.0.
+func TestMXFP4DequantTransposed(t *testing.T) {
+	mag := [8]float64{0, 0.5, 1, 1.5, 2, 3, 4, 6}
+	for _, R := range []int{1, 31, 33, 70} {
+		G := 3
+		blocks := make([]byte, R*G*16)
+		scales := make([]byte, R*G)
+		for i := range blocks {
+			blocks[i] = byte(i * 7)
+		}
+		for i := range scales {
+			scales[i] = byte((i * 37) % 253)
+		}
+		dst := make([]byte, 2*R*G*32)
+		if err := MXFP4DequantTransposed(dst, blocks, scales, R, G); err != nil {
+			t.Fatal(err)
+		}
+		for r := range R {
+			for c := range 32 * G {
+				by := blocks[(r*G+c/32)*16+(c%32)/2]
+				nib := by & 0xF
+				if c%2 == 1 {
+					nib = by >> 4
+				}
+				v := math.Ldexp(mag[nib&7], int(scales[r*G+c/32])-127)
+				if nib&8 != 0 {
+					v = -v
+				}
+				want := uint16(math.Float32bits(float32(v)) >> 16)
+				if nib == 8 {
+					want = 0x8000
+				}
+				if float64(BF16ToF32(want)) != v {
+					t.Fatalf("value %v not a bfloat16", v)
+				}
+				if g := binary.LittleEndian.Uint16(dst[2*(c*R+r):]); g != want {
+					t.Fatalf("R=%d r=%d c=%d: got 0x%04X, want 0x%04X", R, r, c, g, want)
+				}
+			}
+		}
+	}
+	if err := MXFP4DequantTransposed(make([]byte, 64), make([]byte, 16), []byte{255}, 1, 1); !errors.Is(err, ErrNonFinite) {
+		t.Errorf("scale 255: %v", err)
+	}
+	if err := MXFP4DequantTransposed(make([]byte, 64), []byte{0x06, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, []byte{253}, 1, 1); !errors.Is(err, ErrNonFinite) {
+		t.Errorf("4·2^126: %v", err)
+	}
+	if err := MXFP4DequantTransposed(make([]byte, 64), []byte{0x33, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, []byte{254}, 1, 1); err != nil {
+		t.Errorf("1.5·2^127 is finite: %v", err)
+	}
+	if err := MXFP4DequantTransposed(make([]byte, 62), make([]byte, 16), []byte{1}, 1, 1); !errors.Is(err, ErrShape) {
+		t.Errorf("short output: %v", err)
+	}
+}
