@@ -16,10 +16,12 @@ import (
 )
 
 // TensorRef is a tensor's header, where its bytes lie, and the open file that
-// holds them.
+// holds them; or, for a tensor of a derived view, how its bytes are computed.
 type TensorRef struct {
 	TensorHeader
-	File *File
+	File *File // nil for a derived tensor (Checkpoint.Derive)
+
+	derived *derivation
 }
 
 // Info is the tensor's header (a copy: its Shape is the caller's).

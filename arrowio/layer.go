@@ -46,16 +46,20 @@ func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li qua
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortFunc(order, func(a, b int) int {
+	// Derived tensors read their sources themselves (Checkpoint.Derive): they go
+	// last, in the order given.
+	slices.SortStableFunc(order, func(a, b int) int {
 		ta, tb := refs[a], refs[b]
+		if da, db := ta.derived != nil, tb.derived != nil; da || db {
+			return cmp.Compare(btoi(da), btoi(db))
+		}
 		return cmp.Or(cmp.Compare(ta.File.Path, tb.File.Path), cmp.Compare(ta.Begin, tb.Begin))
 	})
 	for _, i := range order {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		t := refs[i]
-		if err := t.File.ReadInto(t.TensorHeader, b.Data(i)); err != nil {
+		if err := refs[i].read(ctx, b.Data(i)); err != nil {
 			return nil, err
 		}
 	}
@@ -100,4 +104,11 @@ func (s *Source) Next(ctx context.Context) (*quantstream.Layer, error) {
 func checkShape(dt quant.DType, shape []int64, n int64) bool {
 	want, ok := byteLen(dt, shape)
 	return ok && want == n
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -85,6 +85,11 @@ type PlanOptions struct {
 	MaxShardSize int64
 	// Metadata is each shard's __metadata__; nil means {"format": "pt"}.
 	Metadata map[string]string
+	// ShardOf, when set, places every tensor in the shard it names (a file name
+	// ending in .safetensors) instead of cutting shards by size, keeping a
+	// checkpoint's own layout (a dequantized copy of a sharded source has the
+	// source's files). MaxShardSize is then ignored. Shards are ordered by name.
+	ShardOf func(tensor string) string
 	// IndexMetadata is added to the index's metadata besides total_size (e.g.
 	// "total_parameters", which transformers 5 writes and which counts parameters
 	// only, so it cannot be derived from the tensors).
@@ -98,6 +103,7 @@ type PlanOptions struct {
 // huggingface_hub does). Within a shard, data is ordered by descending dtype
 // alignment and then by name, as safetensors' writer does. One shard is named
 // model.safetensors; several are model-0000K-of-0000N.safetensors with an index.
+// With opts.ShardOf the shards are the ones it names instead.
 func PlanShards(tensors []quantstream.TensorInfo, opts PlanOptions) (*Plan, error) {
 	max := opts.MaxShardSize
 	if max == 0 {
@@ -137,6 +143,14 @@ func PlanShards(tensors []quantstream.TensorInfo, opts PlanOptions) (*Plan, erro
 	}
 
 	var groups [][]TensorHeader
+	var names []string
+	if opts.ShardOf != nil {
+		g, n, err := groupByShard(hdrs, opts.ShardOf)
+		if err != nil {
+			return nil, err
+		}
+		return layOut(g, n, total, meta, opts), nil
+	}
 	var cur []TensorHeader
 	var curSize int64
 	for _, h := range hdrs {
@@ -155,8 +169,41 @@ func PlanShards(tensors []quantstream.TensorInfo, opts PlanOptions) (*Plan, erro
 	if len(cur) > 0 || len(groups) == 0 {
 		groups = append(groups, cur)
 	}
+	for k := range groups {
+		name := "model.safetensors"
+		if len(groups) > 1 {
+			name = fmt.Sprintf("model-%05d-of-%05d.safetensors", k+1, len(groups))
+		}
+		names = append(names, name)
+	}
+	return layOut(groups, names, total, meta, opts), nil
+}
 
-	p := &Plan{loc: make(map[string]tensorLoc, len(hdrs))}
+// groupByShard puts each tensor into the shard shardOf names, shards sorted by name.
+func groupByShard(hdrs []TensorHeader, shardOf func(string) string) ([][]TensorHeader, []string, error) {
+	byName := map[string][]TensorHeader{}
+	for _, h := range hdrs {
+		s := shardOf(h.Name)
+		if !strings.HasSuffix(s, ".safetensors") || strings.ContainsAny(s, `/\`) {
+			return nil, nil, fmt.Errorf("%w: tensor %q goes to shard %q, not a *.safetensors file name", ErrBadPlan, h.Name, s)
+		}
+		byName[s] = append(byName[s], h)
+	}
+	names := slices.Sorted(maps.Keys(byName))
+	if len(names) == 0 {
+		names = []string{"model.safetensors"}
+	}
+	groups := make([][]TensorHeader, len(names))
+	for k, n := range names {
+		groups[k] = byName[n]
+	}
+	return groups, names, nil
+}
+
+// layOut places each group's tensors (descending alignment, then name) into the
+// shard of the same position in names, with an index when there are several.
+func layOut(groups [][]TensorHeader, names []string, total int64, meta map[string]string, opts PlanOptions) *Plan {
+	p := &Plan{loc: map[string]tensorLoc{}}
 	for k, g := range groups {
 		slices.SortFunc(g, layoutOrder)
 		var pos int64
@@ -166,14 +213,10 @@ func PlanShards(tensors []quantstream.TensorInfo, opts PlanOptions) (*Plan, erro
 			pos += size
 			p.loc[g[i].Name] = tensorLoc{shard: k, i: i}
 		}
-		name := "model.safetensors"
-		if len(groups) > 1 {
-			name = fmt.Sprintf("model-%05d-of-%05d.safetensors", k+1, len(groups))
-		}
-		p.Shards = append(p.Shards, ShardPlan{Name: name, Tensors: g, Header: EncodeHeader(g, meta)})
+		p.Shards = append(p.Shards, ShardPlan{Name: names[k], Tensors: g, Header: EncodeHeader(g, meta)})
 	}
 	if len(groups) > 1 {
-		ix := &Index{Metadata: maps.Clone(opts.IndexMetadata), WeightMap: make(map[string]string, len(hdrs))}
+		ix := &Index{Metadata: maps.Clone(opts.IndexMetadata), WeightMap: make(map[string]string, len(p.loc))}
 		if ix.Metadata == nil {
 			ix.Metadata = map[string]int64{}
 		}
@@ -185,7 +228,7 @@ func PlanShards(tensors []quantstream.TensorInfo, opts PlanOptions) (*Plan, erro
 		}
 		p.Index = ix
 	}
-	return p, nil
+	return p
 }
 
 // Lookup finds where a tensor is planned: its shard's index in Shards and its header.
