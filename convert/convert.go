@@ -70,6 +70,15 @@ type Options struct {
 	// conversion before any data is read if that engine's ModelOpt loader would not
 	// load the output (ErrEngine).
 	Engine string
+	// Dequantize writes the input, a block-FP8 or MXFP4 source, as the BF16
+	// checkpoint it stores (names and shards of the source, no scales, no
+	// quantization_config): DeepSeek's fp8_cast_bf16.py on CPU.
+	Dequantize bool
+	// CastMXFP4ToNVFP4 is hf_ptq's --cast_mxfp4_to_nvfp4 for a data-free NVFP4
+	// recipe on an MXFP4 source: the expert weight quantizers become static, with
+	// the global and per-block amax that make the NVFP4 experts decode to the
+	// MXFP4 values.
+	CastMXFP4ToNVFP4 bool
 
 	// Allocator for layer buffers (nil: a PoolAllocator that keeps idle buffers
 	// within MaxMemory, trimmed by Job.Close).

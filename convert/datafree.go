@@ -26,7 +26,10 @@ import (
 // quantizer table plus the calibration stage that adds each weight quantizer's
 // amax to its layer (ModelOpt's max calibration with forward_loop=None depends on
 // the weights alone, so it can run layer by layer).
-func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, error) {
+//
+// Tensors for which skip is true are not modules of the model (hf_ptq's MTP layers):
+// no quantizer is derived for them.
+func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator, skip func(string) bool) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, error) {
 	r, err := modelopt.ResolveRecipe(opt.Recipe, opt.KVCache)
 	if err != nil {
 		return nil, nil, nil, err
@@ -44,6 +47,9 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	shapes := map[string][]int64{}
 	dtypes := map[string]quant.DType{}
 	for _, t := range ck.Tensors() {
+		if skip(t.Name) {
+			continue
+		}
 		shapes[t.Name] = t.Shape
 		dtypes[t.Name] = t.DType
 	}

@@ -56,7 +56,8 @@ type Job struct {
 	sideFiles map[string][]byte // generated files (config.json, hf_quant_config.json, …)
 	skipFiles []string          // input side files that do not belong in the output
 	summary   Summary
-	export    *stages.Plan // the export's plan; nil for a passthrough
+	export    *stages.Plan        // the export's plan; nil for a passthrough
+	shardOf   func(string) string // the output's shard layout (nil: cut by size)
 	done      bool
 }
 
@@ -224,7 +225,7 @@ func (j *Job) Plan() (*PlanReport, error) {
 	for _, t := range tensors {
 		r.BytesOut += infoBytes(t)
 	}
-	sp, err := arrowio.PlanShards(tensors, arrowio.PlanOptions{MaxShardSize: j.opt.MaxShardSize})
+	sp, err := arrowio.PlanShards(tensors, arrowio.PlanOptions{MaxShardSize: j.opt.MaxShardSize, ShardOf: j.shardOf})
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())
 	}
@@ -261,7 +262,7 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	w, err := arrowio.Create(j.opt.Out, out, arrowio.WriteOptions{
-		PlanOptions: arrowio.PlanOptions{MaxShardSize: j.opt.MaxShardSize},
+		PlanOptions: arrowio.PlanOptions{MaxShardSize: j.opt.MaxShardSize, ShardOf: j.shardOf},
 		Overwrite:   j.opt.Overwrite,
 	})
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
@@ -22,14 +21,26 @@ var inputOnlyFiles = map[string]bool{
 	"quantizers.json":    true,
 	"quant_recipe.json":  true,
 	"modelopt_state.pth": true,
+	// The in-memory model config beside calibration state saved from a quantized
+	// source (golden-qsrc): the source's own config.json stays the one read.
+	"model_config.json": true,
 }
 
 // prepare decides what the conversion does from the inputs and options (a data-free
 // recipe, a saved ModelOpt checkpoint, calibration state with a quantizers.json
 // table, or a passthrough) and fills in the job's mode, stages and side files.
 func (j *Job) prepare() error {
-	ck, opt, mem := j.ck, j.opt, j.mem
-	side := ck.SideFiles()
+	opt, mem := j.opt, j.mem
+	side := j.ck.SideFiles()
+	src, err := openSource(j.ck, side, opt)
+	if err != nil {
+		return err
+	}
+	j.ck = src.ck
+	if opt.Dequantize {
+		return j.prepareDequantize(src, side)
+	}
+	ck := j.ck
 	var (
 		qs    stages.Quantizers
 		mode  string
@@ -44,7 +55,7 @@ func (j *Job) prepare() error {
 		if err := checkDataFreeInput(ck, side); err != nil {
 			return err
 		}
-		t, cs, added, err := dataFree(ck, side, opt, mem)
+		t, cs, added, err := dataFree(ck, side, opt, mem, src.mtp.Has)
 		if err != nil {
 			return err
 		}
@@ -58,14 +69,18 @@ func (j *Job) prepare() error {
 		if err != nil {
 			return err
 		}
-		qs = st.Quantizers
+		if qs, err = j.joinFused(st.Quantizers); err != nil {
+			return err
+		}
 		mode = "export (saved ModelOpt checkpoint, " + st.CalibMode + ")"
 	case side["quantizers.json"] != "":
 		t, err := modelopt.LoadQuantizersJSON(side["quantizers.json"])
 		if err != nil {
 			return err
 		}
-		qs = t
+		if qs, err = j.joinFused(t); err != nil {
+			return err
+		}
 		mode = "export (calibration state)"
 	default:
 		j.mode = "passthrough"
@@ -83,10 +98,10 @@ func (j *Job) prepare() error {
 	if cfgPath == "" {
 		return fmt.Errorf("convert: no config.json in %s: the architecture decides how modules fuse", strings.Join(opt.Inputs, ", "))
 	}
-	cfg, err := os.ReadFile(cfgPath)
-	if err != nil {
-		return err
-	}
+	// The config of the BF16 model (a quantized source's without its
+	// quantization_config, which the export replaces).
+	cfg := src.config
+	ck = j.ck // the fused-expert join may have made a view
 	infos := make([]quantstream.TensorInfo, 0, len(ck.Tensors())+len(extra))
 	for _, t := range ck.Tensors() {
 		infos = append(infos, t.Info())
@@ -96,6 +111,9 @@ func (j *Job) prepare() error {
 	plan, err := stages.NewPlan(infos, cfg, qs, stages.Options{Div: opt.DivMode})
 	if err != nil {
 		return fmt.Errorf("%w:\n%w", ErrPlan, err)
+	}
+	if err := src.mtp.Exclude(plan.QuantConfig); err != nil {
+		return err
 	}
 	j.mode, j.chain, j.sideFiles, j.export = mode, append(pre, stages.NewStage(plan, mem)), map[string][]byte{}, plan
 	outCfg, err := plan.ConfigJSON(cfg)

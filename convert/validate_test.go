@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/quantstream/quantstream/quantsrc"
 )
 
 const golden = "../testdata/golden/e2e"
@@ -25,24 +27,31 @@ func TestRecipeOnCalibratedStateRefused(t *testing.T) {
 	}
 }
 
-// TestPlanFindsUncalibratableWeights: a recipe on weights that are already quantized
-// (F8_E4M3) is a plan problem per weight, found from headers.
-func TestPlanFindsUncalibratableWeights(t *testing.T) {
+// TestRecipeOnExportedCheckpointRefused: a recipe on a checkpoint ModelOpt already
+// exported (F8_E4M3 weights, quantization_config.quant_method "modelopt") is refused
+// from headers, in one problem that names the quant_method, not one per weight; and
+// nothing is written.
+func TestRecipeOnExportedCheckpointRefused(t *testing.T) {
 	fp8 := filepath.Join(t.TempDir(), "fp8")
 	if _, err := Run(t.Context(), Options{Inputs: []string{filepath.Join(golden, "base_llama"), filepath.Join(golden, "fp8", "input")}, Out: fp8}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := MakePlan(t.Context(), Options{Inputs: []string{fp8}, Recipe: "W4A16_NVFP4_CFG"})
-	if err == nil && len(r.Problems) == 0 {
-		t.Fatal("plan found no problem")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(r.Problems) != 14 {
-		t.Fatalf("%d problems, want one per linear (14): %q", len(r.Problems), r.Problems)
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0], `"modelopt"`) || !strings.Contains(r.Problems[0], "copy it unchanged") {
+		t.Fatalf("problems %q, want one naming quant_method modelopt and the remedy", r.Problems)
 	}
-	if p := r.Problems[0]; !strings.Contains(p, "F8_E4M3") || !strings.Contains(p, "model.layers.0.mlp.down_proj.weight") {
-		t.Fatalf("problem %q does not name the weight and dtype", p)
+	out := filepath.Join(t.TempDir(), "x")
+	if _, err := Run(t.Context(), Options{Inputs: []string{fp8}, Recipe: "W4A16_NVFP4_CFG", Out: out}); !errors.Is(err, quantsrc.ErrUnsupported) {
+		t.Fatalf("convert: %v, want quantsrc.ErrUnsupported", err)
 	}
-	if _, err := Run(t.Context(), Options{Inputs: []string{fp8}, Recipe: "W4A16_NVFP4_CFG", Out: filepath.Join(t.TempDir(), "x")}); !errors.Is(err, ErrPlan) {
-		t.Fatalf("convert: %v, want ErrPlan", err)
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("output exists: %v", err)
+	}
+	// Copying it unchanged stays possible.
+	if _, err := Run(t.Context(), Options{Inputs: []string{fp8}, Out: out}); err != nil {
+		t.Fatalf("passthrough: %v", err)
 	}
 }

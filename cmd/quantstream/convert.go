@@ -59,6 +59,8 @@ type convertFlags struct {
 	kvCache      string
 	divMode      string
 	engine       string
+	dequantize   bool
+	castMXFP4    bool
 	report       string
 	quiet        bool
 }
@@ -82,6 +84,8 @@ func newConvertFlags(name string, stderr io.Writer, withOut bool) *convertFlags 
 	fs.StringVar(&f.kvCache, "kv-cache", "", "KV-cache preset to combine with --recipe (e.g. FP8_KV_CFG)")
 	fs.StringVar(&f.divMode, "div-mode", "ieee", "scalar division as PyTorch does it on cpu (ieee) or on cuda (cuda)")
 	fs.StringVar(&f.engine, "engine", "", "refuse, before reading data, an output this engine's ModelOpt loader would not load: "+strings.Join(verify.Engines(), ", "))
+	fs.BoolVar(&f.dequantize, "dequantize", false, "write a block-FP8 or MXFP4 source as the BF16 checkpoint it stores (source names and shards, no scales)")
+	fs.BoolVar(&f.castMXFP4, "cast-mxfp4-to-nvfp4", false, "with an NVFP4 --recipe on a gpt-oss MXFP4 source: export the experts losslessly as static NVFP4 (hf_ptq's --cast_mxfp4_to_nvfp4)")
 	return f
 }
 
@@ -111,16 +115,18 @@ func (f *convertFlags) parse(args []string) (convert.Options, error) {
 		return convert.Options{}, fmt.Errorf("%w: --div-mode %q: want ieee or cuda", errUsage, f.divMode)
 	}
 	return convert.Options{
-		Inputs:       f.in,
-		Out:          f.out,
-		Overwrite:    f.overwrite,
-		Workers:      f.workers,
-		MaxMemory:    int64(f.maxMemory),
-		MaxShardSize: int64(f.maxShardSize),
-		Recipe:       f.recipe,
-		KVCache:      f.kvCache,
-		DivMode:      mode,
-		Engine:       f.engine,
+		Inputs:           f.in,
+		Out:              f.out,
+		Overwrite:        f.overwrite,
+		Workers:          f.workers,
+		MaxMemory:        int64(f.maxMemory),
+		MaxShardSize:     int64(f.maxShardSize),
+		Recipe:           f.recipe,
+		KVCache:          f.kvCache,
+		DivMode:          mode,
+		Engine:           f.engine,
+		Dequantize:       f.dequantize,
+		CastMXFP4ToNVFP4: f.castMXFP4,
 	}, nil
 }
 

@@ -1,0 +1,133 @@
+package convert
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/modelopt"
+	"github.com/quantstream/quantstream/quantsrc"
+)
+
+// ErrDequantize is returned for a --dequantize conversion that is asked for more.
+var ErrDequantize = errors.New("convert: --dequantize")
+
+// source is the input as the conversion reads it: a quantized source (FP8 block,
+// MXFP4) becomes a view whose weights are BF16 (quantsrc), so that everything after
+// it, from the plan to the writer, sees the BF16 model ModelOpt quantized.
+type source struct {
+	ck     *arrowio.Checkpoint // what the conversion reads
+	scheme *quantsrc.Scheme    // nil for a plain checkpoint (or a passthrough)
+	mtp    quantsrc.MTP        // hf_ptq's MTP layers (exports only)
+	// config is config.json as the BF16 model's: without the source's
+	// quantization_config (nil when there is no config.json).
+	config []byte
+}
+
+// readsValues reports whether a conversion with opt on an input with these side
+// files uses the weights' values (a recipe, calibration state, --dequantize); a
+// passthrough copies whatever is stored, quantized or not.
+func readsValues(opt Options, side map[string]string) bool {
+	return opt.Recipe != "" || opt.KVCache != "" || opt.Dequantize || opt.CastMXFP4ToNVFP4 ||
+		side["quantizers.json"] != "" || side[modelopt.StateFileName] != ""
+}
+
+// openSource decides how ck is read: for a conversion that reads values, a source
+// quantized in a way quantstream does not read is refused (before any data is
+// read), a supported one is viewed as BF16, and an export also sets hf_ptq's MTP
+// layers apart. ck is consumed when a view replaces it (use source.ck).
+func openSource(ck *arrowio.Checkpoint, side map[string]string, opt Options) (*source, error) {
+	src := &source{ck: ck}
+	path := side["config.json"]
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		src.config = b
+	}
+	if !readsValues(opt, side) {
+		return src, nil
+	}
+	infos := make([]quantstream.TensorInfo, 0, len(ck.Tensors()))
+	for _, t := range ck.Tensors() {
+		infos = append(infos, t.Info())
+	}
+	name := path
+	if name == "" {
+		name = "the input (no config.json)"
+	}
+	scheme, err := quantsrc.Detect(name, src.config, infos)
+	if err != nil {
+		return nil, fmt.Errorf("convert: %w", err)
+	}
+	if !opt.Dequantize {
+		if src.mtp, err = quantsrc.FindMTP(name, src.config, infos); err != nil {
+			return nil, fmt.Errorf("convert: %w", err)
+		}
+	}
+	if scheme != nil {
+		cfg, err := scheme.StripConfig(src.config)
+		if err != nil {
+			return nil, err
+		}
+		if src.ck, err = scheme.View(ck); err != nil {
+			return nil, err
+		}
+		src.config, src.scheme = cfg, scheme
+	}
+	return src, nil
+}
+
+// prepareDequantize is --dequantize: the source as BF16, in its own shards, with
+// its config.json less the quantization_config and no other change.
+func (j *Job) prepareDequantize(src *source, side map[string]string) error {
+	opt := j.opt
+	switch {
+	case opt.Recipe != "" || opt.KVCache != "" || len(opt.Rules) > 0:
+		return fmt.Errorf("%w writes the BF16 checkpoint alone; convert that with --recipe / --kv-cache afterwards", ErrDequantize)
+	case opt.CastMXFP4ToNVFP4:
+		return fmt.Errorf("%w and --cast-mxfp4-to-nvfp4 exclude each other", ErrDequantize)
+	case len(opt.Inputs) > 1 || side["quantizers.json"] != "" || side[modelopt.StateFileName] != "":
+		return fmt.Errorf("%w reads one quantized source, without calibration state (inputs %s)", ErrDequantize, strings.Join(opt.Inputs, ", "))
+	}
+	ck := j.ck
+	j.mode, j.sideFiles = "dequantize", map[string][]byte{}
+	j.shardOf = func(name string) string {
+		f, _ := ck.ShardOf(name)
+		return f
+	}
+	if src.scheme == nil {
+		j.summary.Warnings = append(j.summary.Warnings, "--dequantize: the source is not quantized; its tensors are copied unchanged")
+	} else {
+		j.mode = fmt.Sprintf("dequantize (%s to BF16, %d tensors)", src.scheme.Method, src.scheme.Weights())
+	}
+	if src.config != nil {
+		j.sideFiles["config.json"] = src.config
+	}
+	for name := range side {
+		if inputOnlyFiles[name] {
+			j.skipFiles = append(j.skipFiles, name)
+		}
+	}
+	return nil
+}
+
+// joinFused gives calibration state with fused expert quantizer names to a
+// checkpoint that stores its experts one by one (quantsrc.JoinFused), replacing
+// the job's checkpoint by the joined view; without anything to join, t comes back
+// unchanged.
+func (j *Job) joinFused(t modelopt.Table) (modelopt.Table, error) {
+	joined, err := quantsrc.JoinFused(j.ck, t)
+	if err != nil {
+		return nil, fmt.Errorf("convert: %w", err)
+	}
+	if joined == nil {
+		return t, nil
+	}
+	j.ck = joined.View
+	return joined.Table, nil
+}
