@@ -69,9 +69,6 @@ func exportHeaders(m *Module, w quantstream.TensorInfo) (map[string]quantstream.
 		if B%2 != 0 {
 			return nil, fmt.Errorf("%w: %s: odd NVFP4 block %d", ErrShape, m.Weight, B)
 		}
-		if m.WQ.Class == "NVFP4StaticQuantizer" {
-			return nil, fmt.Errorf("%w: %s: static (four-over-six/MSE) NVFP4 export", ErrUnsupported, m.Weight)
-		}
 		out["weight"] = header(quant.U8, []int64{O, I / 2})
 		out["weight_scale"] = header(quant.F8E4M3, []int64{O, I / B})
 		out["weight_scale_2"] = scalar
@@ -167,7 +164,52 @@ func (m *Module) quantModule(ts *tensorSet) *quant.Module {
 	}
 	qm.InputAmax = opt(m.IAmax)
 	qm.PreQuantScale = opt(m.PQS)
+	if m.GAmax != "" {
+		qm.GlobalAmax = opt(m.GAmax)
+	}
 	return qm
+}
+
+// staticNVFP4Classes are the classes of a static NVFP4 weight quantizer:
+// ModelOpt's NVFP4StaticQuantizer is an alias of StaticBlockScaleQuantizer, and a
+// saved state may name either.
+var staticNVFP4Classes = map[string]bool{"NVFP4StaticQuantizer": true, "StaticBlockScaleQuantizer": true}
+
+// checkStaticNVFP4 checks a static NVFP4 weight quantizer (one with a _global_amax,
+// ModelOpt's NVFP4QTensor._is_static_quantizer) from headers: its per-block _amax
+// must view as (*weight.shape[:-1], in/block) of the weight it quantizes (the
+// transposed weight for batched-matmul experts), as get_weights_scaling_factor_from_quantizer
+// views it, and the global amax must be one value. A quantizer of a static NVFP4
+// class without a _global_amax is refused: ModelOpt would export its per-block
+// amax through the dynamic path as if it were one per tensor.
+func checkStaticNVFP4(ts *tensorSet, m *Module) error {
+	if !nvfp4Family(m.Format) || m.WQ == nil || len(m.WQ.Sequential) > 0 {
+		return nil
+	}
+	if m.GAmax == "" {
+		if staticNVFP4Classes[m.WQ.Class] {
+			return fmt.Errorf("%w: %s: %s weight quantizer without a _global_amax (ModelOpt would take its per-block amax for a per-tensor one)", ErrMissingAmax, m.ID(), m.WQ.Class)
+		}
+		return nil
+	}
+	if g := ts.hdr[m.GAmax]; numel(g.Shape) != 1 {
+		return fmt.Errorf("%w: %s has shape %v, want one value", ErrShape, m.GAmax, g.Shape)
+	}
+	if m.WAmax == "" {
+		return fmt.Errorf("%w: %s: static NVFP4 weight quantizer without a per-block _amax", ErrMissingAmax, m.ID())
+	}
+	w := ts.hdr[m.Weight].Shape
+	if m.BMM && len(w) == 3 {
+		w = []int64{w[0], w[2], w[1]}
+	}
+	if len(w) == 0 || m.Block <= 0 {
+		return fmt.Errorf("%w: %s: static NVFP4 weight %v with block %d", ErrShape, m.ID(), w, m.Block)
+	}
+	want := numel(w[:len(w)-1]) * ceilDiv(w[len(w)-1], int64(m.Block))
+	if got := numel(ts.hdr[m.WAmax].Shape); got != want {
+		return fmt.Errorf("%w: %s has %d block amaxes; weight %s %v in blocks of %d needs %d", ErrShape, m.WAmax, got, m.Weight, ts.hdr[m.Weight].Shape, m.Block, want)
+	}
+	return nil
 }
 
 // exportModule is _export_quantized_weight (§7.3) through quant.ExportQuantizedWeight:
@@ -176,6 +218,9 @@ func (m *Module) quantModule(ts *tensorSet) *quant.Module {
 func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMode) error {
 	hdrs, err := exportHeaders(m, ts.hdr[m.Weight])
 	if err != nil {
+		return err
+	}
+	if err := checkStaticNVFP4(ts, m); err != nil {
 		return err
 	}
 	if ts.planning() {
@@ -219,7 +264,7 @@ var rowPath = true
 // not such a module, or when quant's outputs are not the planned ones, and
 // exportModule takes the general path.
 func exportLater(ts *tensorSet, m *Module, hdrs map[string]quantstream.TensorInfo, dtype quant.DType, mode quant.DivMode) bool {
-	if !rowPath || m.WQ == nil || m.WQ.Class == "NVFP4StaticQuantizer" {
+	if !rowPath || m.WQ == nil || m.GAmax != "" {
 		return false
 	}
 	if _, ok := ts.data[m.Weight]; !ok {

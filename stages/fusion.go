@@ -43,6 +43,12 @@ func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool, mo
 		if last := wq.Sequential[len(wq.Sequential)-1]; last.Enabled && mods[0].WAmax1 != "" {
 			shared = append(shared, func(m *Module) string { return m.WAmax1 })
 		}
+	case wq != nil && (staticNVFP4Classes[wq.Class] || mods[0].GAmax != ""):
+		// isinstance(NVFP4StaticQuantizer), an alias of StaticBlockScaleQuantizer:
+		// the global amax is unified, the per-block amax never.
+		if mods[0].GAmax != "" {
+			shared = append(shared, func(m *Module) string { return m.GAmax })
+		}
 	case hasQuant(wq) && mods[0].WAmax != "" && numel(ts.hdr[mods[0].WAmax].Shape) == 1:
 		shared = append(shared, func(m *Module) string { return m.WAmax })
 	}

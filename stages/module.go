@@ -55,6 +55,9 @@ type Module struct {
 	Block  int              // get_weight_block_size
 
 	WAmax, WAmax1, IAmax, PQS, Bias string
+	// GAmax is the weight quantizer's _global_amax: a static NVFP4 quantizer
+	// (NVFP4QTensor._is_static_quantizer is its presence, not the class).
+	GAmax string
 
 	// Expert is the expert index for per-expert modules, else -1. FromFused marks a
 	// module cut out of a transformers-5 fused experts tensor (§7.4).
@@ -161,6 +164,7 @@ func (m *Module) fillBuffers(names map[string]quantstream.TensorInfo) {
 		m.WAmax1 = has(wq + ".1._amax")
 	} else {
 		m.WAmax = has(wq + "._amax")
+		m.GAmax = has(wq + "._global_amax")
 	}
 	m.IAmax = has(m.key("input_quantizer._amax"))
 	m.PQS = has(m.key("input_quantizer._pre_quant_scale"))

@@ -173,7 +173,19 @@ func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
 			wdt := ts.hdr[f.name+"."+sl.src].DType
 			ts.setHeader(mod+".weight", wdt, []int64{sl.rows, sl.cols})
 			if hasQuant(wq) {
-				ts.setHeader(mod+".weight_quantizer._amax", quant.F32, nil)
+				var shape []int64
+				if h, ok := ts.hdr[wqName+"._amax"]; ok && len(h.Shape) >= 1 {
+					shape = splitRowsShape(h.Shape, sl.row0, sl.rows, sl.srcRows)
+				}
+				ts.setHeader(mod+".weight_quantizer._amax", quant.F32, shape)
+				// A static NVFP4 quantizer's global amax goes to gate and up alike
+				// (_export_fused_experts deep-copies the quantizer).
+				if h, ok := ts.hdr[wqName+"._global_amax"]; ok {
+					ts.setHeader(mod+".weight_quantizer._global_amax", h.DType, h.Shape)
+					if !ts.planning() {
+						ts.data[mod+".weight_quantizer._global_amax"] = ts.data[wqName+"._global_amax"]
+					}
+				}
 			}
 			if okI && ts.has(iqName+"._amax") {
 				h := ts.hdr[iqName+"._amax"]
@@ -258,6 +270,20 @@ func splitRows(a []float32, shape []int64, row0, rows, srcRows int64) ([]float32
 	start, end := row0*d0/srcRows, (row0+rows)*d0/srcRows
 	out := append([]int64{end - start}, shape[1:]...)
 	return slices.Clone(a[start*inner : end*inner]), out
+}
+
+// splitRowsShape is the shape splitRows gives an amax of shape shape.
+func splitRowsShape(shape []int64, row0, rows, srcRows int64) []int64 {
+	n := numel(shape)
+	if n != srcRows && n%srcRows == 0 {
+		shape = []int64{srcRows, n / srcRows}
+	}
+	d0 := shape[0]
+	if d0 == 0 || srcRows%d0 != 0 {
+		return slices.Clone(shape)
+	}
+	start, end := row0*d0/srcRows, (row0+rows)*d0/srcRows
+	return append([]int64{end - start}, shape[1:]...)
 }
 
 func allZero(a []float32) bool {

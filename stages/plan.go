@@ -459,8 +459,8 @@ func configModules(mods []*Module) []ConfigModule {
 		}
 		seen[name] = true
 		f := m.Format
-		if f == "nvfp4" && m.WQ != nil && m.WQ.Class == "NVFP4StaticQuantizer" {
-			f = "nvfp4_static"
+		if f == "nvfp4" && m.GAmax != "" {
+			f = "nvfp4_static" // get_quantization_format: same quant_algo, group_size
 		}
 		b := 0
 		if f != "" {
