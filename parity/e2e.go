@@ -35,11 +35,60 @@ func ConvertE2E(ctx context.Context, e *E2ECase, v Variant, outDir string) error
 		opt.Inputs = []string{e.Path(e.InputDir)}
 		recipe, kv, _ := strings.Cut(e.Recipe, "+")
 		opt.Recipe, opt.KVCache = strings.TrimSpace(recipe), strings.TrimSpace(kv)
+	case VariantCLI, VariantCLIDequantize:
+		if err := cliOptions(e, v == VariantCLIDequantize, &opt); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("%w for variant %q", ErrNoHandler, v)
 	}
 	_, err := convert.Run(ctx, opt)
 	return err
+}
+
+// cliOptions reads a case's CLI arguments (paths relative to the manifest) into
+// opt: --in (repeatable), --recipe, --kv-cache, --dequantize and
+// --cast-mxfp4-to-nvfp4. dequantize drops --recipe / --kv-cache and adds
+// --dequantize. Any other argument is ErrNoHandler: the runner must not guess.
+func cliOptions(e *E2ECase, dequantize bool, opt *convert.Options) error {
+	args := e.CLI
+	if len(args) == 0 {
+		return fmt.Errorf("%w: case %s has no cli arguments", ErrNoHandler, e.ID)
+	}
+	for i := 0; i < len(args); i++ {
+		val := func() (string, error) {
+			if i+1 >= len(args) {
+				return "", fmt.Errorf("%w: case %s: %s without a value", ErrNoHandler, e.ID, args[i])
+			}
+			i++
+			return args[i], nil
+		}
+		switch a := args[i]; a {
+		case "--in", "--recipe", "--kv-cache":
+			v, err := val()
+			if err != nil {
+				return err
+			}
+			switch a {
+			case "--in":
+				opt.Inputs = append(opt.Inputs, e.Path(v))
+			case "--recipe":
+				opt.Recipe = v
+			default:
+				opt.KVCache = v
+			}
+		case "--dequantize":
+			opt.Dequantize = true
+		case "--cast-mxfp4-to-nvfp4":
+			opt.CastMXFP4ToNVFP4 = true
+		default:
+			return fmt.Errorf("%w: case %s: cli argument %q", ErrNoHandler, e.ID, a)
+		}
+	}
+	if dequantize {
+		opt.Recipe, opt.KVCache, opt.Dequantize = "", "", true
+	}
+	return nil
 }
 
 func appendDir(dirs []string, d string) []string {

@@ -23,6 +23,14 @@ type Manifest struct {
 	Cases     []*Case           `json:"cases"`
 	E2E       []*E2ECase        `json:"e2e"`
 	E2EFailed map[string]string `json:"e2e_failed"`
+	// Dequantize and ExpectError are end-to-end cases run from their CLI
+	// arguments: a quantized source written as BF16, compared like any e2e case,
+	// and a source that must be refused (golden-qsrc).
+	Dequantize  []*E2ECase `json:"dequantize"`
+	ExpectError []*E2ECase `json:"expect_error"`
+	// SourceStatus describes each source checkpoint of the set (golden-qsrc): how
+	// it was made, including its quantization_config.
+	SourceStatus map[string]json.RawMessage `json:"source_status"`
 
 	// Dir is the directory holding manifest.json; file references are relative to it.
 	Dir string `json:"-"`
@@ -80,8 +88,10 @@ func Load(dir string) (*Manifest, error) {
 	for _, c := range m.Cases {
 		c.m = &m
 	}
-	for _, e := range m.E2E {
-		e.m = &m
+	for _, list := range [][]*E2ECase{m.E2E, m.Dequantize, m.ExpectError} {
+		for _, e := range list {
+			e.m = &m
+		}
 	}
 	return &m, nil
 }

@@ -71,8 +71,81 @@ func Run(ctx context.Context, m *Manifest, opt Options, w io.Writer) []Outcome {
 				emit(Outcome{ID: id, Function: e.Function, Format: e.Format, Err: RunE2E(ctx, e, v, opt.TempDir)})
 			}
 		}
+		for _, e := range m.Dequantize {
+			if ctx.Err() == nil && strings.Contains(e.ID, opt.Match) {
+				emit(Outcome{ID: e.ID, Function: e.Function, Format: "dequantize", Err: RunE2E(ctx, e, VariantCLI, opt.TempDir)})
+			}
+		}
+		for _, e := range m.ExpectError {
+			for _, v := range []Variant{VariantCLI, VariantCLIDequantize} {
+				if ctx.Err() == nil && strings.Contains(e.ID, opt.Match) {
+					emit(Outcome{ID: e.ID + "@" + string(v), Function: "refuse", Format: e.Source, Err: RunRefusal(ctx, e, v, opt.TempDir)})
+				}
+			}
+		}
 	}
 	return out
+}
+
+// RunRefusal runs an ExpectError case as variant v: the conversion must fail,
+// leave no output directory, and its message must name the source's quantization
+// (source_status.<source>.source.quantization_config.quant_method, or the source's
+// kind when there is none), so that a hidden manifest's other quantizations are
+// checked the same way.
+func RunRefusal(ctx context.Context, e *E2ECase, v Variant, tempDir string) error {
+	if e2eRunner == nil {
+		return fmt.Errorf("%w for end-to-end cases", ErrNoHandler)
+	}
+	word, err := e.quantizationName()
+	if err != nil {
+		return err
+	}
+	base, err := os.MkdirTemp(tempDir, "parity-refuse-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(base)
+	out := filepath.Join(base, "out")
+	err = e2eRunner(ctx, e, v, out)
+	if err == nil {
+		return fmt.Errorf("the conversion succeeded; it must refuse the source (%s)", word)
+	}
+	if errors.Is(err, ErrNoHandler) {
+		return err
+	}
+	if !strings.Contains(err.Error(), word) {
+		return fmt.Errorf("refused, but the message does not name %q: %v", word, err)
+	}
+	if _, serr := os.Stat(out); !os.IsNotExist(serr) {
+		return fmt.Errorf("refused (%v), but %s exists", err, out)
+	}
+	return nil
+}
+
+// quantizationName is the word a refusal of the case's source must contain.
+func (e *E2ECase) quantizationName() (string, error) {
+	raw, ok := e.m.SourceStatus[e.Source]
+	if !ok {
+		return "", fmt.Errorf("parity: case %s: source %q is not in source_status", e.ID, e.Source)
+	}
+	var st struct {
+		Kind   string `json:"kind"`
+		Source struct {
+			QC struct {
+				Method string `json:"quant_method"`
+			} `json:"quantization_config"`
+		} `json:"source"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return "", fmt.Errorf("parity: case %s: source_status.%s: %w", e.ID, e.Source, err)
+	}
+	if w := st.Source.QC.Method; w != "" {
+		return w, nil
+	}
+	if st.Kind == "" {
+		return "", fmt.Errorf("parity: case %s: source_status.%s names no quantization", e.ID, e.Source)
+	}
+	return st.Kind, nil
 }
 
 // Summary is the closing line: "N passed, M failed".
@@ -174,6 +247,11 @@ const (
 	VariantState    Variant = "state"    // base weights + quant_state.safetensors + quantizers.json
 	VariantSaved    Variant = "saved"    // a save_pretrained folder with modelopt_state.pth
 	VariantDataFree Variant = "datafree" // a plain checkpoint and a recipe name
+	// VariantCLI converts with the case's own CLI arguments (Dequantize and
+	// ExpectError cases); VariantCLIDequantize with them and --dequantize instead
+	// of any --recipe / --kv-cache (an ExpectError case must be refused both ways).
+	VariantCLI           Variant = "cli"
+	VariantCLIDequantize Variant = "cli-dequantize"
 )
 
 // E2ECase is one end-to-end checkpoint case.
@@ -193,6 +271,11 @@ type E2ECase struct {
 	QuantizersFile  string                 `json:"quantizers_file"`
 	Compare         map[string]CompareSpec `json:"compare"`
 	ExpectedTensors map[string][]any       `json:"expected_tensors"`
+	// Source names the case's source in the manifest's source_status, and CLI
+	// holds the converter's arguments without --out (Dequantize and ExpectError
+	// cases).
+	Source string   `json:"source"`
+	CLI    []string `json:"cli"`
 
 	m *Manifest
 }
