@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -100,7 +101,28 @@ func newCalibrateStage(q *modelopt.Quantized, dtypes map[string]quant.DType, mem
 		cs.byWeight[slot.Weight] = append(cs.byWeight[slot.Weight], info)
 		added = append(added, info)
 	}
+	// constant_amax: the buffer is the configured value, added to the layer of the
+	// module the quantizer belongs to.
+	for _, qn := range slices.Sorted(maps.Keys(q.Constants)) {
+		anchor := constantAnchor(qn)
+		if _, ok := dtypes[anchor]; !ok {
+			return nil, nil, nil, fmt.Errorf("convert: quantizer %s has a constant_amax, but its module's weight %s %s", qn, anchor, lacks)
+		}
+		info := quantstream.TensorInfo{Name: qn + "._amax", DType: quant.F32, Shape: []int64{}}
+		cs.byWeight[anchor] = append(cs.byWeight[anchor], info)
+		added = append(added, info)
+	}
 	return cs, added, unfit, nil
+}
+
+// constantAnchor is the weight of the module an input quantizer belongs to:
+// <m>.weight for <m>.input_quantizer, <c>.<attr> for <c>.<attr>_input_quantizer
+// (batched-matmul and fused experts).
+func constantAnchor(qn string) string {
+	if m, ok := strings.CutSuffix(qn, ".input_quantizer"); ok {
+		return m + ".weight"
+	}
+	return strings.TrimSuffix(qn, "_input_quantizer")
 }
 
 // calibrateStage adds the weight quantizers' amax buffers to each layer, computed
@@ -208,6 +230,14 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 	var fasts []*fast
 	for _, w := range want {
 		qn := strings.TrimSuffix(w.Name, "._amax")
+		if v, ok := s.q.Constants[qn]; ok {
+			a, err := quant.FromFloat32(quant.F32, []int64{}, []float32{v})
+			if err != nil {
+				return nil, err
+			}
+			out[w.Name] = a
+			continue
+		}
 		slot, ok := s.q.Slot(qn)
 		if !ok {
 			return nil, fmt.Errorf("convert: no quantizer %s", qn)

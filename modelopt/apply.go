@@ -27,6 +27,10 @@ type Quantized struct {
 	// AmaxShapes gives the shape of the _amax buffer calibration leaves on each weight
 	// quantizer (absent: no amax, as for MX formats and disabled quantizers).
 	AmaxShapes map[string][]int64
+	// Constants holds the _amax of every quantizer configured with constant_amax:
+	// torch.tensor(float(v)), a float32 scalar registered when the rule is applied,
+	// which calibration then leaves alone (TensorQuantizer._constant_amax_setter).
+	Constants map[string]float32
 	// slots maps a Table key to its slot (for a chain element, the chain's slot).
 	slots map[string]*Slot
 }
@@ -87,6 +91,13 @@ func fromAttributes(a Attributes, enable, hard bool) *quant.Quantizer {
 	}
 	if a.NarrowRange != nil {
 		q.NarrowRange = *a.NarrowRange
+	}
+	if a.UseConstantAmax != nil {
+		q.UseConstantAmax = *a.UseConstantAmax
+	}
+	if a.ConstantAmax != nil {
+		v := *a.ConstantAmax
+		q.ConstantAmax = &v
 	}
 	return q
 }
@@ -281,7 +292,7 @@ func Apply(r *Recipe, m *Model, opt ApplyOptions) (*Quantized, error) {
 			}
 		}
 	}
-	out := &Quantized{Recipe: r, Model: m, Table: Table{}, AmaxShapes: map[string][]int64{}, slots: map[string]*Slot{}}
+	out := &Quantized{Recipe: r, Model: m, Table: Table{}, AmaxShapes: map[string][]int64{}, Constants: map[string]float32{}, slots: map[string]*Slot{}}
 	calibrated := r.Method() != ""
 	for _, n := range nodes {
 		leaves := []*node{n}
@@ -290,7 +301,12 @@ func Apply(r *Recipe, m *Model, opt ApplyOptions) (*Quantized, error) {
 		}
 		for i, l := range leaves {
 			q := l.q
+			if q.ConstantAmax != nil {
+				out.Constants[l.name] = float32(*q.ConstantAmax)
+			}
 			switch {
+			case q.UseConstantAmax || q.ConstantAmax != nil:
+				// Calibration skips them (finish_stats_collection).
 			case !calibrated || !q.Enabled:
 			case n.slot.Kind == WeightSlot:
 				shape, err := calibrateAttributes(q, n.slot.WeightShape, i == 0)

@@ -61,11 +61,21 @@ func (q *Quantized) CheckDataFree() error {
 	for _, qn := range q.Table.Names() {
 		tq := q.Table[qn]
 		s := q.slots[qn]
+		// Constant amax where ModelOpt's code sets it but no export of it is pinned
+		// (a weight or output quantizer, the cast mode off the KV cache) is refused.
+		switch {
+		case tq.UseConstantAmax && s.Kind != BMMSlot:
+			return fmt.Errorf("%w: %s sets use_constant_amax on %s, which quantstream supports on the KV-cache quantizers (*[kv]_bmm_quantizer) only", ErrRecipe, name, qn)
+		case tq.ConstantAmax != nil && s.Kind != InputSlot:
+			return fmt.Errorf("%w: %s sets constant_amax on %s, which quantstream supports on input quantizers only", ErrRecipe, name, qn)
+		}
 		if !tq.Enabled {
 			continue
 		}
 		if s.Kind != WeightSlot {
-			if !tq.Dynamic && !isMX(tq) {
+			// A constant amax needs no data: use_constant_amax keeps none, constant_amax
+			// is the configured value.
+			if !tq.Dynamic && !isMX(tq) && !tq.UseConstantAmax && tq.ConstantAmax == nil {
 				static = append(static, qn)
 			}
 			continue

@@ -88,6 +88,20 @@ func weightAndInput(w, in Attributes) []Rule {
 	return []Rule{cfgRule("*weight_quantizer", w), cfgRule("*input_quantizer", in)}
 }
 
+// kvCastRules is configs/ptq/units/kv_{fp8,nvfp4}_cast: the KV-cache quantizers
+// with a constant amax (use_constant_amax), calibrated on nothing.
+func kvCastRules(a Attributes) []Rule {
+	a.UseConstantAmax = boolp(true)
+	return []Rule{cfgRule("*[kv]_bmm_quantizer", a)}
+}
+
+// numNVFP4Static is configs/numerics/nvfp4_static: NVFP4 with static block scales
+// (calibrated per-block amax and a global amax).
+func numNVFP4Static() Attributes {
+	return Attributes{NumBits: nb(quant.BitsE2M1), BlockSizesSet: true,
+		BlockSizes: blocks(map[int]int{-1: 16}, "static", nb(quant.BitsE4M3))}
+}
+
 func kvRules(a Attributes, affine bool) []Rule {
 	rs := []Rule{cfgRule("*[kv]_bmm_quantizer", a)}
 	if affine {
@@ -169,11 +183,20 @@ var presets = map[string]func() *Recipe{
 	"NVFP4_AFFINE_KV_CFG": func() *Recipe {
 		return &Recipe{Name: "NVFP4_AFFINE_KV_CFG", Rules: kvRules(numNVFP4(), true)}
 	},
+	// The cast modes have no mtq constant; they go by hf_ptq's --kv_cache_qformat
+	// names (configs/ptq/presets/kv/fp8_cast, nvfp4_cast). fp8_cast is hf_ptq's default.
+	"fp8_cast": func() *Recipe {
+		return &Recipe{Name: "fp8_cast", Rules: kvCastRules(numFP8())}
+	},
+	"nvfp4_cast": func() *Recipe {
+		return &Recipe{Name: "nvfp4_cast", Rules: kvCastRules(numNVFP4())}
+	},
 }
 
 // kvPresets are the presets meant for --kv-cache (they only touch *[kv]_bmm_quantizer).
 var kvPresets = map[string]bool{
 	"FP8_KV_CFG": true, "FP8_AFFINE_KV_CFG": true, "NVFP4_KV_CFG": true, "NVFP4_AFFINE_KV_CFG": true,
+	"fp8_cast": true, "nvfp4_cast": true,
 }
 
 // PresetNames lists the model presets and the KV-cache presets, sorted.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strconv"
@@ -39,6 +40,11 @@ type Attributes struct {
 	// Bias is the affine KV-cache bias config ({-2: None, -4: None, "type": "static"});
 	// its presence is kept for the round trip and for the KV format (NVFP4_AFFINE).
 	Bias *quant.BlockSizes
+	// UseConstantAmax is use_constant_amax (the KV-cache cast modes: amax 448, no
+	// buffer, no calibration); ConstantAmax is constant_amax (a fixed _amax, > 0).
+	// QuantizerAttributeConfig forbids both at once.
+	UseConstantAmax *bool
+	ConstantAmax    *float64
 }
 
 // Rule is one quant_cfg entry: a wildcard on quantizer names, an optional parent class,
@@ -239,6 +245,12 @@ func (a Attributes) writeJSON(b *bytes.Buffer) {
 	}
 	if a.Bias != nil {
 		add("bias", func(v *bytes.Buffer) { writeBlockDict(v, a.Bias) })
+	}
+	if a.UseConstantAmax != nil {
+		add("use_constant_amax", func(v *bytes.Buffer) { v.WriteString(strconv.FormatBool(*a.UseConstantAmax)) })
+	}
+	if a.ConstantAmax != nil {
+		add("constant_amax", func(v *bytes.Buffer) { v.WriteString(pyFloat(*a.ConstantAmax)) })
 	}
 	b.WriteString("{" + strings.Join(parts, ", ") + "}")
 }
@@ -552,6 +564,20 @@ func attributesFromMap(m map[string]any) (Attributes, error) {
 			if v != nil {
 				a.Bias, err = blockDictFromAny(v)
 			}
+		case "use_constant_amax":
+			b, ok := v.(bool)
+			if !ok {
+				return a, fmt.Errorf("use_constant_amax is a %T", v)
+			}
+			a.UseConstantAmax = &b
+		case "constant_amax":
+			if v != nil {
+				f, ok := anyFloat(v)
+				if !ok || !(f > 0) || math.IsInf(f, 0) {
+					return a, fmt.Errorf("constant_amax %v (QuantizerAttributeConfig: a positive value)", v)
+				}
+				a.ConstantAmax = &f
+			}
 		case "enable":
 			// An "enable" inside cfg is what ModelOpt's normalized form carries; the
 			// rule's own enable decides, so it is accepted and ignored here.
@@ -567,11 +593,13 @@ func attributesFromMap(m map[string]any) (Attributes, error) {
 			return a, err
 		}
 	}
+	if a.UseConstantAmax != nil && *a.UseConstantAmax && a.ConstantAmax != nil {
+		return a, fmt.Errorf("use_constant_amax and constant_amax are mutually exclusive; set only one")
+	}
 	return a, nil
 }
 
 var ignoredAttribute = map[string]bool{
 	"learn_amax": true, "trt_high_precision_dtype": true, "calibrator": true, "rotate": true,
 	"pass_through_bwd": true, "backend": true, "backend_extra_args": true,
-	"use_constant_amax": true, "constant_amax": true,
 }

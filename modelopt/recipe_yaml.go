@@ -344,12 +344,14 @@ var presetPaths = map[string]string{
 	"configs/ptq/presets/kv/fp8_affine":                      "FP8_AFFINE_KV_CFG",
 	"configs/ptq/presets/kv/nvfp4":                           "NVFP4_KV_CFG",
 	"configs/ptq/presets/kv/nvfp4_affine":                    "NVFP4_AFFINE_KV_CFG",
+	"configs/ptq/presets/kv/fp8_cast":                        "fp8_cast",
+	"configs/ptq/presets/kv/nvfp4_cast":                      "nvfp4_cast",
 }
 
 var builtinNumerics = map[string]func() Attributes{
 	"fp8": numFP8, "int8": numInt8, "int8_per_channel": numInt8PerChannel,
 	"int4_per_block": numInt4PerBlock, "nvfp4": numNVFP4, "nvfp4_bs32": numNVFP4BS32,
-	"mxfp4": numMXFP4, "mxfp8": numMXFP8,
+	"mxfp4": numMXFP4, "mxfp8": numMXFP8, "nvfp4_static": numNVFP4Static,
 }
 
 var builtinUnits = map[string]func() []Rule{
@@ -362,6 +364,8 @@ var builtinUnits = map[string]func() []Rule{
 	"kv_fp8_affine":               func() []Rule { return kvRules(numFP8(), true) },
 	"kv_nvfp4":                    func() []Rule { return kvRules(numNVFP4(), false) },
 	"kv_nvfp4_affine":             func() []Rule { return kvRules(numNVFP4(), true) },
+	"kv_fp8_cast":                 func() []Rule { return kvCastRules(numFP8()) },
+	"kv_nvfp4_cast":               func() []Rule { return kvCastRules(numNVFP4()) },
 }
 
 // builtinConfig returns a ModelOpt built-in config by its modelopt_recipes path, in the

@@ -55,6 +55,12 @@ type Quantizer struct {
 	AmaxShape   []int64      // _amax_shape_for_export, nil when unset (-1 allowed)
 	MaxBound    *float64     // as reported, nil when not defined
 	Sequential  []*Quantizer // for a SequentialQuantizer (W4A8): the chained quantizers
+	// UseConstantAmax is use_constant_amax (the KV-cache cast modes): the fake-quant
+	// amax is the E4M3 maximum, no _amax buffer exists and calibration skips it.
+	// ConstantAmax is constant_amax: an _amax fixed when the quantizer is configured
+	// (a float32 scalar), exported like a calibrated one; nil when unset.
+	UseConstantAmax bool
+	ConstantAmax    *float64
 
 	// What the calibration state says about the quantizer's buffers, for checking
 	// the checkpoint against it; only a planner reads them. HasBufferShape: the

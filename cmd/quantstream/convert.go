@@ -81,7 +81,7 @@ func newConvertFlags(name string, stderr io.Writer, withOut bool) *convertFlags 
 	f.maxShardSize = sizeFlag(arrowio.DefaultMaxShardSize)
 	fs.Var(&f.maxShardSize, "max-shard-size", "split output shards at this size, e.g. 5GB (decimal) or 4GiB (binary)")
 	fs.StringVar(&f.recipe, "recipe", "", "ModelOpt preset (e.g. W4A16_NVFP4_CFG) or recipe YAML file, for data-free conversion")
-	fs.StringVar(&f.kvCache, "kv-cache", "", "KV-cache preset to combine with --recipe (e.g. FP8_KV_CFG)")
+	fs.StringVar(&f.kvCache, "kv-cache", "", "KV-cache preset to combine with --recipe: fp8_cast or nvfp4_cast (hf_ptq's cast modes, data-free), or FP8_KV_CFG / NVFP4_KV_CFG, which need calibration data")
 	fs.StringVar(&f.divMode, "div-mode", "ieee", "scalar division as PyTorch does it on cpu (ieee) or on cuda (cuda)")
 	fs.StringVar(&f.engine, "engine", "", "refuse, before reading data, an output this engine's ModelOpt loader would not load: "+strings.Join(verify.Engines(), ", "))
 	fs.BoolVar(&f.dequantize, "dequantize", false, "write a block-FP8 or MXFP4 source as the BF16 checkpoint it stores (source names and shards, no scales)")
