@@ -35,9 +35,12 @@ func (t TensorRef) Info() quantstream.TensorInfo {
 type Checkpoint struct {
 	files   []*File
 	tensors map[string]TensorRef
-	names   []string // sorted
-	layers  []quantstream.LayerInfo
-	side    map[string]string
+	// stored holds every tensor of the files, including those a derived view hides
+	// (nil: tensors); only Derive reads it.
+	stored map[string]TensorRef
+	names  []string // sorted
+	layers []quantstream.LayerInfo
+	side   map[string]string
 }
 
 // OpenCheckpoint opens the checkpoint formed by dirs, each overlaid on the ones

@@ -31,12 +31,16 @@ type Derived struct {
 // and the derived tensors appear (a derived tensor may take a hidden tensor's
 // name), grouped into layers from the new names as OpenCheckpoint groups stored
 // ones. c may be a view itself: its derived tensors carry over. Only headers are
-// touched: a derived tensor's sources must be stored tensors of c (not derived
-// ones), and its header must have a valid size. The view takes over c's open files:
+// touched: a derived tensor's sources are tensors stored in the checkpoint's files
+// (hidden by an earlier view or not, never derived ones), and its header must have
+// a valid size. The view takes over c's open files:
 // c and its TensorRefs stay readable until the view is closed, and c.Close does
 // nothing any more.
 func (c *Checkpoint) Derive(derived []Derived, hide []string) (*Checkpoint, error) {
-	v := &Checkpoint{files: c.files, tensors: make(map[string]TensorRef, len(c.tensors)+len(derived)), side: c.side}
+	v := &Checkpoint{files: c.files, tensors: make(map[string]TensorRef, len(c.tensors)+len(derived)), side: c.side, stored: c.stored}
+	if v.stored == nil {
+		v.stored = c.tensors
+	}
 	for n, t := range c.tensors {
 		v.tensors[n] = t
 	}
@@ -63,12 +67,9 @@ func (c *Checkpoint) Derive(derived []Derived, hide []string) (*Checkpoint, erro
 		}
 		from := make([]TensorRef, len(d.From))
 		for k, s := range d.From {
-			ref, ok := c.tensors[s]
+			ref, ok := v.stored[s]
 			if !ok {
-				return nil, fmt.Errorf("%w: tensor %q is derived from %q, which is not in the checkpoint", ErrNotFound, d.Name, s)
-			}
-			if ref.derived != nil {
-				return nil, fmt.Errorf("arrowio: tensor %q is derived from %q, which is derived itself", d.Name, s)
+				return nil, fmt.Errorf("%w: tensor %q is derived from %q, which is not stored in the checkpoint", ErrNotFound, d.Name, s)
 			}
 			from[k] = ref
 		}

@@ -28,12 +28,17 @@ import (
 // amax to its layer (ModelOpt's max calibration with forward_loop=None depends on
 // the weights alone, so it can run layer by layer).
 //
-// Tensors for which skip is true are not modules of the model (hf_ptq's MTP layers):
-// no quantizer is derived for them.
-func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator, skip func(string) bool) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, error) {
+// Tensors for which src.mtp.Has is true are not modules of the model (hf_ptq's MTP
+// layers): no quantizer is derived for them. With Options.CastMXFP4ToNVFP4 the
+// weight quantizers are forced static and each MXFP4 projection's quantizer must be
+// a static NVFP4 one, whose buffers ck already carries (quantsrc.CastMXFP4).
+func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator, src *source) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, error) {
 	r, err := modelopt.ResolveRecipe(opt.Recipe, opt.KVCache)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if opt.CastMXFP4ToNVFP4 {
+		r = modelopt.ForceWeightQuantizersStatic(r)
 	}
 	// Later rules win, as entries added to a ModelOpt quant_cfg after the preset's.
 	r.Rules = append(slices.Clip(r.Rules), opt.Rules...)
@@ -48,7 +53,7 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	shapes := map[string][]int64{}
 	dtypes := map[string]quant.DType{}
 	for _, t := range ck.Tensors() {
-		if skip(t.Name) {
+		if src.mtp.Has(t.Name) {
 			continue
 		}
 		shapes[t.Name] = t.Shape
@@ -57,6 +62,11 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	q, err := modelopt.DataFree(r, cfg, shapes)
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	if opt.CastMXFP4ToNVFP4 {
+		if err := checkCast(q, src); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	cs, extra, unfit, err := newCalibrateStage(q, dtypes, mem, "the checkpoint lacks")
 	if err != nil {
@@ -75,11 +85,16 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 // CalibrateAmax cannot calibrate (quant.CheckCalibrationDType) do not stop it: unfit
 // has one error for each, so that a caller can report them all at once.
 func newCalibrateStage(q *modelopt.Quantized, dtypes map[string]quant.DType, mem memory.Allocator, lacks string) (cs *calibrateStage, added []quantstream.TensorInfo, unfit []error, err error) {
-	cs = &calibrateStage{q: q, mem: mem, byWeight: map[string][]quantstream.TensorInfo{}}
+	cs = &calibrateStage{q: q, mem: mem, byWeight: map[string][]quantstream.TensorInfo{}, globals: map[string][]string{}}
+	statics := q.StaticGlobals()
 	for _, qn := range q.Table.Names() {
 		shape, ok := q.AmaxShapes[qn]
 		tq := q.Table[qn]
 		if !ok || !tq.Enabled {
+			continue
+		}
+		if _, given := dtypes[qn+"._amax"]; given {
+			// The input sets it (the MXFP4 cast's closed form, quantsrc.CastMXFP4).
 			continue
 		}
 		slot, ok := q.Slot(qn)
@@ -100,6 +115,15 @@ func newCalibrateStage(q *modelopt.Quantized, dtypes map[string]quant.DType, mem
 		}
 		cs.byWeight[slot.Weight] = append(cs.byWeight[slot.Weight], info)
 		added = append(added, info)
+		if members, ok := statics[qn]; ok {
+			// promote_static_block_weight_quantizers: the global amax, float32.
+			g := quantstream.TensorInfo{Name: qn + "._global_amax", DType: quant.F32, Shape: []int64{}}
+			for _, m := range members {
+				cs.globals[g.Name] = append(cs.globals[g.Name], m+"._amax")
+			}
+			cs.byWeight[slot.Weight] = append(cs.byWeight[slot.Weight], g)
+			added = append(added, g)
+		}
 	}
 	// constant_amax: the buffer is the configured value, added to the layer of the
 	// module the quantizer belongs to.
@@ -131,6 +155,9 @@ type calibrateStage struct {
 	q        *modelopt.Quantized
 	mem      memory.Allocator
 	byWeight map[string][]quantstream.TensorInfo // weight tensor -> amax buffers it yields
+	// globals maps the _global_amax of each static NVFP4 weight quantizer to the
+	// _amax buffers it is the maximum of (modelopt.Quantized.StaticGlobals).
+	globals map[string][]string
 }
 
 var _ quantstream.Stage = (*calibrateStage)(nil)
@@ -228,7 +255,12 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 		parts  []uint32
 	}
 	var fasts []*fast
+	var globals []quantstream.TensorInfo
 	for _, w := range want {
+		if _, ok := s.globals[w.Name]; ok {
+			globals = append(globals, w) // once the amaxes are known
+			continue
+		}
 		qn := strings.TrimSuffix(w.Name, "._amax")
 		if v, ok := s.q.Constants[qn]; ok {
 			a, err := quant.FromFloat32(quant.F32, []int64{}, []float32{v})
@@ -298,6 +330,30 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 			return nil, fmt.Errorf("quantizer %s: weight %s: %w", r.quantizer, r.weight, err)
 		}
 		out[r.quantizer+"._amax"] = a
+	}
+	for _, g := range globals {
+		var best float32
+		for _, m := range s.globals[g.Name] {
+			a, ok := out[m]
+			if !ok {
+				a, ok = byName[m]
+			}
+			if !ok {
+				return nil, fmt.Errorf("convert: %s is the maximum of %s, which is not in the layer", g.Name, m)
+			}
+			v, err := quant.Float32s(a)
+			if err != nil {
+				return nil, err
+			}
+			for _, x := range v {
+				best = max(best, x)
+			}
+		}
+		t, err := quant.FromFloat32(quant.F32, []int64{}, []float32{best})
+		if err != nil {
+			return nil, err
+		}
+		out[g.Name] = t
 	}
 	return out, nil
 }

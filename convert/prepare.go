@@ -55,7 +55,13 @@ func (j *Job) prepare() error {
 		if err := checkDataFreeInput(ck, side); err != nil {
 			return err
 		}
-		t, cs, added, err := dataFree(ck, side, opt, mem, src.mtp.Has)
+		if opt.CastMXFP4ToNVFP4 {
+			if err := j.castMXFP4(src); err != nil {
+				return err
+			}
+			ck = j.ck
+		}
+		t, cs, added, err := dataFree(ck, side, opt, mem, src)
 		if err != nil {
 			return err
 		}
@@ -64,6 +70,8 @@ func (j *Job) prepare() error {
 		if n := len(opt.Rules); n > 0 {
 			mode += fmt.Sprintf(" (+%d rules)", n)
 		}
+	case opt.CastMXFP4ToNVFP4:
+		return fmt.Errorf("%w goes with a data-free --recipe (e.g. W4A16_NVFP4_CFG); calibration state from hf_ptq --cast_mxfp4_to_nvfp4 already holds the cast, convert it without the flag", ErrCast)
 	case side[modelopt.StateFileName] != "":
 		st, err := modelopt.ReadState(side[modelopt.StateFileName])
 		if err != nil {

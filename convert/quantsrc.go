@@ -12,8 +12,12 @@ import (
 	"github.com/quantstream/quantstream/quantsrc"
 )
 
-// ErrDequantize is returned for a --dequantize conversion that is asked for more.
-var ErrDequantize = errors.New("convert: --dequantize")
+var (
+	// ErrDequantize is returned for a --dequantize conversion that is asked for more.
+	ErrDequantize = errors.New("convert: --dequantize")
+	// ErrCast is returned for a --cast-mxfp4-to-nvfp4 conversion that cannot be made.
+	ErrCast = errors.New("convert: --cast-mxfp4-to-nvfp4")
+)
 
 // source is the input as the conversion reads it: a quantized source (FP8 block,
 // MXFP4) becomes a view whose weights are BF16 (quantsrc), so that everything after
@@ -130,4 +134,36 @@ func (j *Job) joinFused(t modelopt.Table) (modelopt.Table, error) {
 	}
 	j.ck = joined.View
 	return joined.Table, nil
+}
+
+// castMXFP4 adds the MXFP4 → NVFP4 cast's closed-form weight quantizer buffers to
+// the job's view of an MXFP4 source (quantsrc.Scheme.CastMXFP4): ModelOpt's
+// apply_to_model, which overrides what max calibration set on those quantizers.
+func (j *Job) castMXFP4(src *source) error {
+	if src.scheme == nil || src.scheme.Method != quantsrc.MXFP4 {
+		return fmt.Errorf("%w needs a gpt-oss MXFP4 source (quantization_config.quant_method \"mxfp4\")", ErrCast)
+	}
+	v, err := src.scheme.CastMXFP4(j.ck, nil)
+	if err != nil {
+		return err
+	}
+	j.ck = v
+	return nil
+}
+
+// checkCast checks, as apply_to_model asserts, that every MXFP4 projection's weight
+// quantizer is an enabled static NVFP4 one: hf_ptq requires an NVFP4-family
+// --qformat for the cast.
+func checkCast(q *modelopt.Quantized, src *source) error {
+	for _, p := range src.scheme.CastProjections() {
+		qn := quantsrc.CastQuantizer(p)
+		tq, ok := q.Table[qn]
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: the model has no weight quantizer %s for the MXFP4 projection %s", ErrCast, qn, p)
+		case !modelopt.IsStaticNVFP4(tq):
+			return fmt.Errorf("%w: %s is not an enabled static NVFP4 quantizer under %s (hf_ptq needs an NVFP4 --qformat, e.g. W4A16_NVFP4_CFG, for the cast)", ErrCast, qn, q.Recipe.Name)
+		}
+	}
+	return nil
 }

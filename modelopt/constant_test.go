@@ -1,6 +1,7 @@
 package modelopt
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"strings"
@@ -85,5 +86,26 @@ func TestConstantAmaxAttributes(t *testing.T) {
 	}
 	if _, err := DataFree(cast(), cfg, m.Shapes); !errors.Is(err, ErrRecipe) || !strings.Contains(err.Error(), "use_constant_amax") {
 		t.Errorf("cast mode on inputs: %v", err)
+	}
+}
+
+// TestForceWeightQuantizersStatic: hf_ptq's force_weight_quantizers_static applied to
+// W4A16_NVFP4_CFG and NVFP4_MLP_ONLY's rules gives the quant_cfg ModelOpt recorded in
+// the cast cases' quant_recipe.json (weight rules with a block_sizes dict get type
+// static; nothing else changes), and leaves the preset itself alone.
+func TestForceWeightQuantizersStatic(t *testing.T) {
+	r, _ := Preset("W4A16_NVFP4_CFG")
+	f := ForceWeightQuantizersStatic(r)
+	want, err := ReadRecipeJSON("../testdata/golden-qsrc/e2e/gpt_oss_mxfp4-cast_w4a16_nvfp4/input/quant_recipe.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := json.Marshal(rulesJSON(f.Rules))
+	w, _ := json.Marshal(rulesJSON(want.Rules))
+	if string(g) != string(w) {
+		t.Errorf("forced rules\n%s\nwant\n%s", g, w)
+	}
+	if r.Rules[1].Cfg[0].BlockSizes.Type != "dynamic" {
+		t.Error("the preset was changed")
 	}
 }

@@ -438,3 +438,58 @@ func TestJoinFused(t *testing.T) {
 		t.Errorf("missing expert: %v", err)
 	}
 }
+
+// TestCastMXFP4MatchesModelOpt: the closed-form cast buffers derived from the gpt-oss
+// source equal, bit for bit, the _amax and _global_amax ModelOpt's apply_to_model
+// left in both cast cases' calibration state — the lossless tensors, the zero block
+// of layer 1 (6·2^-127 in a lossless tensor) and the 2^-20 rows of layer 0 (a lossy
+// tensor, where out-of-range blocks take max_nibble·2^k).
+func TestCastMXFP4MatchesModelOpt(t *testing.T) {
+	cfg, infos := source(t, "gpt_oss_mxfp4")
+	s, err := Detect("config.json", cfg, infos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := arrowio.OpenCheckpoint(filepath.Join(e2e, "src_gpt_oss_mxfp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.View(ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.CastMXFP4(v, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, cs := range []string{"cast_nvfp4", "cast_w4a16_nvfp4"} {
+		want, err := arrowio.ReadAllTensors(filepath.Join(e2e, "gpt_oss_mxfp4-"+cs, "input"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, p := range s.CastProjections() {
+			for _, b := range []string{"._amax", "._global_amax"} {
+				name := CastQuantizer(p) + b
+				ref, ok := c.Lookup(name)
+				if !ok {
+					t.Fatalf("no %s", name)
+				}
+				l, err := c.ReadLayer(t.Context(), memory.NewGoAllocator(), quantstream.LayerInfo{Index: 0, Tensors: []quantstream.TensorInfo{ref.Info()}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, w := l.Tensor(0), want[name]
+				if got.DType != w.DType || !slices.Equal(got.Shape, w.Shape) || !bytes.Equal(got.Data, w.Data) {
+					t.Errorf("%s: %s %v %v differs from ModelOpt's %v %v", cs, name, got.DType, got.Shape, w.DType, w.Shape)
+				}
+				l.Release()
+				n++
+			}
+		}
+		if n != 8 {
+			t.Errorf("%d buffers compared", n)
+		}
+	}
+}
