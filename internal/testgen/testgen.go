@@ -102,15 +102,19 @@ func MoETensors(c MoEConfig) []quantstream.TensorInfo {
 
 // TensorData returns a reader of n bytes of deterministic BF16 data for a tensor:
 // norm weights are 1 + small noise, everything else small signed values of
-// magnitude 2^-9..2^-5, like initialised weights. Other dtypes get random bytes.
+// magnitude 2^-9..2^-5, like initialised weights. F8_E4M3 weights get random finite
+// codes, the F32 block scales of FP8 weights positive values of magnitude
+// 2^-14..2^-9. Other dtypes get random bytes.
 func TensorData(seed uint64, t quantstream.TensorInfo, n int64) io.Reader {
 	h := fnv.New64a()
 	h.Write([]byte(t.Name))
 	return &dataReader{
-		rng:  rand.NewPCG(seed, h.Sum64()),
-		left: n,
-		bf16: t.DType == quant.BF16,
-		norm: strings.HasSuffix(t.Name, "norm.weight"),
+		rng:   rand.NewPCG(seed, h.Sum64()),
+		left:  n,
+		bf16:  t.DType == quant.BF16,
+		norm:  strings.HasSuffix(t.Name, "norm.weight"),
+		fp8:   t.DType == quant.F8E4M3,
+		scale: isFP8Scale(t),
 	}
 }
 
@@ -118,6 +122,7 @@ type dataReader struct {
 	rng        *rand.PCG
 	left       int64
 	bf16, norm bool
+	fp8, scale bool
 	pend       [8]byte
 	npend      int
 }
@@ -146,7 +151,23 @@ func (r *dataReader) Read(p []byte) (int, error) {
 // word returns 8 bytes: four BF16 values, or raw bytes for other dtypes.
 func (r *dataReader) word() uint64 {
 	x := r.rng.Uint64()
-	if !r.bf16 {
+	switch {
+	case r.fp8:
+		// Every code but the NaNs 0x7F / 0xFF.
+		for i := range 8 {
+			if c := uint8(x >> (8 * i)); c&0x7F == 0x7F {
+				x &^= 1 << (8 * i)
+			}
+		}
+		return x
+	case r.scale:
+		var w uint64
+		for i := range 2 {
+			b := uint32(x >> (32 * i))
+			w |= uint64((113+b>>23%5)<<23|b&0x7FFFFF) << (32 * i)
+		}
+		return w
+	case !r.bf16:
 		return x
 	}
 	var w uint64
