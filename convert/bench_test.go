@@ -44,7 +44,7 @@ func BenchmarkConvert(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	model, moe := filepath.Join(dir, "model"), filepath.Join(dir, "moe")
+	model, moe, fp8 := filepath.Join(dir, "model"), filepath.Join(dir, "moe"), filepath.Join(dir, "deepseek-fp8")
 	c, err := testgen.SyntheticLlama(size, 256<<20)
 	if err != nil {
 		b.Fatal(err)
@@ -73,6 +73,13 @@ func BenchmarkConvert(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		dc, err := testgen.SyntheticDeepSeekFP8(size)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := testgen.WriteDeepSeekFP8(fp8, dc, arrowio.WriteOptions{Overwrite: true}); err != nil {
+			b.Fatal(err)
+		}
 		if err := os.WriteFile(filepath.Join(dir, "done"), nil, 0o644); err != nil {
 			b.Fatal(err)
 		}
@@ -93,6 +100,11 @@ func BenchmarkConvert(b *testing.B) {
 		{"moe_datafree_w4a16_nvfp4", Options{Inputs: []string{moe}, Recipe: "W4A16_NVFP4_CFG"}},
 		{"moe_datafree_mxfp4", Options{Inputs: []string{moe}, Recipe: "MXFP4_DEFAULT_CFG"}},
 		{"moe_datafree_int8_wo", Options{Inputs: []string{moe}, Recipe: "INT8_WEIGHT_ONLY_CFG"}},
+		// A DeepSeek-shaped block-FP8 source (MB/s of FP8 bytes): decoded to BF16
+		// on read, then exported.
+		{"fp8block_dequantize", Options{Inputs: []string{fp8}, Dequantize: true}},
+		{"fp8block_datafree_w4a16_nvfp4", Options{Inputs: []string{fp8}, Recipe: "W4A16_NVFP4_CFG"}},
+		{"fp8block_datafree_fp8_pc_pt", Options{Inputs: []string{fp8}, Recipe: "FP8_PER_CHANNEL_PER_TOKEN_CFG"}},
 	} {
 		in := inputBytes(b, bc.opt.Inputs[0])
 		b.Run(bc.name, func(b *testing.B) {

@@ -106,11 +106,19 @@ func (b FP8Block) DequantRows(dst, q []byte, r0, r1 int) error {
 	return nil
 }
 
-// fp8LookupBF16 writes t[src[k]] as little-endian uint16 at dst[2k].
+// fp8LookupBF16 writes t[src[k]] as little-endian uint16 at dst[2k], four codes
+// per 8-byte store.
 func fp8LookupBF16(dst, src []byte, t *[256]uint16) {
 	dst = dst[:2*len(src)]
-	for k, c := range src {
-		binary.LittleEndian.PutUint16(dst[2*k:], t[c])
+	k := 0
+	for ; k+8 <= len(src); k += 8 {
+		s := src[k : k+8 : k+8]
+		d := dst[2*k : 2*k+16 : 2*k+16]
+		binary.LittleEndian.PutUint64(d[0:8], uint64(t[s[0]])|uint64(t[s[1]])<<16|uint64(t[s[2]])<<32|uint64(t[s[3]])<<48)
+		binary.LittleEndian.PutUint64(d[8:16], uint64(t[s[4]])|uint64(t[s[5]])<<16|uint64(t[s[6]])<<32|uint64(t[s[7]])<<48)
+	}
+	for ; k < len(src); k++ {
+		binary.LittleEndian.PutUint16(dst[2*k:], t[src[k]])
 	}
 }
 

@@ -93,3 +93,26 @@ func WriteDeepSeekFP8(dir string, c DeepSeekConfig, opts arrowio.WriteOptions) e
 func isFP8Scale(t quantstream.TensorInfo) bool {
 	return t.DType == quant.F32 && strings.HasSuffix(t.Name, ".weight_scale_inv")
 }
+
+// SyntheticDeepSeekFP8 picks a DeepSeek-shaped block-FP8 checkpoint of about (at
+// most) size bytes for benchmarks: hidden 2048, experts of 768 (DeepSeek's ratio to
+// the hidden size), as many experts per layer as keep four layers, as many layers
+// as fit; the attention has partial edge blocks like DeepSeek-V3's.
+func SyntheticDeepSeekFP8(size int64) (DeepSeekConfig, error) {
+	c := DeepSeekConfig{Hidden: 2048, Heads: 16, QLoRA: 512, KVLoRA: 256, Nope: 64, Rope: 32, V: 64, MoEIntermediate: 768, Vocab: 8192, Experts: 1}
+	layer := func() int64 {
+		c.Layers = 1
+		defer func() { c.Layers = 0 }()
+		return checkpointBytes(DeepSeekFP8Tensors(c))
+	}
+	base := checkpointBytes(DeepSeekFP8Tensors(c))
+	attn := layer() - base
+	expert := int64(3 * c.Hidden * c.MoEIntermediate)
+	c.Experts = int(min(256, max(1, ((size-base)/4-attn)/expert)))
+	per := layer() - base
+	if base+2*per > size {
+		return c, fmt.Errorf("testgen: no DeepSeek FP8 shape fits %d bytes", size)
+	}
+	c.Layers = int((size - base) / per)
+	return c, nil
+}
