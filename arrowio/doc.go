@@ -41,6 +41,12 @@
 // caller's memory.Allocator and the tensors are pread straight into it.
 // Checkpoint.Source streams layers as a quantstream.Source.
 //
+// Checkpoint.Derive makes a view in which stored tensors may be hidden and derived
+// tensors appear, computed from stored ones when a layer is read (a quantized
+// weight decoded to BF16, a buffer under another name): everything that works on
+// headers sees the derived headers, and the bytes are computed into the layer's
+// buffer by the derivation's Fill, which reads its sources in pieces.
+//
 // # Writing
 //
 // The writer plans first: from the full ordered list of output headers

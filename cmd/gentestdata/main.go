@@ -18,6 +18,12 @@
 //
 // The -calib directory holds quantizers.json and the amax buffers only; convert
 // with --in MODEL --in CALIB. Each directory is replaced as a whole, atomically.
+//
+// With -deepseek-fp8-experts it writes a block-FP8 checkpoint of DeepSeek-V3's layer
+// shape (hidden 7168, experts of 2048, MLA) with that many routed experts per layer
+// and -deepseek-fp8-layers layers: 256 experts make one real 11.3 GB MoE layer.
+//
+//	go run ./cmd/gentestdata -deepseek-fp8-experts 256 -out /tmp/ds-layer
 package main
 
 import (
@@ -37,9 +43,15 @@ func main() {
 	size := flag.String("synthetic-size", "", "write one synthetic Llama of about this size (e.g. 2GB, 512MiB) into -out")
 	maxTensor := flag.String("max-tensor", "512MiB", "largest tensor of the synthetic Llama")
 	calib := flag.String("calib", "", "with -synthetic-size: write calibration state (nvfp4 or fp8) for that Llama into -out instead")
+	dsExperts := flag.Int("deepseek-fp8-experts", 0, "write a DeepSeek-V3-shaped block-FP8 checkpoint with this many routed experts per layer into -out")
+	dsLayers := flag.Int("deepseek-fp8-layers", 1, "with -deepseek-fp8-experts: the number of layers")
 	flag.Parse()
 	var err error
-	if *size != "" {
+	if *dsExperts > 0 {
+		c := testgen.DeepSeekV3Shape(*dsLayers, *dsExperts)
+		c.Vocab = 32000 // the embeddings of a real vocabulary add nothing to measure
+		err = testgen.WriteDeepSeekFP8(*out, c, arrowio.WriteOptions{Overwrite: true})
+	} else if *size != "" {
 		err = synthetic(*out, *size, *maxTensor, *calib)
 	} else {
 		err = run(*out)
