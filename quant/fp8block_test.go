@@ -200,3 +200,56 @@ func BenchmarkFP8BlockDequant(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkFP8BlockToNVFP4 is the CPU work a block-FP8 source costs per byte when
+// it is exported to NVFP4 (W4A16): decode a DeepSeek expert weight (2048×7168) to
+// BF16 in bands of 128 rows, then pack it with the NVFP4 row export in pieces of 64
+// rows, on one goroutine; MB/s are of FP8 input, so the figure is the per-core
+// ceiling of a FP8 → NVFP4 conversion (without reading, writing and calibration).
+func BenchmarkFP8BlockToNVFP4(b *testing.B) {
+	const rows, cols = 2048, 7168
+	blk := FP8Block{Rows: rows, Cols: cols, BlockRows: 128, BlockCols: 128}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range blk.ScaleShape()[0] * blk.ScaleShape()[1] {
+		blk.Scale = append(blk.Scale, float32(r.Float64()*1e-3))
+	}
+	q := make([]byte, rows*cols)
+	for i := range q {
+		if q[i] = byte(r.IntN(256)); q[i]&0x7F == 0x7F {
+			q[i] = 0
+		}
+	}
+	w := Tensor{DType: BF16, Shape: []int64{rows, cols}, Data: make([]byte, 2*rows*cols)}
+	if err := blk.DequantRows(w.Data, q, 0, rows); err != nil {
+		b.Fatal(err)
+	}
+	wq, iq := rowsPreset("nvfp4")
+	iq.Enabled = false
+	amax, err := CalibrateAmax(wq, w)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := &Module{Name: "m", Weight: w, WeightQuantizer: wq, InputQuantizer: iq, WeightAmax: &amax}
+	_, re, ok := PrepareRowExport(m, BF16, DivIEEE)
+	if !ok {
+		b.Fatal("no row export")
+	}
+	dst := make([][]byte, len(re.Outs))
+	for k, o := range re.Outs {
+		n, _ := o.DType.ByteLen(Numel(o.Shape))
+		dst[k] = make([]byte, n)
+	}
+	b.SetBytes(int64(len(q)))
+	for b.Loop() {
+		for r0 := 0; r0 < rows; r0 += 128 {
+			if err := blk.DequantRows(w.Data[2*r0*cols:2*(r0+128)*cols], q[r0*cols:(r0+128)*cols], r0, r0+128); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for u0 := 0; u0 < re.Units; u0 += 64 {
+			if err := re.Fill(dst, u0, min(u0+64, re.Units)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
