@@ -263,7 +263,7 @@ func (c *RowCalibration) Reduce(dst []uint32, r0, r1 int) {
 func (c *RowCalibration) reduceRow(dst []uint32, row []byte) {
 	if c.seg == 1 {
 		if c.esize == 2 {
-			for j := range dst {
+			for j := maxElems16(dst, row); j < len(dst); j++ {
 				dst[j] = max(dst[j], uint32(binary.LittleEndian.Uint16(row[2*j:])&0x7FFF))
 			}
 		} else {
@@ -274,7 +274,11 @@ func (c *RowCalibration) reduceRow(dst []uint32, row []byte) {
 		return
 	}
 	n := c.seg * c.esize
-	for j := range dst {
+	j0 := 0
+	if c.esize == 2 {
+		j0 = maxSegs16(dst, row, c.seg) // the whole segments the vector kernel takes
+	}
+	for j := j0; j < len(dst); j++ {
 		s := row[j*n : min((j+1)*n, len(row))]
 		if c.esize == 2 {
 			dst[j] = max(dst[j], calibMax16(s))
@@ -338,12 +342,24 @@ func MaxMagnitude16(data []byte) uint32 { return calibMax16(data) }
 func MaxMagnitude32(data []byte) uint32 { return calibMax32(data) }
 
 // calibMax16 is the largest of data's little-endian 16-bit words with the sign bit
-// cleared. It compares four words per step in one uint64 (SWAR): with the top bit
+// cleared: the vector kernel's prefix, then calibMax16Go.
+func calibMax16(data []byte) uint32 {
+	m, n := maxMag16(data)
+	return max(m, calibMax16Go(data[n:]))
+}
+
+// calibMax32 is calibMax16 for 32-bit words.
+func calibMax32(data []byte) uint32 {
+	m, n := maxMag32(data)
+	return max(m, calibMax32Go(data[n:]))
+}
+
+// calibMax16Go is calibMax16 in Go. It compares four words per step in one uint64 (SWAR): with the top bit
 // of every lane clear, (a|H)-b keeps a lane's top bit exactly when a ≥ b, and no
 // lane borrows from the next.
 //
 // Reference loop: for i := 0; i+1 < len(data); i += 2 { m = max(m, u16(data[i:])&0x7FFF) }.
-func calibMax16(data []byte) uint32 {
+func calibMax16Go(data []byte) uint32 {
 	const (
 		mag = 0x7FFF_7FFF_7FFF_7FFF
 		top = 0x8000_8000_8000_8000
@@ -373,9 +389,9 @@ func calibMax16(data []byte) uint32 {
 	return uint32(r)
 }
 
-// calibMax32 is the largest of data's little-endian 32-bit words with the sign bit
-// cleared, with four independent running maxima.
-func calibMax32(data []byte) uint32 {
+// calibMax32Go is the largest of data's little-endian 32-bit words with the sign
+// bit cleared, with four independent running maxima.
+func calibMax32Go(data []byte) uint32 {
 	var m0, m1, m2, m3 uint32
 	i := 0
 	for ; i+16 <= len(data); i += 16 {

@@ -36,8 +36,24 @@ func (d *FP8Divider) AppendRows(dst []byte, r0, r1 int) []byte {
 	n := (r1 - r0) * d.cols
 	dst = growBytes(dst, n)
 	out := dst[len(dst)-n:]
-	row := make([]float32, d.cols)
 	colRep, colStride := d.m.colRep(), d.m.colStride()
+	if d.w.DType == BF16 && (d.qdt == BF16 || d.qdt == F32) && kernels != kernelPortable {
+		for r := r0; r < r1; r++ {
+			o := out[(r-r0)*d.cols : (r-r0+1)*d.cols]
+			src := d.w.Data[2*r*d.cols : 2*(r+1)*d.cols]
+			base := d.m.rowBase(r)
+			if colStride == 0 {
+				fp8ChunkBF16(o, src, d.div[base], d.qdt)
+				continue
+			}
+			for c0 := 0; c0 < d.cols; c0 += colRep {
+				c1 := min(c0+colRep, d.cols)
+				fp8ChunkBF16(o[c0:c1], src[2*c0:2*c1], d.div[base+c0/colRep*colStride], d.qdt)
+			}
+		}
+		return dst
+	}
+	row := make([]float32, d.cols)
 	for r := r0; r < r1; r++ {
 		fqDecode(row, d.w, r*d.cols)
 		o := out[(r-r0)*d.cols : (r-r0+1)*d.cols]
@@ -70,6 +86,19 @@ func fp8DivChunk(o []byte, x []float32, d float32, qdt DType) {
 		for i, v := range x {
 			o[i] = f32ToE4M3Fast(v / d)
 		}
+	}
+}
+
+// fp8ChunkBF16 is fp8DivChunk on the BF16 bytes of x (qdt BF16 or F32): the
+// vector kernel takes what it can and the portable loop the rest.
+func fp8ChunkBF16(o, x []byte, d float32, qdt DType) {
+	n := fp8DivBF16(o, x, d, qdt == BF16)
+	var buf [32]float32
+	for n < len(o) {
+		t := buf[:min(len(o)-n, len(buf))]
+		decodeBF16(t, x[2*n:])
+		fp8DivChunk(o[n:n+len(t)], t, d, qdt)
+		n += len(t)
 	}
 }
 

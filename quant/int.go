@@ -65,11 +65,8 @@ func AppendInt8Rows(dst []byte, w []byte, dt DType, cols int, scales []float32) 
 		for i, s := range scales {
 			o := out[i*cols : (i+1)*cols]
 			src := w[2*i*cols : 2*(i+1)*cols]
-			src = src[:2*len(o)]
-			for c := range o {
-				x := math.Float32frombits(uint32(src[2*c])<<16 | uint32(src[2*c+1])<<24)
-				o[c] = byte(intRound(x/s, -128, 127))
-			}
+			n := int8RowBF16(o, src, s) // the vector kernel's prefix, if any
+			int8RowBF16Go(o[n:], src[2*n:], s)
 		}
 		return dst, nil
 	}
@@ -83,6 +80,15 @@ func AppendInt8Rows(dst []byte, w []byte, dt DType, cols int, scales []float32) 
 		}
 	}
 	return dst, nil
+}
+
+// int8RowBF16Go is one BF16 row of AppendInt8Rows: o[c] = intRound(x[c]/s, -128, 127).
+func int8RowBF16Go(o, src []byte, s float32) {
+	src = src[:2*len(o)]
+	for c := range o {
+		x := math.Float32frombits(uint32(src[2*c])<<16 | uint32(src[2*c+1])<<24)
+		o[c] = byte(intRound(x/s, -128, 127))
+	}
 }
 
 // AppendInt4RowPairs quantizes pairs of rows of a BF16/F16/F32 weight to int4 and
@@ -124,6 +130,9 @@ func AppendInt4RowPairs(dst []byte, w []byte, dt DType, cols int, scales []float
 			s0 := scales[(2*p)*scaleCols : (2*p+1)*scaleCols]
 			s1 := scales[(2*p+1)*scaleCols : (2*p+2)*scaleCols]
 			o := out[p*cols : (p+1)*cols]
+			if int4PairsBF16(o, src0, src1, s0, s1, b) {
+				continue
+			}
 			for j := range scaleCols {
 				a, c := s0[j], s1[j]
 				ob := o[j*b : (j+1)*b]

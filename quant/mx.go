@@ -57,6 +57,13 @@ func AppendMXFP4Blocks(dst, scales []byte, w Tensor, block, b0, b1 int, mode Div
 	half := block / 2
 	dst = growBytes(dst, (b1-b0)*half)
 	out := dst[len(dst)-(b1-b0)*half:]
+	if w.DType == BF16 && kernels != kernelPortable {
+		scales = growBytes(scales, b1-b0)
+		if mxfp4BlocksBF16(out, scales[len(scales)-(b1-b0):], w.Data[2*b0*block:2*b1*block], block, mode) {
+			return dst, scales, nil
+		}
+		scales = scales[:len(scales)-(b1-b0)]
+	}
 	x := make([]float32, block)
 	for b := b0; b < b1; b++ {
 		fqDecode(x, w, b*block)
@@ -227,6 +234,10 @@ func AppendMXFP8Rows(dst []byte, w Tensor, scales []byte, r0, r1 int) ([]byte, e
 	}
 	dst = growBytes(dst, (r1-r0)*cols)
 	out := dst[len(dst)-(r1-r0)*cols:]
+	if w.DType == BF16 && cols == nb*mxfp8Block && kernels != kernelPortable &&
+		mxfp8BF16(out, scales[r0*nb:r1*nb], w.Data[2*r0*cols:2*r1*cols], DivIEEE, false) {
+		return dst, nil
+	}
 	row := make([]float32, nb*mxfp8Block)
 	for r := r0; r < r1; r++ {
 		fqDecode(row[:cols], w, r*cols)
@@ -259,6 +270,14 @@ func AppendMXFP8QuantizeRows(dst, scales []byte, w Tensor, r0, r1 int, mode DivM
 	}
 	dst = growBytes(dst, (r1-r0)*cols)
 	out := dst[len(dst)-(r1-r0)*cols:]
+	if w.DType == BF16 && cols == nb*mxfp8Block && kernels != kernelPortable {
+		k := (r1 - r0) * nb
+		scales = growBytes(scales, k)
+		if mxfp8BF16(out, scales[len(scales)-k:], w.Data[2*r0*cols:2*r1*cols], mode, true) {
+			return dst, scales, nil
+		}
+		scales = scales[:len(scales)-k]
+	}
 	row := make([]float32, nb*mxfp8Block)
 	for r := r0; r < r1; r++ {
 		fqDecode(row[:cols], w, r*cols)

@@ -25,6 +25,10 @@ func TensorAmax(t Tensor) (float32, error) {
 	if err := fqCheckWeight(t, "tensor"); err != nil {
 		return 0, err
 	}
+	if t.DType == BF16 && kernels != kernelPortable {
+		// The widened BF16 bits order like |x| (NaN above Inf), as in fqAbsMax.
+		return math.Float32frombits(calibMax16(t.Data) << 16), nil
+	}
 	rows, cols := fqRowsCols(t.Shape)
 	row := make([]float32, cols)
 	var m float32
@@ -147,6 +151,18 @@ func (n NVFP4) AppendQuantizeRows(dst, scales []byte, w Tensor, r0, r1 int) ([]b
 	nb, half := padded/n.Block, padded/2
 	dst = growBytes(dst, (r1-r0)*half)
 	out := dst[len(dst)-(r1-r0)*half:]
+	if n.fastBF16(w, cols, padded) {
+		p := nvfp4ScratchLen(nb)
+		codes, divs, gd := make([]byte, p), make([]float32, p), nvfp4GroupScratch(n.Block, padded)
+		for r := r0; r < r1; r++ {
+			src := w.Data[2*r*cols : 2*(r+1)*cols]
+			s2 := n.scale2(r, rows)
+			nvfp4ScalesBF16(codes, divs, src, n.Block, float32(E2M1Max*s2), s2)
+			scales = append(scales, codes[:nb]...)
+			nvfp4PackRowBF16(out[(r-r0)*half:(r-r0+1)*half], src, divs[:nb], n.Block, gd)
+		}
+		return dst, scales, nil
+	}
 	row := make([]float32, padded)
 	divs := make([]float32, nb)
 	for r := r0; r < r1; r++ {
@@ -163,15 +179,43 @@ func (n NVFP4) AppendQuantizeRows(dst, scales []byte, w Tensor, r0, r1 int) ([]b
 	return dst, scales, nil
 }
 
-// nvfp4PackRow encodes one (padded) row: element i is divided by divs[i/block],
-// nibbles are paired low-first into o (len(row)/2 bytes). With the simd experiment
-// on an AVX2 machine the vector kernel runs instead; it is bit-identical (the same
-// IEEE division per lane, exact integer comparisons).
-func nvfp4PackRow(o []byte, row, divs []float32, block int) {
-	if fqSIMD && block%8 == 0 {
-		nvfp4PackRowVec(o, row, divs, block)
-		return
+// fastBF16 reports whether the BF16 vector kernels take w: blocks of a multiple of
+// 16 that fill each row (no padding).
+func (n NVFP4) fastBF16(w Tensor, cols, padded int) bool {
+	return w.DType == BF16 && kernels != kernelPortable && n.Block%16 == 0 && cols == padded
+}
+
+// nvfp4GroupScratch is the per-16-element divisor scratch nvfp4PackRowBF16 needs
+// for blocks larger than 16 (nil for 16).
+func nvfp4GroupScratch(block, cols int) []float32 {
+	if block == 16 {
+		return nil
 	}
+	return make([]float32, cols/16)
+}
+
+// nvfp4PackRowBF16 is nvfp4PackRow on a BF16 row that whole blocks (a multiple of
+// 16) fill: the vector kernel takes each group of 16 elements with its block's
+// divisor (gd, from nvfp4GroupScratch, spreads divs over the groups), and the
+// portable loop any groups it leaves.
+func nvfp4PackRowBF16(o, x []byte, divs []float32, block int, gd []float32) {
+	g := divs
+	if block != 16 {
+		g = gd[:len(x)/32]
+		for i := range g {
+			g[i] = divs[i*16/block]
+		}
+	}
+	var buf [16]float32
+	for k := nvfp4PackBF16(o, x, g); k < len(g); k++ {
+		decodeBF16(buf[:], x[32*k:])
+		nvfp4PackDivScalar(o[8*k:8*k+8], buf[:], g[k])
+	}
+}
+
+// nvfp4PackRow encodes one (padded) row: element i is divided by divs[i/block],
+// nibbles are paired low-first into o (len(row)/2 bytes).
+func nvfp4PackRow(o []byte, row, divs []float32, block int) {
 	for b, d := range divs {
 		nvfp4PackDivScalar(o[b*block/2:(b+1)*block/2], row[b*block:(b+1)*block], d)
 	}
@@ -210,8 +254,19 @@ func (n NVFP4) AppendRows(dst []byte, w Tensor, scales []float32, r0, r1 int) ([
 	half := padded / 2
 	dst = growBytes(dst, (r1-r0)*half)
 	out := dst[len(dst)-(r1-r0)*half:]
-	row := make([]float32, padded)
 	divs := make([]float32, nb)
+	if n.fastBF16(w, cols, padded) {
+		gd := nvfp4GroupScratch(n.Block, padded)
+		for r := r0; r < r1; r++ {
+			s2 := n.scale2(r, rows)
+			for b := range nb {
+				divs[b] = scales[r*nb+b] * s2
+			}
+			nvfp4PackRowBF16(out[(r-r0)*half:(r-r0+1)*half], w.Data[2*r*cols:2*(r+1)*cols], divs, n.Block, gd)
+		}
+		return dst, nil
+	}
+	row := make([]float32, padded)
 	for r := r0; r < r1; r++ {
 		fqDecode(row[:cols], w, r*cols)
 		s2 := n.scale2(r, rows)
