@@ -354,9 +354,9 @@ func calibMax32(data []byte) uint32 {
 	return max(m, calibMax32Go(data[n:]))
 }
 
-// calibMax16Go is calibMax16 in Go. It compares four words per step in one uint64 (SWAR): with the top bit
-// of every lane clear, (a|H)-b keeps a lane's top bit exactly when a ≥ b, and no
-// lane borrows from the next.
+// calibMax16Go is calibMax16 in Go. It compares four words per step in one uint64
+// (SWAR): with the top bit of every lane clear, (a|H)-b keeps a lane's top bit
+// exactly when a ≥ b, and no lane borrows from the next.
 //
 // Reference loop: for i := 0; i+1 < len(data); i += 2 { m = max(m, u16(data[i:])&0x7FFF) }.
 func calibMax16Go(data []byte) uint32 {

@@ -99,7 +99,8 @@ func nvfp4PackBF16AVX2(dst, x []byte, gdivs []float32)
 
 // nvfp4ScalesBF16 computes the E4M3 codes and the divisors E4M3ToF32(code)·s2 of
 // the len(x)/(2·block) blocks of x (nvfp4BlockScale, d = f32(6·s2)) into codes and
-// divs, scratch of nvfp4ScratchLen(nb) elements (the lanes past nb are garbage).
+// divs, scratch of at least nvfp4ScratchLen(nb) elements (the lanes past nb are
+// garbage).
 // It reports false, doing nothing, when block is not a multiple of 16.
 func nvfp4ScalesBF16(codes []byte, divs []float32, x []byte, block int, d, s2 float32) bool {
 	if block%16 != 0 || block == 0 {
@@ -237,4 +238,21 @@ func maxElems16(dst []uint32, row []byte) int {
 		maxElems16AVX2(dst[:n], row[:2*n])
 	}
 	return n
+}
+
+//go:noescape
+func nvfp4ColsBF16AVX512(dstP, dstS, x []byte, A, B, c0, c1, block int, d, s2 float32, tab *[256]float32)
+
+// nvfp4ColsBF16 quantizes the columns of the stored [A, B] BF16 expert x as the
+// transposed rows of batched-matmul NVFP4 (AppendQuantizeRows of x transposed,
+// global scale s2), writing packed [A/2, B] and scales [A/block, B]: the vector
+// kernel takes the columns [lo, hi) of [c0, c1) that whole vectors of 16 cover
+// and reports them (lo = hi when it takes none).
+func nvfp4ColsBF16(packed, scales, x []byte, A, B, c0, c1, block int, s2 float32) (lo, hi int) {
+	lo, hi = (c0+15)&^15, c1&^15
+	if kernels != kernelAVX512 || lo >= hi || block < 2 || block%2 != 0 || A%block != 0 {
+		return c0, c0
+	}
+	nvfp4ColsBF16AVX512(packed[:A/2*B], scales[:A/block*B], x[:2*A*B], A, B, lo, hi, block, float32(E2M1Max*s2), s2, &e4m3Table)
+	return lo, hi
 }

@@ -416,18 +416,111 @@ done:
 	NOTL AX; \
 	ANDL $0xffff, AX
 
+// treePerm16 puts the block maxima TREE16_Z leaves back in block order.
+DATA treePerm16<>+0x00(SB)/4, $0
+DATA treePerm16<>+0x04(SB)/4, $4
+DATA treePerm16<>+0x08(SB)/4, $8
+DATA treePerm16<>+0x0c(SB)/4, $12
+DATA treePerm16<>+0x10(SB)/4, $2
+DATA treePerm16<>+0x14(SB)/4, $6
+DATA treePerm16<>+0x18(SB)/4, $10
+DATA treePerm16<>+0x1c(SB)/4, $14
+DATA treePerm16<>+0x20(SB)/4, $1
+DATA treePerm16<>+0x24(SB)/4, $5
+DATA treePerm16<>+0x28(SB)/4, $9
+DATA treePerm16<>+0x2c(SB)/4, $13
+DATA treePerm16<>+0x30(SB)/4, $3
+DATA treePerm16<>+0x34(SB)/4, $7
+DATA treePerm16<>+0x38(SB)/4, $11
+DATA treePerm16<>+0x3c(SB)/4, $15
+GLOBL treePerm16<>(SB), RODATA|NOPTR, $64
+
+// TREE16_Z reduces 16 blocks to their maxima: Zi (i = 0..7) holds the 16 partial
+// maxima (unsigned words) of block 2i in its low 256 bits and of block 2i+1 in its
+// high 256 bits. Each step halves the words per block and merges registers:
+// 128-bit lanes across register pairs, then qwords, then dwords within lanes, then
+// words. Z0 ends as the 16 maxima in block order, each as the float32 bits of the
+// BF16 magnitude (word << 16). Needs K5 = 0xAAAA and Z13 = treePerm16; clobbers
+// Z0-Z9.
+#define TREE16_Z \
+	VSHUFI64X2 $0x88, Z1, Z0, Z8; \
+	VSHUFI64X2 $0xdd, Z1, Z0, Z9; \
+	VPMAXUW Z9, Z8, Z0; \
+	VSHUFI64X2 $0x88, Z3, Z2, Z8; \
+	VSHUFI64X2 $0xdd, Z3, Z2, Z9; \
+	VPMAXUW Z9, Z8, Z1; \
+	VSHUFI64X2 $0x88, Z5, Z4, Z8; \
+	VSHUFI64X2 $0xdd, Z5, Z4, Z9; \
+	VPMAXUW Z9, Z8, Z2; \
+	VSHUFI64X2 $0x88, Z7, Z6, Z8; \
+	VSHUFI64X2 $0xdd, Z7, Z6, Z9; \
+	VPMAXUW Z9, Z8, Z3; \
+	VPUNPCKLQDQ Z1, Z0, Z8; \
+	VPUNPCKHQDQ Z1, Z0, Z9; \
+	VPMAXUW Z9, Z8, Z0; \
+	VPUNPCKLQDQ Z3, Z2, Z8; \
+	VPUNPCKHQDQ Z3, Z2, Z9; \
+	VPMAXUW Z9, Z8, Z1; \
+	VPSHUFD $0xb1, Z0, Z8; \
+	VPMAXUW Z8, Z0, Z0; \
+	VPSHUFD $0xb1, Z1, Z8; \
+	VPMAXUW Z8, Z1, Z1; \
+	VMOVDQA32 Z1, K5, Z0; \
+	VPSRLD $16, Z0, Z8; \
+	VPMAXUW Z8, Z0, Z0; \
+	VPSLLD $16, Z0, Z0; \
+	VPERMD Z0, Z13, Z0
+
+// PAIR16_Z loads blocks 2i and 2i+1 of 16 elements (64 bytes at off(SI)) into dst.
+#define PAIR16_Z(off, dst) \
+	VPANDD off(SI), Z20, dst
+
+// PAIR32_Z folds blocks 2i and 2i+1 of 32 elements (128 bytes at off(SI)) into
+// dst: the first block's two halves in the low 256 bits, the second's in the high.
+#define PAIR32_Z(off, dst) \
+	VPANDD off(SI), Z20, Z10; \
+	VPANDD (off+64)(SI), Z20, Z11; \
+	VSHUFI64X2 $0x44, Z11, Z10, Z12; \
+	VSHUFI64X2 $0xee, Z11, Z10, Z10; \
+	VPMAXUW Z12, Z10, dst
+
+// SCALESV_Z turns 16 amax values (float32, in Z0) into E4M3 block scale codes (the
+// dwords of Z2) and divisors (Z5): s = amax/d, 0 → 1, clamp to [lo, hi] = [2^-9,
+// 448] (NaN kept), code = E4M3(s), divisor = tab[code]·s2 with tab = E4M3ToF32's
+// table at R8. Uses K1, K3, K4; clobbers Z0, Z3, Z4.
+#define SCALESV_Z(d, s2, zero, one, lo, hi) \
+	VDIVPS d, Z0, Z0; \
+	VCMPPS $0, zero, Z0, K3; \
+	VMOVAPS one, K3, Z0; \
+	VMAXPS Z0, lo, Z0; \
+	VMINPS Z0, hi, Z0; \
+	E4M3_Z(Z0, Z2, Z3, Z4); \
+	KXNORW K4, K4, K4; \
+	VGATHERDPS (R8)(Z2*4), K4, Z5; \
+	VMULPS s2, Z5, Z5
+
+// SCALES16_Z is SCALESV_Z storing the codes at (DI) and the divisors at (R9), then
+// advancing both.
+#define SCALES16_Z \
+	SCALESV_Z(Z19, Z18, Z17, Z16, Z15, Z14); \
+	VPMOVDB Z2, (DI); \
+	VMOVUPS Z5, (R9); \
+	ADDQ $16, DI; \
+	ADDQ $64, R9
+
 // func nvfp4ScalesBF16AVX512(codes []byte, divs []float32, x []byte, block, nb int, d, s2 float32, tab *[256]float32)
 // For each of the nb blocks of x (block a multiple of 16): amax, s = amax/d (0 → 1),
 // clamp to [2^-9, 448], code = E4M3(s), divs = tab[code]·s2, as nvfp4BlockScale and
 // AppendQuantizeRows compute them. len(codes) = len(divs) = nb rounded up to 16; the
-// lanes past nb hold garbage.
+// lanes past nb hold garbage. Blocks of 16 and 32 go 16 at a time through
+// TREE16_Z; the rest block by block.
 TEXT ·nvfp4ScalesBF16AVX512(SB), NOSPLIT, $0-104
 	MOVQ codes_base+0(FP), DI
-	MOVQ codes_len+8(FP), R12
 	MOVQ divs_base+24(FP), R9
 	MOVQ x_base+48(FP), SI
 	MOVQ block+72(FP), R11
 	SHRQ $4, R11
+	JZ done
 	MOVQ nb+80(FP), R10
 	VBROADCASTSS d+88(FP), Z19
 	VBROADCASTSS s2+92(FP), Z18
@@ -438,12 +531,59 @@ TEXT ·nvfp4ScalesBF16AVX512(SB), NOSPLIT, $0-104
 	VPBROADCASTD cOneF<>(SB), Z16
 	VPBROADCASTD cMinScale<>(SB), Z15
 	VPBROADCASTD cF448<>(SB), Z14
-	VPCMPEQD X13, X13, X13
-	MOVQ R9, BX
-	TESTQ R11, R11
-	JZ done
+	VMOVDQU32 treePerm16<>(SB), Z13
+	MOVL $0xaaaa, AX
+	KMOVW AX, K5
+	MOVQ R10, R12
+	SHRQ $4, R12 // whole groups of 16 blocks
+	JZ rest
+	CMPQ R11, $1
+	JEQ tree16
+	CMPQ R11, $2
+	JEQ tree32
+	JMP rest
+
+tree16:
+	PAIR16_Z(0, Z0)
+	PAIR16_Z(64, Z1)
+	PAIR16_Z(128, Z2)
+	PAIR16_Z(192, Z3)
+	PAIR16_Z(256, Z4)
+	PAIR16_Z(320, Z5)
+	PAIR16_Z(384, Z6)
+	PAIR16_Z(448, Z7)
+	TREE16_Z
+	SCALES16_Z
+	ADDQ $512, SI
+	SUBQ $16, R10
+	DECQ R12
+	JNZ tree16
+	JMP rest
+
+tree32:
+	PAIR32_Z(0, Z0)
+	PAIR32_Z(128, Z1)
+	PAIR32_Z(256, Z2)
+	PAIR32_Z(384, Z3)
+	PAIR32_Z(512, Z4)
+	PAIR32_Z(640, Z5)
+	PAIR32_Z(768, Z6)
+	PAIR32_Z(896, Z7)
+	TREE16_Z
+	SCALES16_Z
+	ADDQ $1024, SI
+	SUBQ $16, R10
+	DECQ R12
+	JNZ tree32
+
+rest:
+	// The remaining R10 blocks: each block's amax into divs, then the scales of
+	// those (at most one group of 16 when the tree ran).
 	TESTQ R10, R10
-	JZ scales
+	JZ done
+	VPCMPEQD X12, X12, X12
+	MOVQ R9, BX
+	MOVQ R10, R12
 
 amax:
 	VPXOR Y0, Y0, Y0
@@ -457,33 +597,19 @@ amaxin:
 	JNZ amaxin
 	VEXTRACTI128 $1, Y0, X1
 	VPMAXUW X1, X0, X0
-	HMAXW_X(X13)
+	HMAXW_X(X12)
 	SHLL $16, AX
 	MOVL AX, (BX)
 	ADDQ $4, BX
-	DECQ R10
+	DECQ R12
 	JNZ amax
-
-scales:
-	SHRQ $4, R12
-	JZ done
+	ADDQ $15, R10
+	SHRQ $4, R10
 
 sc:
 	VMOVUPS (R9), Z0
-	VDIVPS Z19, Z0, Z0
-	VCMPPS $0, Z17, Z0, K3
-	VMOVAPS Z16, K3, Z0
-	VMAXPS Z0, Z15, Z0
-	VMINPS Z0, Z14, Z0
-	E4M3_Z(Z0, Z2, Z3, Z4)
-	VPMOVDB Z2, (DI)
-	KXNORW K4, K4, K4
-	VGATHERDPS (R8)(Z2*4), K4, Z5
-	VMULPS Z18, Z5, Z5
-	VMOVUPS Z5, (R9)
-	ADDQ $16, DI
-	ADDQ $64, R9
-	DECQ R12
+	SCALES16_Z
+	DECQ R10
 	JNZ sc
 
 done:
@@ -514,6 +640,107 @@ loop:
 	ADDQ $8, DI
 	DECQ CX
 	JNZ loop
+
+done:
+	VZEROUPPER
+	RET
+
+// NVCOL_Z quantizes 16 columns of stored row SI+off (BF16) divided lane by lane by
+// Z5 into the nibble codes in the dwords of out.
+#define NVCOL_Z(off, out) \
+	VPMOVZXWD off, Z0; \
+	VPSLLD $16, Z0, Z0; \
+	VDIVPS Z5, Z0, Z0; \
+	E2M1NV_Z(Z0, out, Z3, Z4)
+
+// func nvfp4ColsBF16AVX512(dstP, dstS, x []byte, A, B, c0, c1, block int, d, s2 float32, tab *[256]float32)
+// NVFP4 of one batched-matmul expert in its stored layout: x is the [A, B] BF16
+// matrix, and the quantized rows are its columns, in blocks of block stored rows.
+// For columns [c0, c1) (a multiple of 16 apart) it writes the packed bytes dstP
+// [A/2, B], byte (j, b) = nib(2j, b) | nib(2j+1, b)<<4, and the E4M3 scales dstS
+// [A/block, B]: AppendQuantizeRows of the transposed expert, transposed back, 16
+// transposed rows per vector (the block amax is a max down the stored rows).
+TEXT ·nvfp4ColsBF16AVX512(SB), NOSPLIT, $0-128
+	MOVQ dstP_base+0(FP), R9
+	MOVQ dstS_base+24(FP), BX
+	MOVQ x_base+48(FP), R10
+	MOVQ A+72(FP), R13
+	MOVQ B+80(FP), R11
+	LEAQ (R11)(R11*1), R12 // stored row stride in bytes
+	MOVQ block+104(FP), AX
+	TESTQ AX, AX
+	JZ done
+	XORQ DX, DX
+	MOVQ R13, AX
+	DIVQ block+104(FP)
+	MOVQ AX, R13 // blocks down a column
+	TESTQ R13, R13
+	JZ done
+	MOVQ c1+96(FP), R14
+	SUBQ c0+88(FP), R14
+	SHRQ $4, R14
+	JZ done
+	MOVQ tab+120(FP), R8
+	E4M3_CONSTS_Z
+	E2M1_CONSTS_Z
+	VPBROADCASTD cAbs16<>(SB), Z23
+	VBROADCASTSS d+112(FP), Z21
+	VBROADCASTSS s2+116(FP), Z22
+	VPBROADCASTD cMinScale<>(SB), Z15
+	VPBROADCASTD cF448<>(SB), Z13
+
+block:
+	MOVQ c0+88(FP), DX
+	MOVQ c1+96(FP), AX
+	SUBQ DX, AX
+	SHRQ $4, AX
+	MOVQ AX, R14
+
+strip:
+	LEAQ (R10)(DX*2), SI
+	VPXOR Y0, Y0, Y0
+	MOVQ block+104(FP), CX
+
+amax:
+	VPANDD (SI), Y23, Y1
+	VPMAXUW Y1, Y0, Y0
+	ADDQ R12, SI
+	DECQ CX
+	JNZ amax
+	VPMOVZXWD Y0, Z0
+	VPSLLD $16, Z0, Z0
+	SCALESV_Z(Z21, Z22, Z12, Z19, Z15, Z13)
+	VPMOVDB Z2, (BX)(DX*1)
+	LEAQ (R10)(DX*2), SI
+	LEAQ (R9)(DX*1), DI
+	MOVQ block+104(FP), CX
+	SHRQ $1, CX
+
+pairs:
+	NVCOL_Z((SI), Z6)
+	NVCOL_Z((SI)(R12*1), Z7)
+	VPSLLD $4, Z7, Z7
+	VPORD Z7, Z6, Z6
+	VPMOVDB Z6, (DI)
+	LEAQ (SI)(R12*2), SI
+	ADDQ R11, DI
+	DECQ CX
+	JNZ pairs
+	ADDQ $16, DX
+	DECQ R14
+	JNZ strip
+
+	// Next block of stored rows: block rows of x, block/2 rows of dstP, one of dstS.
+	MOVQ block+104(FP), AX
+	IMULQ R12, AX
+	ADDQ AX, R10
+	MOVQ block+104(FP), AX
+	SHRQ $1, AX
+	IMULQ R11, AX
+	ADDQ AX, R9
+	ADDQ R11, BX
+	DECQ R13
+	JNZ block
 
 done:
 	VZEROUPPER
@@ -836,24 +1063,150 @@ done:
 	VPCMPEQD X2, X2, X2; \
 	HMAXW_X(X2)
 
+// treePerm8 puts the block maxima TREE8_Y leaves back in block order.
+DATA treePerm8<>+0x00(SB)/4, $0
+DATA treePerm8<>+0x04(SB)/4, $4
+DATA treePerm8<>+0x08(SB)/4, $2
+DATA treePerm8<>+0x0c(SB)/4, $6
+DATA treePerm8<>+0x10(SB)/4, $1
+DATA treePerm8<>+0x14(SB)/4, $5
+DATA treePerm8<>+0x18(SB)/4, $3
+DATA treePerm8<>+0x1c(SB)/4, $7
+GLOBL treePerm8<>(SB), RODATA|NOPTR, $32
+
+// BLK16_Y loads the 16 magnitudes of a block of 16 at off(SI) into dst.
+#define BLK16_Y(off, dst) \
+	VMOVDQU off(SI), dst; \
+	VPAND cAbs16<>(SB), dst, dst
+
+// BLK32_Y folds the two halves of a block of 32 at off(SI) into dst; clobbers Y7.
+#define BLK32_Y(off, dst) \
+	VMOVDQU off(SI), dst; \
+	VPAND cAbs16<>(SB), dst, dst; \
+	VMOVDQU (off+32)(SI), Y7; \
+	VPAND cAbs16<>(SB), Y7, Y7; \
+	VPMAXUW Y7, dst, dst
+
+// MERGE_Y folds two blocks' 16 partial maxima (a, b) into dst: a's 8 in the low
+// lane, b's in the high one; clobbers t1, t2.
+#define MERGE_Y(a, b, dst, t1, t2) \
+	VPERM2I128 $0x20, b, a, t1; \
+	VPERM2I128 $0x31, b, a, t2; \
+	VPMAXUW t2, t1, dst
+
+// TREE8_Y is TREE16_Z for 8 blocks: Y0-Y3 hold MERGE_Y pairs (0,1) ... (6,7); Y0
+// ends as the 8 maxima in block order as float32 bits. Clobbers Y0-Y5.
+#define TREE8_Y \
+	VPUNPCKLQDQ Y1, Y0, Y4; \
+	VPUNPCKHQDQ Y1, Y0, Y5; \
+	VPMAXUW Y5, Y4, Y0; \
+	VPUNPCKLQDQ Y3, Y2, Y4; \
+	VPUNPCKHQDQ Y3, Y2, Y5; \
+	VPMAXUW Y5, Y4, Y1; \
+	VPSHUFD $0xb1, Y0, Y4; \
+	VPMAXUW Y4, Y0, Y0; \
+	VPSHUFD $0xb1, Y1, Y4; \
+	VPMAXUW Y4, Y1, Y1; \
+	VPBLENDD $0xaa, Y1, Y0, Y0; \
+	VPSRLD $16, Y0, Y4; \
+	VPMAXUW Y4, Y0, Y0; \
+	VPSLLD $16, Y0, Y0; \
+	VMOVDQU treePerm8<>(SB), Y4; \
+	VPERMD Y0, Y4, Y0
+
+// SCALES8_Y is SCALES16_Z for the 8 amax values in Y0 (d in Y7 is reloaded, as
+// BLK32_Y clobbers it).
+#define SCALES8_Y \
+	VBROADCASTSS d+88(FP), Y7; \
+	VDIVPS Y7, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VCMPPS $0, Y1, Y0, Y1; \
+	VBLENDVPS Y1, cOneF<>(SB), Y0, Y0; \
+	VMOVUPS cMinScale<>(SB), Y2; \
+	VMAXPS Y0, Y2, Y0; \
+	VMOVUPS cF448<>(SB), Y2; \
+	VMINPS Y0, Y2, Y0; \
+	E4M3_Y(Y0, Y3, Y1, Y2); \
+	VEXTRACTI128 $1, Y3, X4; \
+	VPACKUSDW X4, X3, X5; \
+	VPACKUSWB X5, X5, X5; \
+	VMOVQ X5, (DI); \
+	VPCMPEQD Y5, Y5, Y5; \
+	VGATHERDPS Y5, (R8)(Y3*4), Y6; \
+	VBROADCASTSS s2+92(FP), Y0; \
+	VMULPS Y0, Y6, Y6; \
+	VMOVUPS Y6, (R9); \
+	ADDQ $8, DI; \
+	ADDQ $32, R9
+
 // func nvfp4ScalesBF16AVX2(codes []byte, divs []float32, x []byte, block, nb int, d, s2 float32, tab *[256]float32)
-// As nvfp4ScalesBF16AVX512, with len(codes) = len(divs) = nb rounded up to 8.
+// As nvfp4ScalesBF16AVX512, 8 blocks at a time, with len(codes) = len(divs) = nb
+// rounded up to 8.
 TEXT ·nvfp4ScalesBF16AVX2(SB), NOSPLIT, $0-104
 	MOVQ codes_base+0(FP), DI
-	MOVQ codes_len+8(FP), R12
 	MOVQ divs_base+24(FP), R9
 	MOVQ x_base+48(FP), SI
 	MOVQ block+72(FP), R11
 	SHRQ $4, R11
+	JZ done
 	MOVQ nb+80(FP), R10
-	VBROADCASTSS d+88(FP), Y7
 	MOVQ tab+96(FP), R8
 	E4M3_CONSTS_Y
-	MOVQ R9, BX
-	TESTQ R11, R11
-	JZ done
+	MOVQ R10, R12
+	SHRQ $3, R12 // whole groups of 8 blocks
+	JZ rest
+	CMPQ R11, $1
+	JEQ tree16
+	CMPQ R11, $2
+	JEQ tree32
+	JMP rest
+
+tree16:
+	BLK16_Y(0, Y0)
+	BLK16_Y(32, Y1)
+	MERGE_Y(Y0, Y1, Y0, Y4, Y5)
+	BLK16_Y(64, Y1)
+	BLK16_Y(96, Y2)
+	MERGE_Y(Y1, Y2, Y1, Y4, Y5)
+	BLK16_Y(128, Y2)
+	BLK16_Y(160, Y3)
+	MERGE_Y(Y2, Y3, Y2, Y4, Y5)
+	BLK16_Y(192, Y3)
+	BLK16_Y(224, Y4)
+	MERGE_Y(Y3, Y4, Y3, Y5, Y6)
+	TREE8_Y
+	SCALES8_Y
+	ADDQ $256, SI
+	SUBQ $8, R10
+	DECQ R12
+	JNZ tree16
+	JMP rest
+
+tree32:
+	BLK32_Y(0, Y0)
+	BLK32_Y(64, Y1)
+	MERGE_Y(Y0, Y1, Y0, Y4, Y5)
+	BLK32_Y(128, Y1)
+	BLK32_Y(192, Y2)
+	MERGE_Y(Y1, Y2, Y1, Y4, Y5)
+	BLK32_Y(256, Y2)
+	BLK32_Y(320, Y3)
+	MERGE_Y(Y2, Y3, Y2, Y4, Y5)
+	BLK32_Y(384, Y3)
+	BLK32_Y(448, Y4)
+	MERGE_Y(Y3, Y4, Y3, Y5, Y6)
+	TREE8_Y
+	SCALES8_Y
+	ADDQ $512, SI
+	SUBQ $8, R10
+	DECQ R12
+	JNZ tree32
+
+rest:
 	TESTQ R10, R10
-	JZ scales
+	JZ done
+	MOVQ R9, BX
+	MOVQ R10, R12
 
 amax:
 	VPXOR Y0, Y0, Y0
@@ -870,36 +1223,15 @@ amaxin:
 	SHLL $16, AX
 	MOVL AX, (BX)
 	ADDQ $4, BX
-	DECQ R10
+	DECQ R12
 	JNZ amax
-
-scales:
-	SHRQ $3, R12
-	JZ done
+	ADDQ $7, R10
+	SHRQ $3, R10
 
 sc:
 	VMOVUPS (R9), Y0
-	VDIVPS Y7, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VCMPPS $0, Y1, Y0, Y1
-	VBLENDVPS Y1, cOneF<>(SB), Y0, Y0
-	VMOVUPS cMinScale<>(SB), Y2
-	VMAXPS Y0, Y2, Y0
-	VMOVUPS cF448<>(SB), Y2
-	VMINPS Y0, Y2, Y0
-	E4M3_Y(Y0, Y3, Y1, Y2)
-	VEXTRACTI128 $1, Y3, X4
-	VPACKUSDW X4, X3, X5
-	VPACKUSWB X5, X5, X5
-	VMOVQ X5, (DI)
-	VPCMPEQD Y5, Y5, Y5
-	VGATHERDPS Y5, (R8)(Y3*4), Y6
-	VBROADCASTSS s2+92(FP), Y0
-	VMULPS Y0, Y6, Y6
-	VMOVUPS Y6, (R9)
-	ADDQ $8, DI
-	ADDQ $32, R9
-	DECQ R12
+	SCALES8_Y
+	DECQ R10
 	JNZ sc
 
 done:

@@ -299,8 +299,14 @@ var nvfp4Globals = []float32{0.0005, 1.0 / 2688, 0.01, 1, 3e-6, 0, -0.002, float
 // through AppendQuantizeRows, AppendRows and NVFP4Quantize.
 func TestNVFP4QuantizeRowsBF16(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 13))
+	// Rows of 21 blocks: one group of 16 (8 twice, for AVX2) through the reduction
+	// tree and a remainder block by block.
+	mags := append([]uint16(nil), allMagnitudes...)
+	for len(mags)%21 != 0 {
+		mags = append(mags, uint16(r.IntN(0x7F80)))
+	}
 	for _, block := range []int{16, 32, 64, 8} {
-		w := bf16Tensor(amaxBlocks(r, allMagnitudes, block), int64(0x8000*block/256), 256)
+		w := bf16Tensor(amaxBlocks(r, mags, block), int64(len(mags)/21), int64(21*block))
 		for i, s2 := range nvfp4Globals {
 			if block != 16 && i > 3 {
 				break
@@ -557,6 +563,9 @@ func TestRowExportLevels(t *testing.T) {
 			}
 			for u0 := 0; u0 < re.Units; {
 				u1 := min(re.Units, u0+1+r.IntN(9))
+				if r.IntN(3) == 0 {
+					u1 = min(re.Units, u0+1+r.IntN(200)) // whole vectors of columns
+				}
 				if err := re.Fill(dst, u0, u1); err != nil {
 					return nil, err
 				}
@@ -564,5 +573,67 @@ func TestRowExportLevels(t *testing.T) {
 			}
 			return dst, nil
 		})
+	}
+}
+
+// TestNVFP4ColumnsBF16: the column kernel of batched-matmul NVFP4 experts against
+// AppendQuantizeRows of the explicitly transposed matrix, with every amax
+// magnitude as a block amax, over column ranges with ragged edges.
+func TestNVFP4ColumnsBF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(12, 13))
+	for _, tc := range []struct{ A, block int }{{256, 16}, {64, 32}, {96, 6}} {
+		nbr := tc.A / tc.block // blocks per transposed row
+		mags := append([]uint16(nil), allMagnitudes...)
+		for len(mags)%(nbr*16) != 0 {
+			mags = append(mags, uint16(r.IntN(0x7F80)))
+		}
+		B := len(mags) / nbr
+		tr := bf16Tensor(amaxBlocks(r, mags, tc.block), int64(B), int64(tc.A)) // [B, A]
+		x := make([]byte, len(tr.Data))
+		for b := range B {
+			for a := range tc.A {
+				copy(x[2*(a*B+b):], tr.Data[2*(b*tc.A+a):2*(b*tc.A+a)+2])
+			}
+		}
+		for _, s2 := range nvfp4Globals[:5] {
+			setKernels(t, kernelPortable)
+			n := NVFP4{Block: tc.block, Scale2: []float32{s2}}
+			p, sc, err := n.AppendQuantizeRows(nil, nil, tr, 0, B)
+			if err != nil {
+				t.Fatal(err)
+			}
+			half := tc.A / 2
+			wantP, wantS := make([]byte, half*B), make([]byte, nbr*B)
+			for b := range B {
+				for j := range half {
+					wantP[j*B+b] = p[b*half+j]
+				}
+				for k := range nbr {
+					wantS[k*B+b] = sc[b*nbr+k]
+				}
+			}
+			for _, l := range kernelLevels()[1:] {
+				setKernels(t, l)
+				for _, cr := range [][2]int{{0, B}, {5, B - 3}, {16, 48}, {7, 20}} {
+					gotP, gotS := make([]byte, len(wantP)), make([]byte, len(wantS))
+					lo, hi := nvfp4ColsBF16(gotP, gotS, x, tc.A, B, cr[0], cr[1], tc.block, s2)
+					wlo, whi := (cr[0]+15)&^15, cr[1]&^15
+					if wlo >= whi {
+						wlo, whi = cr[0], cr[0]
+					}
+					if l == kernelAVX512 && (lo != wlo || hi != whi) {
+						t.Fatalf("A %d block %d: columns [%d,%d) taken as [%d,%d)", tc.A, tc.block, cr[0], cr[1], lo, hi)
+					}
+					for j := 0; j < half; j++ {
+						kernelCompare(t, fmt.Sprintf("%v cols A %d block %d s2 %g packed row %d", l, tc.A, tc.block, s2, j),
+							gotP[j*B+lo:j*B+hi], wantP[j*B+lo:j*B+hi])
+					}
+					for k := range nbr {
+						kernelCompare(t, fmt.Sprintf("%v cols A %d block %d s2 %g scales row %d", l, tc.A, tc.block, s2, k),
+							gotS[k*B+lo:k*B+hi], wantS[k*B+lo:k*B+hi])
+					}
+				}
+			}
+		}
 	}
 }

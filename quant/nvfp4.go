@@ -202,8 +202,11 @@ func nvfp4PackRowBF16(o, x []byte, divs []float32, block int, gd []float32) {
 	g := divs
 	if block != 16 {
 		g = gd[:len(x)/32]
-		for i := range g {
-			g[i] = divs[i*16/block]
+		per := block / 16
+		for b, d := range divs {
+			for k := range per {
+				g[b*per+k] = d
+			}
 		}
 	}
 	var buf [16]float32

@@ -315,9 +315,11 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 // newRowExportTransposed is the NVFP4 export of batched-matmul experts w [E, A, B]:
 // ExportQuantizedWeight quantizes each expert transposed ([B, A], blocks along A)
 // and transposes the packed bytes and block scales back to [E, A/2, B] and
-// [E, A/B_blk, B]. A unit is one transposed row (e, b); a piece gathers its rows
-// into a scratch weight, quantizes them with NVFP4.AppendQuantizeRows (rows are
-// independent) and scatters the results into their columns.
+// [E, A/B_blk, B]. A unit is one transposed row (e, b). On BF16 with AVX-512 the
+// column kernel (nvfp4ColsBF16) computes whole vectors of 16 columns in the stored
+// layout, where a block is a run of stored rows; the other columns go in tiles
+// that gather their rows into a scratch weight, quantize them with
+// NVFP4.AppendQuantizeRows (rows are independent) and scatter the results.
 func newRowExportTransposed(w Tensor, ex *Exported, block int) (*RowExport, error) {
 	E, A, B := int(w.Shape[0]), int(w.Shape[1]), int(w.Shape[2])
 	if ex.WeightScale2 == nil || block <= 0 || block%2 != 0 || A%block != 0 {
@@ -340,41 +342,69 @@ func newRowExportTransposed(w Tensor, ex *Exported, block int) (*RowExport, erro
 		},
 		outUnit: []int{half, nb},
 	}
+	g := func(e int) float32 {
+		if len(s2) == E {
+			return s2[e]
+		}
+		return s2[0]
+	}
 	re.fill = func(dst [][]byte, u0, u1 int) error {
-		// Tiles of 32 transposed rows: the gather reads one cache line of each
-		// stored row and writes 32 sequential streams.
-		const tile = 32
-		buf := make([]byte, min(tile, u1-u0)*A*es)
-		p, sc := make([]byte, 0, tile*half), make([]byte, 0, tile*nb)
+		var buf, p, sc []byte
+		// tiles quantizes columns [b0, b1) of expert e: it gathers them as rows
+		// into a scratch weight, quantizes those with NVFP4.AppendQuantizeRows
+		// (rows are independent) and scatters the results into their columns.
+		tiles := func(e, b0, b1 int) error {
+			// Tiles of 32 transposed rows: the gather reads one cache line of each
+			// stored row and writes 32 sequential streams.
+			const tile = 32
+			if b0 < b1 && buf == nil {
+				buf = make([]byte, min(tile, u1-u0)*A*es)
+				p, sc = make([]byte, 0, tile*half), make([]byte, 0, tile*nb)
+			}
+			for b0 < b1 {
+				c1 := min(b1, b0+tile)
+				n := c1 - b0
+				transposeGather(buf[:n*A*es], w.Data[e*A*B*es:(e+1)*A*B*es], A, B, b0, c1, es)
+				t := Tensor{DType: w.DType, Shape: []int64{int64(n), int64(A)}, Data: buf[:n*A*es]}
+				var err error
+				p, sc, err = NVFP4{Block: block, Scale2: []float32{g(e)}}.AppendQuantizeRows(p[:0], sc[:0], t, 0, n)
+				if err != nil {
+					return err
+				}
+				// Scatter by output rows: n consecutive bytes each.
+				for k := range half {
+					o := dst[0][(e*half+k)*B+b0 : (e*half+k)*B+c1]
+					for j := range o {
+						o[j] = p[j*half+k]
+					}
+				}
+				for k := range nb {
+					o := dst[1][(e*nb+k)*B+b0 : (e*nb+k)*B+c1]
+					for j := range o {
+						o[j] = sc[j*nb+k]
+					}
+				}
+				b0 = c1
+			}
+			return nil
+		}
 		for u := u0; u < u1; {
 			e, b0 := u/B, u%B
-			b1 := min(B, b0+u1-u, b0+tile)
-			n := b1 - b0
-			transposeGather(buf[:n*A*es], w.Data[e*A*B*es:(e+1)*A*B*es], A, B, b0, b1, es)
-			g := s2[0]
-			if len(s2) == E {
-				g = s2[e]
+			b1 := min(B, b0+u1-u)
+			// On BF16 the column kernel quantizes whole vectors of columns in the
+			// stored layout, without the transposes; tiles take the rest.
+			lo, hi := b0, b0
+			if w.DType == BF16 {
+				lo, hi = nvfp4ColsBF16(dst[0][e*half*B:(e+1)*half*B], dst[1][e*nb*B:(e+1)*nb*B],
+					w.Data[e*A*B*es:(e+1)*A*B*es], A, B, b0, b1, block, g(e))
 			}
-			t := Tensor{DType: w.DType, Shape: []int64{int64(n), int64(A)}, Data: buf[:n*A*es]}
-			var err error
-			p, sc, err = NVFP4{Block: block, Scale2: []float32{g}}.AppendQuantizeRows(p[:0], sc[:0], t, 0, n)
-			if err != nil {
+			if err := tiles(e, b0, lo); err != nil {
 				return err
 			}
-			// Scatter by output rows: n consecutive bytes each.
-			for k := range half {
-				o := dst[0][(e*half+k)*B+b0 : (e*half+k)*B+b1]
-				for j := range o {
-					o[j] = p[j*half+k]
-				}
+			if err := tiles(e, hi, b1); err != nil {
+				return err
 			}
-			for k := range nb {
-				o := dst[1][(e*nb+k)*B+b0 : (e*nb+k)*B+b1]
-				for j := range o {
-					o[j] = sc[j*nb+k]
-				}
-			}
-			u += n
+			u += b1 - b0
 		}
 		return nil
 	}

@@ -63,6 +63,13 @@ func rowsPreset(format string) (wq, iq *Quantizer) {
 // shape [rows, cols], or [experts, rows, cols] for batched-matmul experts.
 func rowsModule(t testing.TB, r *rand.Rand, format string, dt DType, shape ...int) *Module {
 	t.Helper()
+	return rowsModuleBlocks(t, r, format, 0, dt, shape...)
+}
+
+// rowsModuleBlocks is rowsModule with the weight quantizer's block size set to
+// block (every blocked axis), unless block is 0.
+func rowsModuleBlocks(t testing.TB, r *rand.Rand, format string, block int, dt DType, shape ...int) *Module {
+	t.Helper()
 	n := 1
 	var shape64 []int64
 	for _, d := range shape {
@@ -80,6 +87,17 @@ func rowsModule(t testing.TB, r *rand.Rand, format string, dt DType, shape ...in
 		t.Fatal(err)
 	}
 	wq, iq := rowsPreset(format)
+	if block > 0 {
+		for _, q := range append([]*Quantizer{wq}, wq.Sequential...) {
+			if q.BlockSizes != nil {
+				for ax, b := range q.BlockSizes.Dims {
+					if b > 0 {
+						q.BlockSizes.Dims[ax] = block
+					}
+				}
+			}
+		}
+	}
 	m := &Module{Name: "m", Weight: w, WeightQuantizer: wq, InputQuantizer: iq, BMMExpert: len(shape) == 3}
 	calib := func(q *Quantizer) *Tensor {
 		a, err := CalibrateAmax(q, w)
