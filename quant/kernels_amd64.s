@@ -44,6 +44,7 @@ VEC(cMinScale, 0x3b000000)    // 2^-9, NVFP4's lower clamp of block scales
 VEC(c0f, 0x0f)
 VEC(cf0, 0xf0)
 VEC(c00ff, 0x00ff00ff)        // low byte of each 16-bit lane
+VEC(c0000ffff, 0x0000ffff)    // low 16-bit lane of each dword
 VEC(c7, 7)
 VEC(c8, 8)
 VEC(c1fffff, 0x1fffff)
@@ -1097,6 +1098,14 @@ GLOBL treePerm8<>(SB), RODATA|NOPTR, $32
 // TREE8_Y is TREE16_Z for 8 blocks: Y0-Y3 hold MERGE_Y pairs (0,1) ... (6,7); Y0
 // ends as the 8 maxima in block order as float32 bits. Clobbers Y0-Y5.
 #define TREE8_Y \
+	TREE8W_Y; \
+	VPSLLD $16, Y0, Y0; \
+	VMOVDQU treePerm8<>(SB), Y4; \
+	VPERMD Y0, Y4, Y0
+
+// TREE8W_Y is TREE8_Y up to the maxima in the low words of Y0's dwords (high words
+// garbage), still in tree order.
+#define TREE8W_Y \
 	VPUNPCKLQDQ Y1, Y0, Y4; \
 	VPUNPCKHQDQ Y1, Y0, Y5; \
 	VPMAXUW Y5, Y4, Y0; \
@@ -1109,10 +1118,7 @@ GLOBL treePerm8<>(SB), RODATA|NOPTR, $32
 	VPMAXUW Y4, Y1, Y1; \
 	VPBLENDD $0xaa, Y1, Y0, Y0; \
 	VPSRLD $16, Y0, Y4; \
-	VPMAXUW Y4, Y0, Y0; \
-	VPSLLD $16, Y0, Y0; \
-	VMOVDQU treePerm8<>(SB), Y4; \
-	VPERMD Y0, Y4, Y0
+	VPMAXUW Y4, Y0, Y0
 
 // SCALES8_Y is SCALES16_Z for the 8 amax values in Y0 (d in Y7 is reloaded, as
 // BLK32_Y clobbers it).
@@ -1507,9 +1513,19 @@ reduce:
 	VZEROUPPER
 	RET
 
+// SEGS8_Y merges the 8 segment maxima TREE8W_Y left in Y0 into dst[0:8] at (DI).
+#define SEGS8_Y \
+	VPAND c0000ffff<>(SB), Y0, Y0; \
+	VMOVDQU treePerm8<>(SB), Y4; \
+	VPERMD Y0, Y4, Y0; \
+	VPMAXUD (DI), Y0, Y0; \
+	VMOVDQU Y0, (DI); \
+	ADDQ $32, DI
+
 // func maxSegs16AVX2(dst []uint32, row []byte, seg int)
 // dst[j] = max(dst[j], largest magnitude of the j-th run of seg BF16/F16 words of
-// row); seg is a multiple of 16.
+// row); seg is a multiple of 16. Runs of 16 and 32 go 8 at a time through the
+// reduction tree, the rest one by one.
 TEXT ·maxSegs16AVX2(SB), NOSPLIT, $0-56
 	MOVQ dst_base+0(FP), DI
 	MOVQ dst_len+8(FP), R10
@@ -1517,6 +1533,59 @@ TEXT ·maxSegs16AVX2(SB), NOSPLIT, $0-56
 	MOVQ seg+48(FP), R11
 	SHRQ $4, R11
 	JZ done
+	TESTQ R10, R10
+	JZ done
+	MOVQ R10, R12
+	SHRQ $3, R12
+	JZ one
+	CMPQ R11, $1
+	JEQ tree16
+	CMPQ R11, $2
+	JEQ tree32
+	JMP one
+
+tree16:
+	BLK16_Y(0, Y0)
+	BLK16_Y(32, Y1)
+	MERGE_Y(Y0, Y1, Y0, Y4, Y5)
+	BLK16_Y(64, Y1)
+	BLK16_Y(96, Y2)
+	MERGE_Y(Y1, Y2, Y1, Y4, Y5)
+	BLK16_Y(128, Y2)
+	BLK16_Y(160, Y3)
+	MERGE_Y(Y2, Y3, Y2, Y4, Y5)
+	BLK16_Y(192, Y3)
+	BLK16_Y(224, Y4)
+	MERGE_Y(Y3, Y4, Y3, Y5, Y6)
+	TREE8W_Y
+	SEGS8_Y
+	ADDQ $256, SI
+	SUBQ $8, R10
+	DECQ R12
+	JNZ tree16
+	JMP one
+
+tree32:
+	BLK32_Y(0, Y0)
+	BLK32_Y(64, Y1)
+	MERGE_Y(Y0, Y1, Y0, Y4, Y5)
+	BLK32_Y(128, Y1)
+	BLK32_Y(192, Y2)
+	MERGE_Y(Y1, Y2, Y1, Y4, Y5)
+	BLK32_Y(256, Y2)
+	BLK32_Y(320, Y3)
+	MERGE_Y(Y2, Y3, Y2, Y4, Y5)
+	BLK32_Y(384, Y3)
+	BLK32_Y(448, Y4)
+	MERGE_Y(Y3, Y4, Y3, Y5, Y6)
+	TREE8W_Y
+	SEGS8_Y
+	ADDQ $512, SI
+	SUBQ $8, R10
+	DECQ R12
+	JNZ tree32
+
+one:
 	TESTQ R10, R10
 	JZ done
 	VMOVDQU cAbs16<>(SB), Y15

@@ -515,10 +515,23 @@ func TestCalibrationBF16(t *testing.T) {
 			return [][]byte{binary.LittleEndian.AppendUint32(nil, calibMax16(buf))}, nil
 		})
 	}
+	// Static blocks of 16 and 32 (NVFP4 static, MX-sized), which the reduction
+	// tree takes, beside calibQuantizers' layouts.
+	blocks := func(d map[int]int) *Quantizer {
+		return &Quantizer{NumBits: BitsE2M1, BlockSizes: &BlockSizes{Dims: d, Type: "static"}}
+	}
+	quantizers := append(calibQuantizers[:len(calibQuantizers):len(calibQuantizers)], []struct {
+		name string
+		q    *Quantizer
+	}{
+		{"static blocks 16", blocks(map[int]int{-1: 16})},
+		{"static blocks 32", blocks(map[int]int{-1: 32})},
+		{"2-D blocks 16x4", &Quantizer{NumBits: BitsE4M3, BlockSizes: &BlockSizes{Dims: map[int]int{-1: 16, -2: 4}}}},
+	}...)
 	for _, dt := range []DType{BF16, F16, F32} {
-		for _, shape := range calibShapes {
+		for _, shape := range append(calibShapes, []int64{9, 16 * 21}, []int64{3, 32 * 17}) {
 			w := calibRandom(r, dt, shape)
-			for _, qc := range calibQuantizers {
+			for _, qc := range quantizers {
 				c, err := NewRowCalibration(qc.q, w)
 				if err != nil {
 					continue
@@ -636,4 +649,173 @@ func TestNVFP4ColumnsBF16(t *testing.T) {
 			}
 		}
 	}
+}
+
+// fuzzBF16 is data as BF16 values (an odd trailing byte dropped).
+func fuzzBF16(data []byte) []byte { return data[:len(data)&^1] }
+
+// FuzzFP8Kernel: the FP8 kernel against fp8DivChunk for any BF16 values, any
+// divisor and both quotient dtypes.
+func FuzzFP8Kernel(f *testing.F) {
+	f.Add([]byte{0x80, 0x3f, 0x40, 0x3f, 0xc0, 0x7f, 0x01, 0x80}, math.Float32bits(0.5), true)
+	f.Add(allBF16[:2*100], math.Float32bits(3e-3), false)
+	f.Add(allBF16[2*0x7f00:2*0x7fa0], uint32(0xffc00001), true)
+	f.Fuzz(func(t *testing.T, data []byte, dbits uint32, roundBF16 bool) {
+		x := fuzzBF16(data)
+		d := math.Float32frombits(dbits)
+		qdt := F32
+		if roundBF16 {
+			qdt = BF16
+		}
+		sameAtLevels(t, "fp8", func() ([][]byte, error) {
+			o := make([]byte, len(x)/2)
+			if kernels == kernelPortable {
+				v := make([]float32, len(o))
+				decodeBF16(v, x)
+				fp8DivChunk(o, v, d, qdt)
+			} else {
+				fp8ChunkBF16(o, x, d, qdt)
+			}
+			return [][]byte{o}, nil
+		})
+	})
+}
+
+// FuzzIntKernels: INT8 rows and INT4 row pairs for any BF16 values and scales.
+func FuzzIntKernels(f *testing.F) {
+	f.Add(allBF16[:2*256], math.Float32bits(0.01), math.Float32bits(-0.5), uint8(3))
+	f.Add(allBF16[2*0x4000:2*0x4400], math.Float32bits(1), uint32(0x7fc00000), uint8(0))
+	f.Fuzz(func(t *testing.T, data []byte, s0, s1 uint32, sel uint8) {
+		x := fuzzBF16(data)
+		b := []int{16, 32, 64, 128, 8, 48}[int(sel)%6]
+		sa, sb := math.Float32frombits(s0), math.Float32frombits(s1)
+		sameAtLevels(t, "int", func() ([][]byte, error) {
+			var out [][]byte
+			if cols := 1 + int(sel)%97; len(x) >= 2*cols {
+				rows := len(x) / (2 * cols)
+				s := make([]float32, rows)
+				for i := range s {
+					s[i] = []float32{sa, sb}[i%2]
+				}
+				q, err := AppendInt8Rows(nil, x[:2*rows*cols], BF16, cols, s)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, q)
+			}
+			if cols := b * (1 + int(sel)/6%4); len(x) >= 4*cols {
+				rows := len(x) / (4 * cols) * 2
+				s := make([]float32, rows*cols/b)
+				for i := range s {
+					s[i] = []float32{sa, sb, sa * 3}[i%3]
+				}
+				q, err := AppendInt4RowPairs(nil, x[:2*rows*cols], BF16, cols, s, cols/b)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, q)
+			}
+			return out, nil
+		})
+	})
+}
+
+// FuzzNVFP4Kernels: NVFP4 rows (scales computed and given) and the column kernel
+// of batched-matmul experts for any BF16 values and global scale.
+func FuzzNVFP4Kernels(f *testing.F) {
+	f.Add(allBF16[:2*1024], math.Float32bits(0.0005), uint8(0))
+	f.Add(allBF16[2*0x7000:2*0x7800], math.Float32bits(1e-30), uint8(7))
+	f.Add(allBF16[2*0x3000:2*0x3400], uint32(0x7fc00000), uint8(4))
+	f.Fuzz(func(t *testing.T, data []byte, s2bits uint32, sel uint8) {
+		x := fuzzBF16(data)
+		s2 := math.Float32frombits(s2bits)
+		block := []int{16, 32, 48, 8}[int(sel)%4]
+		cols := block * (1 + int(sel)/4%24)
+		rows := len(x) / (2 * cols)
+		if rows == 0 {
+			return
+		}
+		w := bf16Tensor(x[:2*rows*cols], int64(rows), int64(cols))
+		n := NVFP4{Block: block, Scale2: []float32{s2}}
+		sameAtLevels(t, "nvfp4 rows", func() ([][]byte, error) {
+			p, sc, err := n.AppendQuantizeRows(nil, nil, w, 0, rows)
+			if err != nil {
+				return nil, err
+			}
+			sv, _ := Float32s(Tensor{DType: F8E4M3, Shape: []int64{int64(len(sc))}, Data: sc})
+			pr, err := n.AppendRows(nil, w, sv, 0, rows)
+			return [][]byte{p, sc, pr}, err
+		})
+		// The same bytes as a stored expert [A = cols, B = rows]: columns are rows.
+		if block%2 != 0 {
+			return
+		}
+		A, B := cols, rows
+		tr := make([]byte, len(w.Data))
+		for b := range B {
+			for a := range A {
+				copy(tr[2*(b*A+a):], w.Data[2*(a*B+b):2*(a*B+b)+2])
+			}
+		}
+		setKernels(t, kernelPortable)
+		p, sc, err := n.AppendQuantizeRows(nil, nil, bf16Tensor(tr, int64(B), int64(A)), 0, B)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range kernelLevels()[1:] {
+			setKernels(t, l)
+			gp, gs := make([]byte, A/2*B), make([]byte, A/block*B)
+			lo, hi := nvfp4ColsBF16(gp, gs, w.Data, A, B, 0, B, block, s2)
+			for b := lo; b < hi; b++ {
+				for j := range A / 2 {
+					if gp[j*B+b] != p[b*(A/2)+j] {
+						t.Fatalf("%v: column %d packed %d: %#02x, want %#02x", l, b, j, gp[j*B+b], p[b*(A/2)+j])
+					}
+				}
+				for k := range A / block {
+					if gs[k*B+b] != sc[b*(A/block)+k] {
+						t.Fatalf("%v: column %d scale %d: %#02x, want %#02x", l, b, k, gs[k*B+b], sc[b*(A/block)+k])
+					}
+				}
+			}
+		}
+	})
+}
+
+// FuzzMXKernels: MXFP4 blocks and MXFP8 rows (scales computed and given) for any
+// BF16 values, in both division modes.
+func FuzzMXKernels(f *testing.F) {
+	f.Add(allBF16[:2*1024], uint8(0), false)
+	f.Add(allBF16[2*0x7f00:2*0x8000], uint8(5), true)
+	f.Fuzz(func(t *testing.T, data []byte, sel uint8, cuda bool) {
+		x := fuzzBF16(data)
+		mode := DivIEEE
+		if cuda {
+			mode = DivCUDA
+		}
+		block := []int{32, 64, 16, 96}[int(sel)%4]
+		if nb := len(x) / (2 * block); nb > 0 {
+			w := bf16Tensor(x[:2*nb*block], int64(nb), int64(block))
+			sameAtLevels(t, "mxfp4", func() ([][]byte, error) {
+				p, sc, err := AppendMXFP4Blocks(nil, nil, w, block, 0, nb, mode)
+				return [][]byte{p, sc}, err
+			})
+		}
+		cols := 32 * (1 + int(sel)/4%8)
+		if rows := len(x) / (2 * cols); rows > 0 {
+			w := bf16Tensor(x[:2*rows*cols], int64(rows), int64(cols))
+			given := make([]byte, rows*cols/32)
+			for i := range given {
+				given[i] = x[i%len(x)] ^ sel
+			}
+			sameAtLevels(t, "mxfp8", func() ([][]byte, error) {
+				q, sc, err := AppendMXFP8QuantizeRows(nil, nil, w, 0, rows, mode)
+				if err != nil {
+					return nil, err
+				}
+				qg, err := AppendMXFP8Rows(nil, w, given, 0, rows)
+				return [][]byte{q, sc, qg}, err
+			})
+		}
+	})
 }
