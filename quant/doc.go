@@ -22,6 +22,14 @@
 // sequential pass over the whole tensor, so their order is fixed. Each fast kernel has a naive reference loop in its
 // doc comment and in the benchmarks beside it.
 //
+// # Vector kernels
+//
+// On amd64 the loops over BF16 weights (the FP8, INT8, INT4, NVFP4, MXFP4 and
+// MXFP8 kernels and the weight amax) also run as assembly, AVX2 or AVX-512,
+// picked once from the CPU; GODEBUG=cpu.avx512f=off or cpu.avx2=off lowers the
+// choice. The purego build tag and other architectures run only the portable Go
+// loops, which stay the definition: every level gives the same bytes.
+//
 // # Element layouts
 //
 // These bit layouts are part of the checkpoint format.

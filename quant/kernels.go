@@ -81,32 +81,3 @@ var mxfp4Codes = func() func(DivMode) *[0x7f80]uint8 {
 		return ieee()
 	}
 }()
-
-// mxfp8Codes is, per DivMode, the E8M0 scale code of MXFP8 blocks for every BF16
-// amax magnitude: E8M0FromExponent(MXFP8BlockExponent(m)).
-var mxfp8Codes = func() func(DivMode) *[0x8000]uint8 {
-	build := func(mode DivMode) func() *[0x8000]uint8 {
-		return sync.OnceValue(func() *[0x8000]uint8 {
-			t := new([0x8000]uint8)
-			for m := range t {
-				t[m] = E8M0FromExponent(MXFP8BlockExponent(BF16ToF32(uint16(m)), mode))
-			}
-			return t
-		})
-	}
-	ieee, cuda := build(DivIEEE), build(DivCUDA)
-	return func(mode DivMode) *[0x8000]uint8 {
-		if mode == DivCUDA {
-			return cuda()
-		}
-		return ieee()
-	}
-}()
-
-// mxfp8Mul is mxfp8Block32's multiplier for each E8M0 code u: 2^(127−u).
-var mxfp8Mul = func() (t [256]float32) {
-	for u := range t {
-		t[u] = mxExp2(E8M0Bias - float32(u))
-	}
-	return
-}()

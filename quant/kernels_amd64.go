@@ -2,15 +2,19 @@
 
 package quant
 
-import "golang.org/x/sys/cpu"
+import (
+	"sync"
+
+	"golang.org/x/sys/cpu"
+)
 
 // bestKernels is AVX-512 when the CPU and the OS support F, BW, DQ and VL (x/sys/cpu
 // checks that the OS saves the ZMM and mask registers), else AVX2, else portable.
-// GODEBUG=cpu.avx512=off (or cpu.avx2=off) lowers it, as x/sys/cpu reads GODEBUG.
+// GODEBUG=cpu.avx512f=off (or cpu.avx2=off) lowers it: x/sys/cpu reads GODEBUG.
 var bestKernels = func() kernelLevel {
 	x := cpu.X86
 	switch {
-	case x.HasAVX512F && x.HasAVX512BW && x.HasAVX512DQ && x.HasAVX512VL && x.HasAVX2:
+	case x.HasAVX512 && x.HasAVX512F && x.HasAVX512BW && x.HasAVX512DQ && x.HasAVX512VL && x.HasAVX2:
 		return kernelAVX512
 	case x.HasAVX2:
 		return kernelAVX2
@@ -256,3 +260,32 @@ func nvfp4ColsBF16(packed, scales, x []byte, A, B, c0, c1, block int, s2 float32
 	nvfp4ColsBF16AVX512(packed[:A/2*B], scales[:A/block*B], x[:2*A*B], A, B, lo, hi, block, float32(E2M1Max*s2), s2, &e4m3Table)
 	return lo, hi
 }
+
+// mxfp8Codes is, per DivMode, the E8M0 scale code of MXFP8 blocks for every BF16
+// amax magnitude: E8M0FromExponent(MXFP8BlockExponent(m)).
+var mxfp8Codes = func() func(DivMode) *[0x8000]uint8 {
+	build := func(mode DivMode) func() *[0x8000]uint8 {
+		return sync.OnceValue(func() *[0x8000]uint8 {
+			t := new([0x8000]uint8)
+			for m := range t {
+				t[m] = E8M0FromExponent(MXFP8BlockExponent(BF16ToF32(uint16(m)), mode))
+			}
+			return t
+		})
+	}
+	ieee, cuda := build(DivIEEE), build(DivCUDA)
+	return func(mode DivMode) *[0x8000]uint8 {
+		if mode == DivCUDA {
+			return cuda()
+		}
+		return ieee()
+	}
+}()
+
+// mxfp8Mul is mxfp8Block32's multiplier for each E8M0 code u: 2^(127−u).
+var mxfp8Mul = func() (t [256]float32) {
+	for u := range t {
+		t[u] = mxExp2(E8M0Bias - float32(u))
+	}
+	return
+}()

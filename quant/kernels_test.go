@@ -31,21 +31,6 @@ func setKernels(t testing.TB, l kernelLevel) {
 	t.Cleanup(func() { kernels = saved })
 }
 
-// atLevels returns f's result at each vector level beside its portable one; f
-// must not depend on anything but the level.
-func atLevels[T any](t *testing.T, f func() T, eq func(a, b T) bool, what string) {
-	t.Helper()
-	setKernels(t, kernelPortable)
-	want := f()
-	for _, l := range kernelLevels()[1:] {
-		kernels = l
-		if got := f(); !eq(got, want) {
-			t.Errorf("%s: %v differs from portable", what, l)
-		}
-	}
-	kernels = kernelPortable
-}
-
 // allBF16 is every BF16 bit pattern, little-endian, in order.
 var allBF16 = func() []byte {
 	b := make([]byte, 2<<16)
