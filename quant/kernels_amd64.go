@@ -171,15 +171,19 @@ func mxfp8BF16AVX512(dst, scales, x []byte, tab *[0x8000]uint8, mul *[256]float3
 func mxfp8BF16AVX2(dst, scales, x []byte, tab *[0x8000]uint8, mul *[256]float32, compute bool)
 
 // mxfp8BF16 encodes the len(scales) blocks of 32 of x as mxfp8Block32, computing
-// the scales first when compute is set (MXFP8BlockExponent), and reports whether
-// it did.
+// the scales first when compute is set (MXFP8BlockExponent; mode matters only
+// then), and reports whether it did.
 func mxfp8BF16(dst, scales, x []byte, mode DivMode, compute bool) bool {
 	n := len(scales) * mxfp8Block
+	var tab *[0x8000]uint8 // read only when computing the scales
+	if compute {
+		tab = mxfp8Codes(mode)
+	}
 	switch kernels {
 	case kernelAVX512:
-		mxfp8BF16AVX512(dst[:n], scales, x[:2*n], mxfp8Codes(mode), &mxfp8Mul, compute)
+		mxfp8BF16AVX512(dst[:n], scales, x[:2*n], tab, &mxfp8Mul, compute)
 	case kernelAVX2:
-		mxfp8BF16AVX2(dst[:n], scales, x[:2*n], mxfp8Codes(mode), &mxfp8Mul, compute)
+		mxfp8BF16AVX2(dst[:n], scales, x[:2*n], tab, &mxfp8Mul, compute)
 	default:
 		return false
 	}

@@ -157,7 +157,9 @@ func (n NVFP4) AppendQuantizeRows(dst, scales []byte, w Tensor, r0, r1 int) ([]b
 		for r := r0; r < r1; r++ {
 			src := w.Data[2*r*cols : 2*(r+1)*cols]
 			s2 := n.scale2(r, rows)
-			nvfp4ScalesBF16(codes, divs, src, n.Block, float32(E2M1Max*s2), s2)
+			if !nvfp4ScalesBF16(codes, divs, src, n.Block, float32(E2M1Max*s2), s2) {
+				panic("quant: NVFP4 scale kernel declined a layout fastBF16 accepted")
+			}
 			scales = append(scales, codes[:nb]...)
 			nvfp4PackRowBF16(out[(r-r0)*half:(r-r0+1)*half], src, divs[:nb], n.Block, gd)
 		}
