@@ -13,17 +13,20 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# Unit tests, golden parity (unit, modules, e2e) and fuzz seed corpora, with the race detector.
+# Unit tests, golden parity (unit, modules, e2e) and fuzz seed corpora, with the race detector;
+# then the portable kernels alone (purego) and the golden parity at the AVX2 level, since the
+# first run uses the best vector level this machine has.
 test:
 	$(GO) test -race -count=1 $(PKGS)
-	GOEXPERIMENT=simd $(GO) test -race -count=1 ./quant/ ./parity/
+	$(GO) test -race -count=1 -tags purego ./quant/ ./parity/
+	GODEBUG=cpu.avx512f=off $(GO) test -count=1 ./parity/
 
 race: test
 
 # Benchmarks print MB/s of input (b.SetBytes). CI runs them once with BENCHTIME=1x.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
-	GOEXPERIMENT=simd $(GO) test -run '^$$' -bench 'Quantize' -benchtime $(BENCHTIME) ./quant/
+	$(GO) test -tags purego -run '^$$' -bench 'Quantize' -benchtime $(BENCHTIME) ./quant/
 
 # Real fuzzing: every Fuzz target for FUZZTIME each.
 fuzz:
