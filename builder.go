@@ -64,7 +64,7 @@ func NewLayerBuilder(mem memory.Allocator, info LayerInfo, opt BuildOptions) (*L
 	total := offs[len(info.Tensors)]
 	room := int64(max(opt.AppendRoom, 0))
 	if total > int64(int(^uint(0)>>1))-room {
-		return nil, fmt.Errorf("layer %d: %d bytes do not fit in memory", info.Index, total)
+		return nil, fmt.Errorf("%s: %d bytes do not fit in memory", LayerName(info.Index), total)
 	}
 	n := int(total + room)
 	var b []byte
@@ -92,7 +92,7 @@ func rowOffsets(info LayerInfo) ([]int64, error) {
 			return nil, err
 		}
 		if offs[i] > 1<<62-n {
-			return nil, fmt.Errorf("layer %d: size overflows at tensor %q", info.Index, t.Name)
+			return nil, fmt.Errorf("%s: size overflows at tensor %q", LayerName(info.Index), t.Name)
 		}
 		offs[i+1] = offs[i] + n
 	}
@@ -112,7 +112,7 @@ func (b *LayerBuilder) Data(i int) []byte {
 // to the layer; the builder may not be used afterwards except for Release.
 func (b *LayerBuilder) Finish() (*Layer, error) {
 	if b.data == nil {
-		return nil, fmt.Errorf("%w: layer %d: builder finished or released", ErrBadLayer, b.info.Index)
+		return nil, fmt.Errorf("%w: %s: builder finished or released", ErrBadLayer, LayerName(b.info.Index))
 	}
 	l, err := assemble(b.mem, b.info, b.offs, b.data)
 	if err != nil {
@@ -137,7 +137,7 @@ func (b *LayerBuilder) Release() {
 func assemble(mem memory.Allocator, info LayerInfo, offs []int64, data *memory.Buffer) (*Layer, error) {
 	n := len(info.Tensors)
 	if len(offs) != n+1 || offs[n] > int64(data.Len()) {
-		return nil, fmt.Errorf("%w: layer %d: %d offsets for %d tensors in %d bytes", ErrBadLayer, info.Index, len(offs), n, data.Len())
+		return nil, fmt.Errorf("%w: %s: %d offsets for %d tensors in %d bytes", ErrBadLayer, LayerName(info.Index), len(offs), n, data.Len())
 	}
 	offsets := memory.NewResizableBuffer(mem)
 	defer offsets.Release()

@@ -33,6 +33,15 @@ var ErrBadLayer = errors.New("quantstream: malformed layer record")
 // decoder blocks (embeddings, final norm, lm_head).
 const NonDecoder = -1
 
+// LayerName names a layer by its index in messages: "layer 12", or, for
+// NonDecoder, "non-decoder tensors (embeddings, final norm, lm_head)".
+func LayerName(index int) string {
+	if index == NonDecoder {
+		return "non-decoder tensors (embeddings, final norm, lm_head)"
+	}
+	return "layer " + strconv.Itoa(index)
+}
+
 // Tensor is a named tensor. In a Layer, Data points into the record's buffers and is
 // valid until the Layer is released.
 type Tensor struct {

@@ -60,7 +60,7 @@ func (li LayerInfo) DataBytes() (int64, error) {
 			return 0, err
 		}
 		if total > math.MaxInt64-n {
-			return 0, fmt.Errorf("layer %d: size overflows at tensor %q", li.Index, t.Name)
+			return 0, fmt.Errorf("%s: size overflows at tensor %q", LayerName(li.Index), t.Name)
 		}
 		total += n
 	}

@@ -29,10 +29,10 @@ func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li qua
 	for i, t := range li.Tensors {
 		ref, ok := c.tensors[t.Name]
 		if !ok {
-			return nil, fmt.Errorf("%w: layer %d: tensor %q is not in the checkpoint", ErrNotFound, li.Index, t.Name)
+			return nil, fmt.Errorf("%w: %s: tensor %q is not in the checkpoint", ErrNotFound, quantstream.LayerName(li.Index), t.Name)
 		}
 		if ref.DType != t.DType || !slices.Equal(ref.Shape, t.Shape) {
-			return nil, fmt.Errorf("arrowio: layer %d: tensor %q is %v %v in %s, not %v %v", li.Index, t.Name, ref.DType, ref.Shape, ref.File.Path, t.DType, t.Shape)
+			return nil, fmt.Errorf("arrowio: %s: tensor %q is %v %v in %s, not %v %v", quantstream.LayerName(li.Index), t.Name, ref.DType, ref.Shape, ref.File.Path, t.DType, t.Shape)
 		}
 		refs[i] = ref
 	}

@@ -29,7 +29,7 @@ func newBudget(maxBytes int64, maxLayers int) *budget {
 func (b *budget) acquire(ctx context.Context, n int64) error {
 	if b.maxBytes > 0 && n > b.maxBytes {
 		// Plan.Check refuses this first; waiting here would never end.
-		return fmt.Errorf("%w: %d bytes, MaxMemory is %d", ErrOverBudget, n, b.maxBytes)
+		return fmt.Errorf("%w: %d bytes, over the memory budget of %d bytes", ErrOverBudget, n, b.maxBytes)
 	}
 	for {
 		b.mu.Lock()

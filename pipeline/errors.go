@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/internal/parallel"
 )
 
@@ -41,9 +42,9 @@ type StageError struct {
 
 func (e *StageError) Error() string {
 	if e.Stage == sourceName || e.Stage == sinkName {
-		return fmt.Sprintf("%s: layer %d: %v", e.Stage, e.Layer, e.Err)
+		return fmt.Sprintf("%s: %s: %v", e.Stage, quantstream.LayerName(e.Layer), e.Err)
 	}
-	return fmt.Sprintf("stage %s: layer %d: %v", e.Stage, e.Layer, e.Err)
+	return fmt.Sprintf("stage %s: %s: %v", e.Stage, quantstream.LayerName(e.Layer), e.Err)
 }
 
 func (e *StageError) Unwrap() error { return e.Err }

@@ -99,8 +99,8 @@ func (p *Plan) Check(maxMemory int64) error {
 	}
 	for i, lp := range p.Layers {
 		if lp.Charge[0] > maxMemory {
-			return fmt.Errorf("%w: layer %d%s needs %d bytes in flight (data bytes per step %v), MaxMemory is %d; the largest layer needs %d",
-				ErrOverBudget, lp.Index, p.groupOf(i), lp.Charge[0], lp.Bytes, maxMemory, p.MaxCharge)
+			return fmt.Errorf("%w: %s%s needs %d bytes in flight (data bytes per step %v), over the memory budget of %d bytes; the largest layer needs %d",
+				ErrOverBudget, quantstream.LayerName(lp.Index), p.groupOf(i), lp.Charge[0], lp.Bytes, maxMemory, p.MaxCharge)
 		}
 	}
 	return nil

@@ -107,13 +107,13 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 	for _, lp := range p.Layers {
 		ts, err := headerSet(lp.Inputs)
 		if err != nil {
-			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
+			p.Problems = append(p.Problems, fmt.Errorf("%s: %w", quantstream.LayerName(lp.Index), err))
 			failed[lp.Index] = true
 			continue
 		}
 		mods, _, err := p.discover(ts)
 		if err != nil {
-			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
+			p.Problems = append(p.Problems, fmt.Errorf("%s: %w", quantstream.LayerName(lp.Index), err))
 			failed[lp.Index] = true
 			continue
 		}
@@ -142,7 +142,7 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		}
 		mods, filled, err := p.run(context.Background(), ts, lp)
 		if err != nil {
-			p.Problems = append(p.Problems, fmt.Errorf("layer %d: %w", lp.Index, err))
+			p.Problems = append(p.Problems, fmt.Errorf("%s: %w", quantstream.LayerName(lp.Index), err))
 			continue
 		}
 		lp.Outputs = infos(ts)

@@ -64,7 +64,7 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	}
 	got := infos(ts)
 	if !sameInfos(got, want) {
-		return nil, fmt.Errorf("%w: layer %d: %s", ErrPlanMismatch, l.Index(), firstInfoDiff(got, want))
+		return nil, fmt.Errorf("%w: %s: %s", ErrPlanMismatch, quantstream.LayerName(l.Index()), firstInfoDiff(got, want))
 	}
 	if unchanged(ts, got, in) {
 		// Nothing to export in this layer (an excluded lm_head, the embeddings, a
