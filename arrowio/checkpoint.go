@@ -34,13 +34,15 @@ func (t TensorRef) Info() quantstream.TensorInfo {
 // Its methods are safe for concurrent use.
 type Checkpoint struct {
 	files   []*File
+	fileDir []int // the position in dirs of each file's directory
 	tensors map[string]TensorRef
 	// stored holds every tensor of the files, including those a derived view hides
 	// (nil: tensors); only Derive reads it.
-	stored map[string]TensorRef
-	names  []string // sorted
-	layers []quantstream.LayerInfo
-	side   map[string]string
+	stored  map[string]TensorRef
+	names   []string // sorted
+	layers  []quantstream.LayerInfo
+	side    map[string]string
+	sideDir map[string]int // the position in dirs of each side file's directory
 }
 
 // OpenCheckpoint opens the checkpoint formed by dirs, each overlaid on the ones
@@ -60,9 +62,9 @@ func OpenCheckpoint(dirs ...string) (*Checkpoint, error) {
 	if len(dirs) == 0 {
 		return nil, fmt.Errorf("%w: no checkpoint directory given", ErrNotFound)
 	}
-	c := &Checkpoint{tensors: map[string]TensorRef{}, side: map[string]string{}}
-	for _, dir := range dirs {
-		refs, err := c.openDir(dir)
+	c := &Checkpoint{tensors: map[string]TensorRef{}, side: map[string]string{}, sideDir: map[string]int{}}
+	for k, dir := range dirs {
+		refs, err := c.openDir(dir, k)
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -81,7 +83,7 @@ func OpenCheckpoint(dirs ...string) (*Checkpoint, error) {
 	return c, nil
 }
 
-func (c *Checkpoint) openDir(dir string) (map[string]TensorRef, error) {
+func (c *Checkpoint) openDir(dir string, k int) (map[string]TensorRef, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("arrowio: %w", err)
@@ -110,6 +112,7 @@ func (c *Checkpoint) openDir(dir string) (map[string]TensorRef, error) {
 		}
 		if !isTensors && name != IndexName && e.Type().IsRegular() {
 			c.side[name] = filepath.Join(dir, name)
+			c.sideDir[name] = k
 		}
 	}
 	if len(shards) == 0 {
@@ -122,6 +125,7 @@ func (c *Checkpoint) openDir(dir string) (map[string]TensorRef, error) {
 			return nil, err
 		}
 		c.files = append(c.files, f)
+		c.fileDir = append(c.fileDir, k)
 		for _, t := range f.Header.Tensors {
 			if prev, dup := refs[t.Name]; dup {
 				return nil, fmt.Errorf("%w: tensor %q is in both %s and %s", ErrCorrupt, t.Name, prev.File.Path, f.Path)

@@ -37,7 +37,7 @@ type Derived struct {
 // c and its TensorRefs stay readable until the view is closed, and c.Close does
 // nothing any more.
 func (c *Checkpoint) Derive(derived []Derived, hide []string) (*Checkpoint, error) {
-	v := &Checkpoint{files: c.files, tensors: make(map[string]TensorRef, len(c.tensors)+len(derived)), side: c.side, stored: c.stored}
+	v := &Checkpoint{files: c.files, fileDir: c.fileDir, tensors: make(map[string]TensorRef, len(c.tensors)+len(derived)), side: c.side, sideDir: c.sideDir, stored: c.stored}
 	if v.stored == nil {
 		v.stored = c.tensors
 	}

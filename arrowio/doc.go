@@ -55,11 +55,56 @@
 // alignment, then name), so output is byte-identical to transformers' for the
 // same tensors and order. Create writes every header, then WriteTensor /
 // WriteTensorFrom / Write (a whole layer: a Writer is a quantstream.Sink) put data
-// at planned offsets in any order, from any goroutine. Commit checks that every planned tensor was written exactly once,
-// syncs, writes model.safetensors.index.json last (when there are several
-// shards), and renames the temporary directory <out>.tmp-XXXX into place
-// (exchanging it with an existing output atomically on Linux). Abort removes it.
-// An existing non-empty output is refused unless WriteOptions.Overwrite is set.
+// at planned offsets in any order, from any goroutine. Commit checks that every
+// planned tensor was written exactly once and publishes the output atomically
+// (exchanging it with an existing one on Linux); Abort removes what was written.
+// An existing non-empty output is refused (ErrExists) unless
+// WriteOptions.Overwrite is set; a path that is not a directory always is
+// (ErrNotDir).
+//
+// # Work directory, resumption, shares
+//
+// Everything is assembled beside the output, in a work directory whose name
+// derives from it, so that a rerun finds it:
+//
+//	<out>.lock      flock: exclusive for a writer of the whole output or Merge,
+//	                shared for the writers of shares; removed by the last holder
+//	<out>.partial/  job.json    fingerprint, shards (name, size, cost), provenance
+//	                out/        side files and the index from the start; each shard,
+//	                            written as out/.<shard>.tmp-*, synced, sha256 read
+//	                            back, renamed to out/<shard> when complete
+//	                journal/    <shard>.json per complete shard: fingerprint, size,
+//	                            sha256; written under a temporary name, synced,
+//	                            renamed, directory synced — after the shard itself
+//	                shares/     <i>-of-<n> for each share whose writer started
+//
+// A crash at any point leaves complete shards with their records, and files
+// under temporary names that never count: a record appears only after its shard
+// is durable, so a torn or missing record only costs that shard being redone.
+// A writer with WriteOptions.Fingerprint joins a work directory of the same
+// fingerprint and writes only the shards without a valid record (of its
+// fingerprint, its planned size, the file there with that size). A writer of the
+// whole output holds the lock alone, so it removes a work directory of another
+// fingerprint (Status.Removed says what it held) and the temporary files
+// interrupted writers left; a share's writer refuses one (ErrForeignWork), since
+// that conversion's writers may be running on other machines. A directory named
+// <out>.partial without a job.json is never touched. Directories <out>.tmp-* of
+// earlier versions are reported in Status.Warnings, not removed.
+//
+// WriteOptions.Share makes a writer one of N: it writes the shards of its share
+// (SplitShares: contiguous runs of whole shards of about equal cost, the same for
+// every writer since it depends on the plan alone), and Finish leaves them for
+// Merge, which takes the lock alone, checks that every shard is recorded (else
+// ErrIncomplete naming each missing share) and publishes like Commit. On
+// publication the work directory's out/ becomes the output, with the provenance
+// file (ProvenanceName, see Provenance) when WriteOptions.Provenance is set, and
+// the work directory and lock are removed: nothing is left beside the output.
+// Create over an output already published with the same fingerprint returns
+// ErrComplete; Merge run again returns AlreadyDone.
+//
+// Over NFS the lock works as the mount allows (see outputLock); journal records
+// are renamed into place, which NFS does atomically, and the directory is opened
+// before it is read so that records written on other machines are seen.
 //
 // Sizes: ParseSize reads decimal units (KB, MB, GB, TB: powers of 1000, as
 // transformers' "5GB" default) and binary units (KiB, MiB, GiB, TiB: powers of
@@ -71,7 +116,9 @@
 // concurrent use; Close them when done. ReadLayer returns a Layer the caller owns
 // and must Release; on error nothing stays allocated. Writer and DumpWriter never
 // retain the slices or Layers they are given. A Writer's data methods are safe for
-// concurrent use; Commit and Abort must not race with them.
+// concurrent use; Commit, Finish, Release and Abort must not race with them. The
+// last write of a shard completes it (sync, sha256, rename, record) in the calling
+// goroutine.
 //
 // # Arrow IPC dump
 //

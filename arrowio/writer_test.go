@@ -297,8 +297,12 @@ func TestWriterTargets(t *testing.T) {
 	t.Run("refuses a file", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "f")
 		os.WriteFile(out, []byte("x"), 0o644)
-		if _, err := Create(out, twoTensors(), WriteOptions{Overwrite: true}); !errors.Is(err, ErrExists) {
-			t.Fatalf("err = %v, want ErrExists", err)
+		_, err := Create(out, twoTensors(), WriteOptions{Overwrite: true})
+		if !errors.Is(err, ErrNotDir) || errors.Is(err, ErrExists) || strings.Contains(err.Error(), "not empty") || !strings.Contains(err.Error(), out+" is a regular file") {
+			t.Fatalf("err = %v, want one message: ErrNotDir, %s is a regular file", err, out)
+		}
+		if siblings, _ := os.ReadDir(filepath.Dir(out)); len(siblings) != 1 {
+			t.Fatalf("left beside the file: %v", siblings)
 		}
 	})
 	t.Run("unwritable parent", func(t *testing.T) {
