@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -277,16 +279,57 @@ func ReadRecipeJSON(path string) (*Recipe, error) {
 
 // recipeFromMap interprets a decoded recipe (from JSON or YAML): numbers may be
 // json.Number, int or float64; num_bits may also be a format name ("e4m3").
+//
+// Keys are checked as ModelOpt's pydantic configs check them (extra="forbid"): a
+// key no form has is refused, naming it and the key it most likely misspells,
+// rather than ignored (a misspelled "algorithm" would otherwise read as no
+// calibration at all).
 func recipeFromMap(top map[string]any) (*Recipe, error) {
 	r := &Recipe{}
 	if n, ok := top["name"].(string); ok {
 		r.Name = n
 	}
 	cfg := top
-	if c, ok := top["config"].(map[string]any); ok {
-		cfg = c
-	} else if c, ok := top["quantize"].(map[string]any); ok {
-		cfg = c
+	section := ""
+	switch {
+	case top["config"] != nil:
+		// quant_recipe.json: {"name", "config": {"quant_cfg", "algorithm"}}.
+		c, ok := top["config"].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%w: config is a %T, want a mapping", ErrRecipe, top["config"])
+		}
+		cfg, section = c, "config."
+		if err := checkKeys(top, "recipe", "", "name", "config"); err != nil {
+			return nil, err
+		}
+	case top["quantize"] != nil:
+		// modelopt_recipes general/ptq: {"metadata", "quantize": {"quant_cfg", "algorithm"}}.
+		c, ok := top["quantize"].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%w: quantize is a %T, want a mapping", ErrRecipe, top["quantize"])
+		}
+		cfg, section = c, "quantize."
+		if err := checkKeys(top, "recipe", "", "metadata", "quantize"); err != nil {
+			return nil, err
+		}
+		if md, ok := top["metadata"].(map[string]any); ok {
+			if err := checkKeys(md, "recipe", "metadata.", "recipe_type", "description"); err != nil {
+				return nil, err
+			}
+			if rt, ok := md["recipe_type"]; ok && rt != "ptq" {
+				return nil, fmt.Errorf("%w: metadata.recipe_type %v: only PTQ recipes (ptq) quantize a checkpoint", ErrRecipe, rt)
+			}
+		}
+	}
+	// A QuantizeConfig: effective_bits only steers ModelOpt's auto_quantize cost
+	// model, so it is accepted and has no effect here. A bare config may carry the
+	// name of the quant_recipe.json form too.
+	known := []string{"quant_cfg", "algorithm", "effective_bits"}
+	if section == "" {
+		known = append(known, "name", "metadata", "quantize", "config")
+	}
+	if err := checkKeys(cfg, "recipe", section, known...); err != nil {
+		return nil, err
 	}
 	alg, err := normalizeAlgorithm(cfg["algorithm"])
 	if err != nil {
@@ -387,7 +430,7 @@ func ruleFromMap(m map[string]any) (Rule, error) {
 				return r, fmt.Errorf("cfg is a %T", v)
 			}
 		default:
-			return r, fmt.Errorf("unknown rule key %q", k)
+			return r, unknownKey("rule key", "", k, []string{"quantizer_name", "parent_class", "enable", "cfg"})
 		}
 	}
 	if r.QuantizerName == "" {
@@ -586,7 +629,7 @@ func attributesFromMap(m map[string]any) (Attributes, error) {
 			// trt_high_precision_dtype, rotate, backend, ...) are not modelled; refusing
 			// them would reject ModelOpt's own normalized configs.
 			if !ignoredAttribute[k] {
-				return a, fmt.Errorf("unknown quantizer attribute %q", k)
+				return a, unknownKey("quantizer attribute", "", k, append(slices.Sorted(maps.Keys(ignoredAttribute)), quantizerAttributes...))
 			}
 		}
 		if err != nil {
@@ -597,6 +640,58 @@ func attributesFromMap(m map[string]any) (Attributes, error) {
 		return a, fmt.Errorf("use_constant_amax and constant_amax are mutually exclusive; set only one")
 	}
 	return a, nil
+}
+
+// quantizerAttributes are the attributes attributesFromMap reads.
+var quantizerAttributes = []string{"num_bits", "axis", "block_sizes", "type", "effective_bits", "fake_quant", "unsigned", "narrow_range", "bias", "enable"}
+
+// checkKeys refuses the first key of m (in sorted order) that is not among known,
+// naming it (prefix is where m is, as "quantize.") and the known key closest to it.
+func checkKeys(m map[string]any, what, prefix string, known ...string) error {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if !slices.Contains(known, k) {
+			return fmt.Errorf("%w: %w", ErrRecipe, unknownKey(what+" key", prefix, k, known))
+		}
+	}
+	return nil
+}
+
+// unknownKey is the error for a key that is not known: it names the key and, when
+// one is close enough to be a misspelling (edit distance at most a third of its
+// length, and at most 3), the known key meant.
+func unknownKey(what, prefix, key string, known []string) error {
+	best, dist := "", 4
+	for _, k := range known {
+		if d := editDistance(strings.ToLower(key), k); d < dist && d <= max(1, len(k)/3) {
+			best, dist = k, d
+		}
+	}
+	sorted := slices.Sorted(slices.Values(known))
+	if best != "" {
+		return fmt.Errorf("unknown %s %q: did you mean %q? (known: %s)", what, prefix+key, prefix+best, strings.Join(sorted, ", "))
+	}
+	return fmt.Errorf("unknown %s %q (known: %s)", what, prefix+key, strings.Join(sorted, ", "))
+}
+
+// editDistance is the Levenshtein distance of a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := prev[j-1]
+			if a[i-1] != b[j-1] {
+				c++
+			}
+			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 var ignoredAttribute = map[string]bool{

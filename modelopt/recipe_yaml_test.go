@@ -138,3 +138,39 @@ func TestReadRecipeYAMLErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRecipeUnknownKeys: a key no recipe form has is refused, naming it and the key
+// it most likely misspells, as ModelOpt's configs (extra="forbid") refuse it; it is
+// never ignored (a misspelled algorithm would read as no calibration).
+func TestRecipeUnknownKeys(t *testing.T) {
+	const rule = "\n    - quantizer_name: '*weight_quantizer'\n      cfg: {num_bits: e2m1, block_sizes: {-1: 16, type: dynamic, scale_bits: e4m3}}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       string // "" when the recipe is accepted
+	}{
+		{"misspelled algorithm", "quantize:\n  algoritm: max\n  quant_cfg:" + rule, `unknown recipe key "quantize.algoritm": did you mean "quantize.algorithm"?`},
+		{"misspelled section", "quantise:\n  algorithm: max\n  quant_cfg:" + rule, `unknown recipe key "quantise": did you mean "quantize"?`},
+		{"misspelled top-level key", "algorithm: max\nquant_cgf:" + rule, `unknown recipe key "quant_cgf": did you mean "quant_cfg"?`},
+		{"metadata", "metadata:\n  recipe_type: ptq\n  descripton: x\nquantize:\n  algorithm: max\n  quant_cfg:" + rule, `unknown recipe key "metadata.descripton": did you mean "metadata.description"?`},
+		{"not a PTQ recipe", "metadata:\n  recipe_type: speculative_eagle\nquantize:\n  algorithm: max\n  quant_cfg:" + rule, `only PTQ recipes`},
+		{"far from any key", "quantize:\n  algorithm: max\n  frobnicate: 1\n  quant_cfg:" + rule, `unknown recipe key "quantize.frobnicate" (known: algorithm, effective_bits, quant_cfg)`},
+		{"misspelled attribute", "algorithm: max\nquant_cfg:\n  - quantizer_name: '*weight_quantizer'\n    cfg: {num_bit: 8}\n", `unknown quantizer attribute "num_bit": did you mean "num_bits"?`},
+		{"misspelled rule key", "algorithm: max\nquant_cfg:\n  - quantizer_nam: '*weight_quantizer'\n    enable: false\n", `unknown rule key "quantizer_nam": did you mean "quantizer_name"?`},
+		{"general form", "metadata:\n  recipe_type: ptq\n  description: x\nquantize:\n  algorithm: max\n  effective_bits: 4.5\n  quant_cfg:" + rule, ""},
+		{"bare form", "algorithm: max\nquant_cfg:" + rule, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{"r.yaml": tc.yaml})
+			_, err := ReadRecipeYAML(filepath.Join(dir, "r.yaml"))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrRecipe) || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "bad recipe") != 1 {
+				t.Fatalf("err = %v, want ErrRecipe once with %q", err, tc.want)
+			}
+		})
+	}
+}
