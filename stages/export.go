@@ -233,6 +233,7 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 		}
 		return nil
 	}
+	noteZeroInputAmax(ts, m)
 	if exportLater(ts, m, hdrs, dtype, mode) {
 		return nil
 	}
@@ -250,6 +251,27 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 		}
 	}
 	return nil
+}
+
+// noteZeroInputAmax notes an input amax with a zero element that becomes an
+// input_scale: ModelOpt's export_amax exports such an amax as maxbound (an
+// input_scale of 1.0 for FP8 and INT8 activations), and so does quant.ExportAmax.
+// Unlike a NaN amax (refused: checkBuffers) a zero one is a range, if a
+// suspicious one (inputs all zero during calibration), so the export follows
+// ModelOpt and says so rather than refusing what ModelOpt exports.
+func noteZeroInputAmax(ts *tensorSet, m *Module) {
+	if !hasInputScale(m) || m.IQ.BlockSizes.Dynamic() {
+		return // no input_scale, or one that asserts amax > 0 (checkZeroAmax)
+	}
+	t, ok := ts.data[m.IAmax]
+	if !ok {
+		return
+	}
+	v, err := quant.Float32s(t)
+	if err != nil || !slices.Contains(v, 0) {
+		return
+	}
+	ts.notes = append(ts.notes, fmt.Sprintf("%s is 0: %s's input_scale is exported from maxbound instead (1.0 for FP8 and INT8 inputs), as ModelOpt's export_amax does; if that module's inputs were not all zero during calibration, recalibrate", m.IAmax, m.Name))
 }
 
 // rowPath is false only in tests that compare exportLater with the general path.

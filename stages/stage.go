@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -18,6 +19,18 @@ import (
 type Stage struct {
 	plan *Plan
 	mem  memory.Allocator
+
+	mu    sync.Mutex
+	notes []string
+}
+
+// Notes returns, sorted, what the export of the layers processed so far did that
+// a user should know: for now, each input quantizer whose zero amax was exported
+// as maxbound, as ModelOpt does. Call it after the layers are processed.
+func (s *Stage) Notes() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(slices.Values(s.notes))
 }
 
 var _ quantstream.Stage = (*Stage)(nil)
@@ -61,6 +74,11 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	}
 	if _, _, err := s.plan.run(ctx, ts, &LayerPlan{Index: l.Index(), Prefix: l.Prefix()}); err != nil {
 		return nil, err
+	}
+	if len(ts.notes) > 0 {
+		s.mu.Lock()
+		s.notes = append(s.notes, ts.notes...)
+		s.mu.Unlock()
 	}
 	got := infos(ts)
 	if !sameInfos(got, want) {

@@ -23,6 +23,8 @@ type tensorSet struct {
 	// later holds the outputs computed only when the layer's output buffer exists
 	// (rowJob), by name; such a tensor has a header and no data.
 	later map[string]laterOut
+	// notes are what the export did that a user should know (Stage.Notes).
+	notes []string
 }
 
 // rowJob computes one module's large outputs row range by row range, straight into
