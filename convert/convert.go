@@ -18,6 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/modelopt"
 	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/quant"
@@ -80,21 +81,43 @@ type Options struct {
 	// MXFP4 values.
 	CastMXFP4ToNVFP4 bool
 
+	// Share, when set (Count > 0), converts only share Index of Count of the output
+	// shards into the work directory beside Out (convert --shard I/N), for
+	// arrowio.Merge to publish once every share is complete; see Job.Run.
+	Share arrowio.Share
+
 	// Allocator for layer buffers (nil: a PoolAllocator that keeps idle buffers
 	// within MaxMemory, trimmed by Job.Close).
 	Allocator memory.Allocator
 	// Progress is called after each layer is written.
 	Progress func(pipeline.Progress)
+	// OnShardDone is called with an output shard's name once it is complete and
+	// recorded in the work directory (a rerun keeps it).
+	OnShardDone func(name string)
 }
 
 // Summary is what a finished conversion reports.
 type Summary struct {
-	Mode          string         `json:"mode"` // passthrough, export, data-free
-	Layers        int            `json:"layers"`
-	Tensors       int            `json:"tensors_out"`
-	BytesIn       int64          `json:"bytes_in"`
-	BytesOut      int64          `json:"bytes_out"`
-	Shards        int            `json:"shards"`
+	Mode    string `json:"mode"` // passthrough, export, data-free
+	Layers  int    `json:"layers"`
+	Tensors int    `json:"tensors_out"`
+	// BytesIn is the input this run read: all of it, less the groups whose output
+	// shards were kept from an earlier run or belong to other shares.
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"` // of the whole output
+	Shards   int   `json:"shards"`    // of the whole output
+	// ShardsWritten by this run; ShardsKept complete from an earlier run of the
+	// same fingerprint (both of this run's share).
+	ShardsWritten int    `json:"shards_written"`
+	ShardsKept    int    `json:"shards_kept"`
+	Share         string `json:"share,omitempty"` // "I/N" for one share
+	Fingerprint   string `json:"fingerprint"`
+	// UpToDate: Out already held the complete output of this fingerprint, and
+	// nothing was done.
+	UpToDate bool `json:"up_to_date,omitempty"`
+	// Removed lists stale work directories (of other fingerprints, or left by
+	// interrupted runs) that the run removed.
+	Removed       []string       `json:"removed,omitempty"`
 	Seconds       float64        `json:"seconds"`
 	GBPerSecond   float64        `json:"gb_per_second"`
 	PeakRSSBytes  int64          `json:"peak_rss_bytes"`

@@ -26,16 +26,29 @@ import (
 // dataFree resolves the recipe against the checkpoint's headers and returns the
 // quantizer table plus the calibration stage that adds each weight quantizer's
 // amax to its layer (ModelOpt's max calibration with forward_loop=None depends on
-// the weights alone, so it can run layer by layer).
+// the weights alone, so it can run layer by layer). It also returns the sha256 of
+// the resolved recipe's JSON (rules included), for the fingerprint.
 //
 // Tensors for which src.mtp.Has is true are not modules of the model (hf_ptq's MTP
 // layers): no quantizer is derived for them. With Options.CastMXFP4ToNVFP4 the
 // weight quantizers are forced static and each MXFP4 projection's quantizer must be
 // a static NVFP4 one, whose buffers ck already carries (quantsrc.CastMXFP4).
-func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator, src *source) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, error) {
+func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator, src *source) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, string, error) {
+	q, cs, extra, r, err := dataFreeRecipe(ck, side, opt, mem, src)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	b, err := r.MarshalJSON()
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	return q, cs, extra, sha256Hex(b), nil
+}
+
+func dataFreeRecipe(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator, src *source) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, *modelopt.Recipe, error) {
 	r, err := modelopt.ResolveRecipe(opt.Recipe, opt.KVCache)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if opt.CastMXFP4ToNVFP4 {
 		r = modelopt.ForceWeightQuantizersStatic(r)
@@ -44,11 +57,11 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	r.Rules = append(slices.Clip(r.Rules), opt.Rules...)
 	cfgPath := side["config.json"]
 	if cfgPath == "" {
-		return nil, nil, nil, fmt.Errorf("convert: no config.json in %s: a recipe is applied per architecture", strings.Join(opt.Inputs, ", "))
+		return nil, nil, nil, nil, fmt.Errorf("convert: no config.json in %s: a recipe is applied per architecture", strings.Join(opt.Inputs, ", "))
 	}
 	cfg, err := os.ReadFile(cfgPath)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	shapes := map[string][]int64{}
 	dtypes := map[string]quant.DType{}
@@ -61,22 +74,22 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	}
 	q, err := modelopt.DataFree(r, cfg, shapes)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if opt.CastMXFP4ToNVFP4 {
 		if err := checkCast(q, src); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 	}
 	cs, extra, unfit, err := newCalibrateStage(q, dtypes, mem, "the checkpoint lacks")
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	if len(unfit) > 0 {
 		// Found from headers, all at once, so that plan reports what convert hits.
-		return nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, errors.Join(unfit...))
+		return nil, nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, errors.Join(unfit...))
 	}
-	return q.Table, cs, extra, nil
+	return q.Table, cs, extra, r, nil
 }
 
 // newCalibrateStage returns the calibration stage for q and the headers of the amax

@@ -68,6 +68,7 @@ func ExampleRun() {
 	// generation_config.json
 	// hf_quant_config.json
 	// model.safetensors
+	// quantstream_provenance.json
 	// tokenizer.json
 	// q_proj: U8 [128 64] scales F8_E4M3 [128 8]
 	// true true
@@ -106,7 +107,7 @@ func ExampleMakePlan() {
 	// layer -1 ""                3 tensors in,  3 out,  262400 bytes in, 262400 out
 	// model.safetensors 51 tensors
 	// needs MaxMemory >= 740736
-	// problem: pipeline: layer exceeds memory budget: layer 0 needs 740736 bytes in flight (data bytes per step [369152 371584 189696]), MaxMemory is 262144; the largest layer needs 740736
+	// problem: pipeline: layer exceeds memory budget: layer 0 needs 740736 bytes in flight (data bytes per step [369152 371584 189696]), over the memory budget of 262144 bytes; the largest layer needs 740736; the smallest memory budget that runs this conversion is 723.38 KiB: --max-memory 724KiB
 }
 
 // Prepare a conversion, put a stage of your own into it just before the export,

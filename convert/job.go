@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -59,6 +60,9 @@ type Job struct {
 	export    *stages.Plan        // the export's plan; nil for a passthrough
 	shardOf   func(string) string // the output's shard layout (nil: cut by size)
 	done      bool
+
+	recipeSHA256 string              // the resolved data-free recipe's JSON, for the fingerprint
+	prov         *arrowio.Provenance // computed once (provenance)
 }
 
 // prepareError marks a failure to decide what the conversion does (as opposed to
@@ -165,15 +169,18 @@ func (j *Job) stageNames() []string {
 // of tensors for a passthrough under a budget, groups of whole experts for an
 // export of a MoE layer over a quarter of it (unless the caller added stages,
 // which may need whole layers).
-func (j *Job) grouping() *grouping {
-	return newGrouping(j.ck).splitForBudget(len(j.chain), j.opt.MaxMemory).
-		splitExperts(j.export, j.added, j.opt.MaxMemory)
+func (j *Job) grouping() *grouping { return j.groupingFor(j.opt.MaxMemory) }
+
+func (j *Job) groupingFor(maxMemory int64) *grouping {
+	return newGrouping(j.ck).splitForBudget(len(j.chain), maxMemory).
+		splitExperts(j.export, j.added, maxMemory)
 }
 
-// pipeline returns the pipeline over g with the job's chain (no sink yet).
-func (j *Job) pipeline(g *grouping, mem memory.Allocator) *pipeline.Pipeline {
+// pipeline returns the pipeline over layers (g's, or some of them) with the job's
+// chain (no sink yet).
+func (j *Job) pipeline(layers []quantstream.LayerInfo, mem memory.Allocator) *pipeline.Pipeline {
 	return &pipeline.Pipeline{
-		Source:    j.ck.Source(mem, g.layers),
+		Source:    j.ck.Source(mem, layers),
 		Stages:    slices.Clone(j.chain),
 		Workers:   j.opt.Workers,
 		MaxMemory: j.opt.MaxMemory,
@@ -191,8 +198,11 @@ func (j *Job) Plan() (*PlanReport, error) {
 		return nil, ErrJobDone
 	}
 	r := &PlanReport{Mode: j.mode, Summary: j.summary}
+	if !j.opt.Share.Whole() {
+		r.Share = j.opt.Share.String()
+	}
 	g := j.grouping()
-	p := j.pipeline(g, nil)
+	p := j.pipeline(g.layers, nil)
 	// Not p.Plan: the budget is checked below, with the reason a layer was kept whole.
 	plan, err := pipeline.NewPlan(p.Source.Layers(), p.Stages...)
 	if err != nil {
@@ -201,7 +211,7 @@ func (j *Job) Plan() (*PlanReport, error) {
 	}
 	r.Layers = plan.Layers
 	r.BytesIn = plan.TotalBytes
-	r.MinMemory = plan.MaxCharge
+	r.MinMemory = j.minMemory(plan)
 	workers := j.opt.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -216,7 +226,7 @@ func (j *Job) Plan() (*PlanReport, error) {
 	}
 	r.EstSeconds = float64(r.BytesIn) / (EstimateGBps * 1e9)
 	if err := plan.Check(j.opt.MaxMemory); err != nil {
-		r.Problems = append(r.Problems, g.explain(err).Error())
+		r.Problems = append(r.Problems, j.budgetError(g, plan, err).Error())
 	}
 	tensors, err := g.outputTensors(plan, p.Stages)
 	if err != nil {
@@ -225,20 +235,63 @@ func (j *Job) Plan() (*PlanReport, error) {
 	for _, t := range tensors {
 		r.BytesOut += infoBytes(t)
 	}
-	sp, err := arrowio.PlanShards(tensors, arrowio.PlanOptions{MaxShardSize: j.opt.MaxShardSize, ShardOf: j.shardOf})
+	popt := arrowio.PlanOptions{MaxShardSize: j.opt.MaxShardSize, ShardOf: j.shardOf}
+	sp, err := arrowio.PlanShards(tensors, popt)
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())
+		return r, nil
 	}
 	r.Shards = sp
+	if j.opt.Out == "" && j.opt.Share.Whole() {
+		return r, nil
+	}
+	// What Run would find at the output: the work to resume, the share, a refusal.
+	prov, err := j.provenance()
+	if err != nil {
+		return nil, err
+	}
+	r.Fingerprint = prov.Fingerprint
+	pr, err := arrowio.ProbeOutput(j.opt.Out, tensors, arrowio.WriteOptions{
+		PlanOptions: popt, Overwrite: j.opt.Overwrite, Fingerprint: prov.Fingerprint,
+		Share: j.opt.Share, ShardCosts: shardCosts(plan, sp),
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.ShareShards = pr.Mine
+	if j.opt.Out != "" {
+		r.Output = pr.Lines
+		if pr.Problem != nil {
+			r.Problems = append(r.Problems, pr.Problem.Error())
+		}
+	}
 	return r, nil
 }
 
 // Run converts into Options.Out: it plans (refusing a plan that does not fit in
-// MaxMemory), lays out the output shards, streams every layer through the chain
-// into them, writes the side files (the input's, less calibration artifacts, with
-// the generated config.json, generation_config.json and hf_quant_config.json) and
-// moves the output into place. The output appears only if everything succeeded
-// (also on cancellation, nothing is left behind). A Job runs once.
+// MaxMemory), lays out the output shards, streams the layers through the chain
+// into them and publishes the output with its side files (the input's, less
+// calibration artifacts, with the generated config.json, generation_config.json and
+// hf_quant_config.json) and its provenance (arrowio.ProvenanceName). A Job runs once.
+//
+// The output appears only if everything succeeded, and a run is resumable: the
+// shards are assembled in <Out>.partial, and each one complete is recorded there
+// with the conversion's fingerprint (arrowio.Provenance: the inputs' identities,
+// the settings that decide the bytes, the tool's version and build). A run that
+// stops (an error, a cancellation, a crash) after some shards were complete keeps
+// them (an *IncompleteError says where); the same conversion run again writes
+// only the others, and the output is byte for byte that of a run never
+// interrupted. A run of another fingerprint replaces the work directory, never
+// reusing a byte of it. A run whose output is already complete with the same
+// fingerprint does nothing (Summary.UpToDate) unless Options.Overwrite is set.
+// Two runs writing the same Out at once: the second gets arrowio.ErrBusy before it
+// reads anything.
+//
+// With Options.Share the run converts one share of the output shards (whole
+// shards, balanced by the input bytes that go into them, the same split on every
+// worker since it is computed from headers alone) into the work directory, and
+// publishes nothing: Merge does, once every share is complete. Shares of the same
+// conversion run at once without excluding each other.
 func (j *Job) Run(ctx context.Context) (*Summary, error) {
 	if j.done || j.ck == nil {
 		return nil, ErrJobDone
@@ -249,64 +302,80 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 	}
 	runStart := time.Now()
 	g := j.grouping()
-	p := j.pipeline(g, j.mem)
-	plan, err := p.Plan()
-	if err != nil {
-		return nil, g.explain(err)
-	}
-	if err := g.readExpertFill(ctx, j.ck, j.mem, j.export); err != nil {
-		return nil, err
-	}
-	out, err := g.outputTensors(plan, p.Stages)
+	plan, err := pipeline.NewPlan(g.layers, slices.Clone(j.chain)...)
 	if err != nil {
 		return nil, err
 	}
-	w, err := arrowio.Create(j.opt.Out, out, arrowio.WriteOptions{
-		PlanOptions: arrowio.PlanOptions{MaxShardSize: j.opt.MaxShardSize, ShardOf: j.shardOf},
-		Overwrite:   j.opt.Overwrite,
-	})
+	if err := plan.Check(j.opt.MaxMemory); err != nil {
+		return nil, j.budgetError(g, plan, err)
+	}
+	out, err := g.outputTensors(plan, j.chain)
 	if err != nil {
 		return nil, err
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			w.Abort()
-		}
-	}()
-	p.Sink = w
-	if err := p.Run(ctx); err != nil {
+	prov, err := j.provenance()
+	if err != nil {
 		return nil, err
 	}
-	side := j.ck.SideFiles()
-	for name := range j.sideFiles {
-		delete(side, name)
-	}
-	for _, name := range j.skipFiles {
-		delete(side, name)
-	}
-	if err := w.CopySideFiles(side); err != nil {
+	popt := arrowio.PlanOptions{MaxShardSize: j.opt.MaxShardSize, ShardOf: j.shardOf}
+	sp, err := arrowio.PlanShards(out, popt)
+	if err != nil {
 		return nil, err
 	}
-	for name, data := range j.sideFiles {
-		if err := w.WriteSideFile(name, data); err != nil {
-			return nil, err
-		}
-	}
-	if err := w.Commit(); err != nil {
-		return nil, err
-	}
-	committed = true
-
 	s := j.summary
 	s.Mode = j.mode
 	s.Layers = len(plan.Layers) - g.extraGroups()
 	s.Tensors = len(out)
-	s.BytesIn = plan.TotalBytes
 	for _, t := range out {
 		s.BytesOut += infoBytes(t)
 	}
-	s.Shards = len(w.Plan().Shards)
+	s.Shards = len(sp.Shards)
+	s.Fingerprint = prov.Fingerprint
+	if !j.opt.Share.Whole() {
+		s.Share = j.opt.Share.String()
+	}
+	w, err := arrowio.Create(j.opt.Out, out, arrowio.WriteOptions{
+		PlanOptions: popt,
+		Overwrite:   j.opt.Overwrite,
+		Fingerprint: prov.Fingerprint,
+		Share:       j.opt.Share,
+		ShardCosts:  shardCosts(plan, sp),
+		SideFiles:   j.outputSideFiles(),
+		Provenance:  prov,
+		OnShard:     j.opt.OnShardDone,
+	})
+	if errors.Is(err, arrowio.ErrComplete) {
+		s.UpToDate = true
+		s.Seconds = (j.prepTime + time.Since(runStart)).Seconds()
+		return &s, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	st := w.Status()
+	// Only the groups with a tensor in a shard this run writes are read.
+	var todo []quantstream.LayerInfo
+	for i, lp := range plan.Layers {
+		if slices.ContainsFunc(lp.Steps[len(lp.Steps)-1], func(t quantstream.TensorInfo) bool { return w.Wants(t.Name) }) {
+			todo = append(todo, g.layers[i])
+			s.BytesIn += lp.Bytes[0]
+		}
+	}
+	if err := j.write(ctx, g, todo, w); err != nil {
+		if kept := w.Release(); kept > 0 {
+			return nil, &IncompleteError{Err: err, Kept: kept, Shards: len(sp.Shards), WorkDir: st.WorkDir}
+		}
+		return nil, err
+	}
+	s.ShardsKept = st.Kept
+	s.ShardsWritten = st.Mine - st.Kept
+	s.Removed = st.Removed
+	s.Warnings = append(slices.Clip(s.Warnings), st.Warnings...)
+	for _, stg := range j.chain {
+		if e, ok := stg.(*stages.Stage); ok {
+			s.Warnings = append(s.Warnings, e.Notes()...)
+		}
+	}
 	// The time to prepare counts too (as when Run is one call), not the caller's
 	// pause between Prepare and Run.
 	s.Seconds = (j.prepTime + time.Since(runStart)).Seconds()
@@ -317,6 +386,60 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 	s.MaxChargeB = plan.MaxCharge
 	return &s, nil
 }
+
+// write streams todo through the chain into w and completes w: Commit for the
+// whole output, Finish for a share.
+func (j *Job) write(ctx context.Context, g *grouping, todo []quantstream.LayerInfo, w *arrowio.Writer) error {
+	if len(todo) > 0 {
+		if err := g.readExpertFill(ctx, j.ck, j.mem, j.export); err != nil {
+			return err
+		}
+		p := j.pipeline(todo, j.mem)
+		p.Sink = w
+		if err := p.Run(ctx); err != nil {
+			return err
+		}
+	} else if err := ctx.Err(); err != nil {
+		return err
+	}
+	if j.opt.Share.Whole() {
+		return w.Commit()
+	}
+	return w.Finish()
+}
+
+// outputSideFiles are the output's side files: the inputs' (less calibration
+// artifacts and those generated), then the generated ones, by name.
+func (j *Job) outputSideFiles() []arrowio.SideFile {
+	var out []arrowio.SideFile
+	side := j.ck.SideFiles()
+	for _, name := range slices.Sorted(maps.Keys(side)) {
+		if _, gen := j.sideFiles[name]; gen || slices.Contains(j.skipFiles, name) {
+			continue
+		}
+		out = append(out, arrowio.SideFile{Name: name, Path: side[name]})
+	}
+	for _, name := range slices.Sorted(maps.Keys(j.sideFiles)) {
+		out = append(out, arrowio.SideFile{Name: name, Data: j.sideFiles[name]})
+	}
+	return out
+}
+
+// IncompleteError is returned by Job.Run when a conversion stopped (an error, or
+// its context cancelled) with some output shards complete: they are kept in
+// WorkDir, and the same conversion run again continues from them.
+type IncompleteError struct {
+	Err     error
+	Kept    int // output shards complete in WorkDir
+	Shards  int // in the plan
+	WorkDir string
+}
+
+func (e *IncompleteError) Error() string {
+	return fmt.Sprintf("%v\n%d of %d output shards are complete in %s: the same command continues from them (remove it to start over)", e.Err, e.Kept, e.Shards, e.WorkDir)
+}
+
+func (e *IncompleteError) Unwrap() error { return e.Err }
 
 // Close closes the inputs and frees the idle buffers of the allocator Prepare made.
 // It is safe to call more than once.

@@ -33,6 +33,14 @@ type PlanReport struct {
 	// Problems lists everything that would stop the conversion, all at once.
 	Problems []string
 	Summary  Summary
+
+	// With Options.Out or Options.Share: the fingerprint, what Run would find at
+	// the output (Output, one line each: to create, to replace, work to resume,
+	// nothing to do), and the output shards of the share.
+	Fingerprint string
+	Output      []string
+	ShareShards []string
+	Share       string
 }
 
 // MakePlan plans a conversion without reading tensor data: Prepare, then Job.Plan.
@@ -110,6 +118,19 @@ func (r *PlanReport) Print(w io.Writer) {
 		for _, s := range r.Shards.Shards {
 			fmt.Fprintf(w, "shard %s: %d tensors, %s\n", s.Name, len(s.Tensors), HumanBytes(s.Size()))
 		}
+	}
+	if r.Share != "" {
+		fmt.Fprintf(w, "share %s: %d output shard(s)", r.Share, len(r.ShareShards))
+		if len(r.ShareShards) > 0 {
+			fmt.Fprintf(w, ": %s", strings.Join(r.ShareShards, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	if r.Fingerprint != "" {
+		fmt.Fprintf(w, "fingerprint: %s\n", r.Fingerprint)
+	}
+	for _, l := range r.Output {
+		fmt.Fprintf(w, "output: %s\n", l)
 	}
 	if r.Summary.QuantAlgo != "" {
 		fmt.Fprintf(w, "quant_algo: %s\n", r.Summary.QuantAlgo)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/modelopt"
 	"github.com/quantstream/quantstream/stages"
 )
@@ -24,6 +25,9 @@ var inputOnlyFiles = map[string]bool{
 	// The in-memory model config beside calibration state saved from a quantized
 	// source (golden-qsrc): the source's own config.json stays the one read.
 	"model_config.json": true,
+	// The input's own provenance, when it is a converted checkpoint: the output
+	// gets its own.
+	arrowio.ProvenanceName: true,
 }
 
 // prepare decides what the conversion does from the inputs and options (a data-free
@@ -61,10 +65,11 @@ func (j *Job) prepare() error {
 			}
 			ck = j.ck
 		}
-		t, cs, added, err := dataFree(ck, side, opt, mem, src)
+		t, cs, added, sum, err := dataFree(ck, side, opt, mem, src)
 		if err != nil {
 			return err
 		}
+		j.recipeSHA256 = sum
 		qs, extra, pre = t, added, []quantstream.Stage{cs}
 		mode = "data-free " + strings.TrimSpace(opt.Recipe+" "+opt.KVCache)
 		if n := len(opt.Rules); n > 0 {
