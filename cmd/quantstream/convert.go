@@ -63,19 +63,19 @@ type convertFlags struct {
 	castMXFP4    bool
 	report       string
 	quiet        bool
+	shard        string
 }
 
-func newConvertFlags(name string, stderr io.Writer, withOut bool) *convertFlags {
+// newConvertFlags defines convert's flags; plan takes the same ones.
+func newConvertFlags(name string) *convertFlags {
 	f := &convertFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
 	fs := f.fs
-	fs.SetOutput(stderr)
 	fs.Var(&f.in, "in", "input directory; repeat to overlay (a later directory's tensors and files replace an earlier one's)")
-	if withOut {
-		fs.StringVar(&f.out, "out", "", "output directory (written atomically)")
-		fs.BoolVar(&f.overwrite, "overwrite", false, "replace a non-empty output directory")
-		fs.StringVar(&f.report, "report", "", "also write the final summary as JSON to this file")
-		fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
-	}
+	fs.StringVar(&f.out, "out", "", "output directory (published whole when complete; assembled in DIR.partial, which a rerun continues from)")
+	fs.BoolVar(&f.overwrite, "overwrite", false, "replace a non-empty output directory")
+	fs.StringVar(&f.report, "report", "", "also write the final summary as JSON to this file")
+	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
+	fs.StringVar(&f.shard, "shard", "", "convert only share `I/N` (0 <= I < N) of the output shards into DIR.partial, for 'quantstream merge --out DIR'; shares of one conversion run at once, on any machines sharing DIR's file system")
 	fs.IntVar(&f.workers, "workers", 0, "worker goroutines per stage (0: one per CPU); output bytes do not depend on it")
 	fs.Var(&f.maxMemory, "max-memory", "bound on tensor bytes in flight, e.g. 8GiB (0: no bound)")
 	f.maxShardSize = sizeFlag(arrowio.DefaultMaxShardSize)
@@ -89,9 +89,9 @@ func newConvertFlags(name string, stderr io.Writer, withOut bool) *convertFlags 
 	return f
 }
 
-func (f *convertFlags) parse(args []string) (convert.Options, error) {
-	if err := f.fs.Parse(args); err != nil {
-		return convert.Options{}, fmt.Errorf("%w: %v", errUsage, err)
+func (f *convertFlags) parse(args []string, usage string, stdout, stderr io.Writer) (convert.Options, error) {
+	if err := parseFlags(f.fs, args, usage, stdout, stderr); err != nil {
+		return convert.Options{}, err
 	}
 	if f.fs.NArg() > 0 {
 		return convert.Options{}, fmt.Errorf("%w: unexpected argument %q", errUsage, f.fs.Arg(0))
@@ -114,6 +114,17 @@ func (f *convertFlags) parse(args []string) (convert.Options, error) {
 	default:
 		return convert.Options{}, fmt.Errorf("%w: --div-mode %q: want ieee or cuda", errUsage, f.divMode)
 	}
+	var share arrowio.Share
+	if f.shard != "" {
+		s, err := arrowio.ParseShare(f.shard)
+		if err != nil {
+			return convert.Options{}, fmt.Errorf("%w: --shard: %v", errUsage, err)
+		}
+		share = s
+		if f.out == "" {
+			return convert.Options{}, fmt.Errorf("%w: --shard needs --out: the shares of a conversion meet in its work directory", errUsage)
+		}
+	}
 	return convert.Options{
 		Inputs:           f.in,
 		Out:              f.out,
@@ -127,21 +138,38 @@ func (f *convertFlags) parse(args []string) (convert.Options, error) {
 		Engine:           f.engine,
 		Dequantize:       f.dequantize,
 		CastMXFP4ToNVFP4: f.castMXFP4,
+		Share:            share,
 	}, nil
 }
 
+// onShardDone, when set (by the tests), is called as each output shard is
+// complete and recorded.
+var onShardDone func(name string)
+
+const convertUsage = `usage: quantstream convert --in DIR [--in DIR …] --out DIR [--shard I/N] [flags]
+
+The output is assembled in DIR.partial and appears whole, atomically, when complete.
+Each output shard is recorded there once complete: the same command run again after
+an interruption (Ctrl-C, kill -9, a node lost) keeps those and converts the rest,
+and the output is byte for byte that of an uninterrupted run. A run with other
+inputs or settings (another fingerprint) reuses nothing. Run again on a complete
+output, it does nothing. With --shard I/N it converts one share for
+'quantstream merge --out DIR'.`
+
 func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newConvertFlags("convert", stderr, true)
-	f.fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: quantstream convert --in DIR [--in DIR …] --out DIR [flags]")
-		f.fs.PrintDefaults()
-	}
-	opt, err := f.parse(args)
+	f := newConvertFlags("convert")
+	opt, err := f.parse(args, convertUsage, stdout, stderr)
 	if err != nil {
 		return err
 	}
 	if opt.Out == "" {
 		return fmt.Errorf("%w: --out is required", errUsage)
+	}
+	if f.report != "" {
+		// Found now, not once the conversion is done.
+		if err := checkReportPath(f.report, opt.Out); err != nil {
+			return err
+		}
 	}
 	// Like save_pretrained, create missing parents; the output directory itself only
 	// appears, whole, when the conversion succeeds.
@@ -153,6 +181,7 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		prog = newProgressPrinter(stderr)
 		opt.Progress = prog.update
 	}
+	opt.OnShardDone = onShardDone
 	sum, err := convert.Run(ctx, opt)
 	if prog != nil {
 		prog.done()
@@ -160,14 +189,100 @@ func cmdConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	printSummary(stdout, opt.Out, sum)
+	switch {
+	case sum.UpToDate:
+		fmt.Fprintf(stdout, "%s is already complete: converted with the same inputs and settings (fingerprint %s); nothing to do (--overwrite converts again)\n", opt.Out, sum.Fingerprint)
+	case sum.Share != "":
+		printShare(stdout, opt.Out, sum)
+	default:
+		printSummary(stdout, opt.Out, sum)
+	}
 	if f.report != "" {
 		b, _ := json.MarshalIndent(sum, "", "  ")
-		if err := os.WriteFile(f.report, append(b, '\n'), 0o644); err != nil {
+		if err := writeReport(f.report, append(b, '\n')); err != nil {
 			return fmt.Errorf("writing report: %w", err)
 		}
 	}
 	return nil
+}
+
+// checkReportPath refuses, before anything is converted, a --report path that
+// could not be written: in a directory that does not exist or is not writable, a
+// directory itself, or inside the output (which is replaced when published).
+func checkReportPath(report, out string) error {
+	abs, err := filepath.Abs(report)
+	if err != nil {
+		return fmt.Errorf("%w: --report %s: %v", errUsage, report, err)
+	}
+	o, _ := filepath.Abs(out)
+	for _, d := range []string{o, o + arrowio.PartialSuffix} {
+		if rel, err := filepath.Rel(d, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return fmt.Errorf("%w: --report %s lies inside %s, which the conversion replaces: write it elsewhere", errUsage, report, d)
+		}
+	}
+	if st, err := os.Stat(abs); err == nil {
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%w: --report %s exists and is not a regular file", errUsage, report)
+		}
+		fh, err := os.OpenFile(abs, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("%w: --report %s: %v", errUsage, report, err)
+		}
+		fh.Close()
+	}
+	dir := filepath.Dir(abs)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w: --report %s: no directory %s to write it in", errUsage, report, dir)
+	}
+	probe, err := os.CreateTemp(dir, ".quantstream-report-*")
+	if err != nil {
+		return fmt.Errorf("%w: --report %s: cannot write in %s: %v", errUsage, report, dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	return nil
+}
+
+// writeReport writes the report under a temporary name and renames it, so that an
+// existing report is replaced only by a whole one.
+func writeReport(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".quantstream-report-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
+}
+
+func printShare(w io.Writer, out string, s *convert.Summary) {
+	fmt.Fprintf(w, "share %s of %s: %s; wrote %d output shard(s), %d already complete, of %d in all; read %s\n",
+		s.Share, out, s.Mode, s.ShardsWritten, s.ShardsKept, s.Shards, convert.HumanBytes(s.BytesIn))
+	if s.ShardsWritten+s.ShardsKept == 0 {
+		fmt.Fprintf(w, "this share has no output shard (the output has %d): nothing to do\n", s.Shards)
+	}
+	fmt.Fprintf(w, "once every share is complete: quantstream merge --out %s\n", out)
+	printNotes(w, s)
+}
+
+func printNotes(w io.Writer, s *convert.Summary) {
+	for _, r := range s.Removed {
+		fmt.Fprintf(w, "removed stale work: %s\n", r)
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
 }
 
 func printSummary(w io.Writer, out string, s *convert.Summary) {
@@ -182,9 +297,10 @@ func printSummary(w io.Writer, out string, s *convert.Summary) {
 	}
 	printList(w, "left unquantized (quantizers disabled by the recipe or state, or MoE routers; in exclude_modules)", s.Unquantized)
 	printList(w, "expert input amax filled (experts that saw no calibration tokens)", s.FilledAmax)
-	for _, warn := range s.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", warn)
+	if s.ShardsKept > 0 {
+		fmt.Fprintf(w, "resumed: %d of %d shards kept from an interrupted run of this conversion, %d written\n", s.ShardsKept, s.Shards, s.ShardsWritten)
 	}
+	printNotes(w, s)
 }
 
 // progressPrinter shows bytes done, GB/s and ETA: one rewritten line on a terminal,

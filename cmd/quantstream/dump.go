@@ -11,17 +11,12 @@ import (
 
 func cmdDumpArrow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dump-arrow", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	var in multiFlag
 	fs.Var(&in, "in", "input directory; repeat to overlay")
 	out := fs.String("out", "", "output Arrow IPC stream file (one record batch per layer)")
 	overwrite := fs.Bool("overwrite", false, "replace an existing output file")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: quantstream dump-arrow --in DIR [--in DIR …] --out FILE.arrow\n\nRead it with pyarrow.ipc.open_stream or DuckDB.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseFlags(fs, args, "usage: quantstream dump-arrow --in DIR [--in DIR …] --out FILE.arrow\n\nRead it with pyarrow.ipc.open_stream or DuckDB.", stdout, stderr); err != nil {
+		return err
 	}
 	if len(in) == 0 || *out == "" {
 		return fmt.Errorf("%w: --in and --out are required", errUsage)

@@ -1,8 +1,9 @@
 // Command quantstream converts LLM checkpoints into ModelOpt-compatible quantized
 // checkpoints layer by layer, and checks itself against ModelOpt golden sets.
 //
-//	quantstream convert --in DIR [--in DIR …] --out DIR [flags]
-//	quantstream plan    --in DIR [--in DIR …] [flags]
+//	quantstream convert --in DIR [--in DIR …] --out DIR [--shard I/N] [flags]
+//	quantstream plan    --in DIR [--in DIR …] [--out DIR] [flags]
+//	quantstream merge   --out DIR
 //	quantstream parity  [--group unit|modules|e2e] DIR…
 //	quantstream dump-arrow --in DIR [--in DIR …] --out FILE.arrow
 //	quantstream verify  [--json] [--against SOURCE] [--engine vllm|sglang|trtllm] DIR
@@ -12,19 +13,24 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/quantstream/quantstream/convert"
 )
 
 const usage = `usage: quantstream <command> [flags]
 
 commands:
   convert      convert a checkpoint (passthrough, calibrated ModelOpt state, saved
-               ModelOpt checkpoint or data-free recipe) into a new directory
+               ModelOpt checkpoint or data-free recipe) into a new directory; a
+               rerun after a crash continues; --shard I/N converts one share
   plan         print the conversion plan and its problems without reading tensor data
+  merge        publish the output of a conversion run as shares (convert --shard)
   parity       run ModelOpt golden manifests and report PASS/FAIL per case
   dump-arrow   write the layer stream as an Arrow IPC stream file
   verify       check a quantized checkpoint: files, layouts, scales, fused groups,
@@ -35,8 +41,12 @@ commands:
 Run 'quantstream <command> -h' for the flags of a command.
 `
 
-// errUsage marks a command-line mistake: exit status 2 and no stack of wrapping.
-var errUsage = errors.New("usage")
+var (
+	// errUsage marks a command-line mistake: exit status 2 and no stack of wrapping.
+	errUsage = errors.New("usage")
+	// errHelp: -h was asked for and the command's usage printed: exit status 0.
+	errHelp = errors.New("help requested")
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdConvert(ctx, args[1:], stdout, stderr)
 	case "plan":
 		err = cmdPlan(ctx, args[1:], stdout, stderr)
+	case "merge":
+		err = cmdMerge(ctx, args[1:], stdout, stderr)
 	case "parity":
 		err = cmdParity(ctx, args[1:], stdout, stderr)
 	case "dump-arrow":
@@ -73,12 +85,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "quantstream: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	var incomplete *convert.IncompleteError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(stderr, "quantstream:", err)
 		return 2
+	case errors.Is(err, context.Canceled) && errors.As(err, &incomplete):
+		fmt.Fprintf(stderr, "quantstream: interrupted; %d of %d output shards are complete in %s: the same command continues from them (remove it to start over)\n",
+			incomplete.Kept, incomplete.Shards, incomplete.WorkDir)
+		return 130
 	case errors.Is(err, context.Canceled):
 		fmt.Fprintln(stderr, "quantstream: interrupted; no output was written")
 		return 130
@@ -88,4 +105,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-const version = "0.1.0-dev"
+const version = convert.Version
+
+// parseFlags parses a command's flags. -h (or -help) prints the usage to stdout
+// and returns errHelp (exit status 0); a mistake prints the flag package's message
+// and the usage to stderr and returns an error wrapping errUsage (exit status 2).
+// usage writes the command's usage line and description; the flags follow.
+func parseFlags(fs *flag.FlagSet, args []string, usage string, stdout, stderr io.Writer) error {
+	fs.SetOutput(stderr)
+	fs.Usage = func() {} // printed below, to the right writer
+	printUsage := func(w io.Writer) {
+		fmt.Fprintln(w, usage)
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(stderr)
+	}
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		printUsage(stdout)
+		return errHelp
+	case err != nil:
+		printUsage(stderr)
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -79,7 +81,12 @@ func TestRun(t *testing.T) {
 			present: filepath.Join(tmp, "nvfp4"),
 		},
 		{
-			name: "convert into existing output", args: []string{"convert", "--quiet", "--in", tinyLlama, "--out", filepath.Join(tmp, "pass")}, code: 1,
+			name: "convert again, same conversion", args: []string{"convert", "--quiet", "--in", tinyLlama, "--out", filepath.Join(tmp, "pass")}, code: 0,
+			stdout:  []string{filepath.Join(tmp, "pass") + " is already complete: converted with the same inputs and settings (fingerprint ", "nothing to do (--overwrite converts again)"},
+			present: filepath.Join(tmp, "pass"),
+		},
+		{
+			name: "convert into existing output", args: []string{"convert", "--quiet", "--in", tinyLlama, "--out", filepath.Join(tmp, "pass"), "--recipe", "INT8_WEIGHT_ONLY_CFG"}, code: 1,
 			stderr:  []string{"output directory exists and is not empty"},
 			present: filepath.Join(tmp, "pass"), // still there: it was written by an earlier case
 		},
@@ -98,7 +105,7 @@ func TestRun(t *testing.T) {
 		},
 		{
 			name: "plan over memory", args: []string{"plan", "--in", tinyLlama, "--max-memory", "1KiB"}, code: 1,
-			stdout: []string{"1 problem(s):", "layer exceeds memory budget: layer 0 needs 369152 bytes", "MaxMemory is 1024"},
+			stdout: []string{"1 problem(s):", "layer exceeds memory budget: layer 0 needs 369152 bytes", "over the memory budget of 1024 bytes", "the smallest memory budget that runs this conversion is 128.00 KiB: --max-memory 128KiB"},
 			stderr: []string{"quantstream: the plan has 1 problem(s)"},
 		},
 		{
@@ -273,9 +280,29 @@ func TestInterrupt(t *testing.T) {
 // runAsMain is main for TestInterrupt's child process, with one difference: the
 // first progress line does not return until the signal has cancelled the run, so
 // the test's SIGINT lands while layers are in flight.
+//
+// Two hooks make a child stop at a chosen point of a conversion:
+// QUANTSTREAM_TEST_KILL_AFTER_SHARDS=K kills the process (SIGKILL, as the
+// kernel's OOM killer or a preemption would) right after its K-th output shard is
+// recorded; QUANTSTREAM_TEST_HOLD_AFTER_SHARDS=K prints "held" to stderr after the
+// K-th and blocks, holding the output's lock, until the test kills it.
 func runAsMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	kill, _ := strconv.Atoi(os.Getenv("QUANTSTREAM_TEST_KILL_AFTER_SHARDS"))
+	hold, _ := strconv.Atoi(os.Getenv("QUANTSTREAM_TEST_HOLD_AFTER_SHARDS"))
+	var n atomic.Int32
+	onShardDone = func(string) {
+		k := int(n.Add(1))
+		if k == kill {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // until the signal lands
+		}
+		if k == hold {
+			fmt.Fprintln(os.Stderr, "held")
+			select {}
+		}
+	}
 	return run(ctx, os.Args[1:], os.Stdout, &holdFirstProgress{w: os.Stderr, ctx: ctx})
 }
 

@@ -14,18 +14,15 @@ var errCasesFailed = fmt.Errorf("some cases failed")
 
 func cmdParity(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("parity", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	group := fs.String("group", "", "run only this group: unit, modules or e2e (default all)")
 	match := fs.String("match", "", "run only cases whose id contains this string")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: quantstream parity [--group unit|modules|e2e] [--match S] DIR…\n\nEach DIR holds a manifest.json of schema "+parity.Schema+".")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	const usage = "usage: quantstream parity [--group unit|modules|e2e] [--match S] DIR…\n\nEach DIR holds a manifest.json of schema " + parity.Schema + "."
+	if err := parseFlags(fs, args, usage, stdout, stderr); err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
+		fmt.Fprintln(stderr, usage)
+		fs.PrintDefaults()
 		return fmt.Errorf("%w: parity needs at least one golden directory", errUsage)
 	}
 	switch *group {

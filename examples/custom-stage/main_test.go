@@ -34,7 +34,7 @@ func TestKeepLayer(t *testing.T) {
 	for _, e := range ents {
 		files = append(files, e.Name())
 	}
-	if got := strings.Join(files, " "); got != "config.json generation_config.json hf_quant_config.json model.safetensors tokenizer.json" {
+	if got := strings.Join(files, " "); got != "config.json generation_config.json hf_quant_config.json model.safetensors quantstream_provenance.json tokenizer.json" {
 		t.Errorf("output files: %s", got)
 	}
 	in, err := arrowio.ReadAllTensors(tiny)

@@ -34,14 +34,6 @@ const (
 	jobBudget = 4 * time.Minute
 )
 
-// STAND-IN (issue 12): until `convert --shard` and `merge` exist, the jobs run the
-// stand-in commands, which exercise the same scripts, array and dependency with
-// `quantstream plan`. When they land: delete this constant, its use (the QS_COMMANDS
-// line below) and testdata/standin-commands.sh, and remove the entries from
-// clitest.Pending. Nothing else changes: the tests then compare the merged output of
-// the real commands with a single-process convert, byte for byte.
-const standInCommands = "testdata/standin-commands.sh"
-
 // conversion is the one the tests split: 5 output shards at 150KB, so each of 4
 // shares has at least one.
 func conversion(t *testing.T, bin, out string) []string {
@@ -53,7 +45,6 @@ func conversion(t *testing.T, bin, out string) []string {
 		"QS_RECIPE=W4A16_NVFP4_CFG",
 		"QS_FLAGS=--max-shard-size 150KB",
 		"QS_TASKS=4",
-		"QS_COMMANDS=" + abs(t, standInCommands), // STAND-IN (issue 12): delete this line
 	}
 }
 

@@ -26,10 +26,7 @@ import (
 // Pending lists the subcommands ("merge") and flags ("convert --shard") that the
 // examples already use but that are still being built, with where they are asked for.
 // Remove an entry in the change that implements it.
-var Pending = map[string]string{
-	"merge":           "issue 12: quantstream merge --out DIR",
-	"convert --shard": "issue 12: convert --shard i/N",
-}
+var Pending = map[string]string{}
 
 // Build compiles ./cmd/quantstream into a temporary directory of t and returns the
 // binary's path.
@@ -179,8 +176,8 @@ func (c *CLI) Check(args []string) (inv Invocation, problems, pending []string) 
 }
 
 // helpOutput runs bin with args and returns stdout and stderr together, whatever the
-// exit status: the help of a subcommand goes to stderr and exits 2 today, and may
-// move to stdout with status 0 (issue 12 asks for that).
+// exit status (a subcommand's -h prints on stdout and exits 0; older builds printed
+// on stderr and exited 2).
 func helpOutput(bin string, args ...string) string {
 	var b bytes.Buffer
 	cmd := exec.Command(bin, args...)
@@ -215,8 +212,9 @@ func parseCommands(out string) map[string]bool {
 
 // flagLine matches a flag in the form Go's flag.PrintDefaults writes ("  -name type"
 // or "  -name" for a boolean, usage on the next line or after a tab for one-letter
-// names), and tolerates a double dash.
-var flagLine = regexp.MustCompile(`^  --?([A-Za-z0-9][A-Za-z0-9_.-]*)(?: ([A-Za-z][A-Za-z0-9_]*))?(?:\t.*)?$`)
+// names; the type may be a name the usage gives in backquotes, such as I/N), and
+// tolerates a double dash.
+var flagLine = regexp.MustCompile(`^  --?([A-Za-z0-9][A-Za-z0-9_.-]*)(?: ([A-Za-z][^\s]*))?(?:\t.*)?$`)
 
 func parseFlags(out string) map[string]Flag {
 	flags := map[string]Flag{}
