@@ -51,7 +51,6 @@ func resumeModel(t *testing.T) string {
 	return modelDir
 }
 
-
 // convertArgs is the conversion the process tests run.
 func convertArgs(model, out string, extra ...string) []string {
 	return append([]string{"convert", "--quiet", "--in", model, "--out", out, "--recipe", "W4A16_NVFP4_CFG",
