@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/quantstream/quantstream"
 )
 
 // The work directory of an output <out> is <out>.partial:
@@ -589,4 +591,106 @@ func atomicFile(path string, fill func(*os.File) error) error {
 		return fmt.Errorf("arrowio: %s: %w", path, err)
 	}
 	return syncDir(dir)
+}
+
+// Probe is what Create would find for an output, without locking or changing
+// anything: for a plan's report.
+type Probe struct {
+	// Lines say what a writer would do, for a person.
+	Lines []string
+	// Problem is what Create would refuse with (ErrNotDir, ErrExists,
+	// ErrForeignWork), nil if nothing.
+	Problem error
+	// Complete: the output is published with this fingerprint (ErrComplete).
+	Complete bool
+	// Kept shards complete in the work directory with this fingerprint; Mine the
+	// shards of the share (names).
+	Kept int
+	Mine []string
+}
+
+// ProbeOutput says what Create(dir, tensors, opts) would find and do (it reads the
+// output, the work directory and its journal; it does not lock).
+func ProbeOutput(dir string, tensors []quantstream.TensorInfo, opts WriteOptions) (*Probe, error) {
+	plan, err := PlanShards(tensors, opts.PlanOptions)
+	if err != nil {
+		return nil, err
+	}
+	dir = filepath.Clean(dir)
+	w := &Writer{dir: dir, work: dir + PartialSuffix, opts: opts, plan: plan, shards: make([]shardState, len(plan.Shards))}
+	pr := &Probe{}
+	lo, hi := 0, len(plan.Shards)
+	if !opts.Share.Whole() {
+		lo, hi = opts.Share.shards(SplitShares(w.costs(), opts.Share.Count))
+	}
+	for _, s := range plan.Shards[lo:hi] {
+		pr.Mine = append(pr.Mine, s.Name)
+	}
+	if err := w.checkTargetReadOnly(); errors.Is(err, ErrComplete) {
+		pr.Complete = true
+		pr.Lines = append(pr.Lines, fmt.Sprintf("%s holds the complete output of this conversion (fingerprint %s): convert has nothing to do (--overwrite converts again)", dir, opts.Fingerprint))
+		return pr, nil
+	} else if err != nil {
+		pr.Problem = err
+		return pr, nil
+	}
+	if _, err := os.Stat(dir); err == nil {
+		pr.Lines = append(pr.Lines, fmt.Sprintf("%s exists: replaced when the conversion is complete (--overwrite)", dir))
+	} else {
+		pr.Lines = append(pr.Lines, fmt.Sprintf("%s: created when the conversion is complete", dir))
+	}
+	job, err := readJob(w.work)
+	switch {
+	case errors.Is(err, errNoWork):
+		pr.Lines = append(pr.Lines, fmt.Sprintf("work directory %s: none yet", w.work))
+	case err != nil:
+		pr.Problem = err
+	case opts.Fingerprint != "" && job.Fingerprint == opts.Fingerprint && job.matches(plan, w.work) == nil:
+		recs := readRecords(w.work, job)
+		for _, s := range plan.Shards[lo:hi] {
+			if _, ok := recs[s.Name]; ok {
+				pr.Kept++
+			}
+		}
+		pr.Lines = append(pr.Lines, fmt.Sprintf("work directory %s: this conversion, %d of %d shards complete (%d of the %d of %s kept, the rest written)",
+			w.work, len(recs), len(plan.Shards), pr.Kept, hi-lo, shareName(opts.Share)))
+	case opts.Share.Whole():
+		pr.Lines = append(pr.Lines, fmt.Sprintf("work directory %s: replaced, nothing reused (%s)", w.work, job.describe(w.work)))
+	default:
+		pr.Problem = fmt.Errorf("%w: %s; this share's fingerprint is %s: a share cannot join it", ErrForeignWork, job.describe(w.work), opts.Fingerprint)
+	}
+	return pr, nil
+}
+
+func shareName(s Share) string {
+	if s.Whole() {
+		return "the whole output"
+	}
+	return "share " + s.String()
+}
+
+// checkTargetReadOnly is checkTarget without removing anything.
+func (w *Writer) checkTargetReadOnly() error {
+	st, err := os.Stat(w.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("arrowio: output %s: %w", w.dir, err)
+	}
+	if !st.IsDir() {
+		return notDir(w.dir, st)
+	}
+	if empty, err := isEmptyDir(w.dir); err != nil || empty {
+		return err
+	}
+	if fp := w.opts.Fingerprint; fp != "" && !w.opts.Overwrite {
+		if p, err := ReadProvenance(w.dir); err == nil && p.Fingerprint == fp && p.complete(w.dir) {
+			return ErrComplete
+		}
+	}
+	if w.opts.Overwrite {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrExists, w.dir)
 }

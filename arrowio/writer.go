@@ -185,12 +185,21 @@ func Create(dir string, tensors []quantstream.TensorInfo, opts WriteOptions) (*W
 	return w, nil
 }
 
+// CheckOutputPath refuses (ErrNotDir) an output path that exists and is not a
+// directory, before anything else is done: Create refuses it too.
+func CheckOutputPath(dir string) error {
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return notDir(filepath.Clean(dir), st)
+	}
+	return nil
+}
+
 func notDir(dir string, st os.FileInfo) error {
 	what := "a regular file"
 	if !st.Mode().IsRegular() {
 		what = "not a directory (" + st.Mode().Type().String() + ")"
 	}
-	return fmt.Errorf("%w: %s is %s: name a directory to create (or to replace, with overwrite)", ErrNotDir, dir, what)
+	return fmt.Errorf("%w: %s is %s; the output must name a directory (a new one, or one to replace)", ErrNotDir, dir, what)
 }
 
 func checkSideFiles(files []SideFile, plan *Plan) error {
@@ -214,34 +223,18 @@ func checkSideFiles(files []SideFile, plan *Plan) error {
 // directory unless overwrite is set or it holds this conversion's complete output
 // (ErrComplete; also when overwrite is not set).
 func (w *Writer) checkTarget() error {
-	st, err := os.Stat(w.dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("arrowio: output %s: %w", w.dir, err)
-	}
-	if !st.IsDir() {
-		return notDir(w.dir, st)
-	}
-	if empty, err := isEmptyDir(w.dir); err != nil || empty {
+	err := w.checkTargetReadOnly()
+	if !errors.Is(err, ErrComplete) {
 		return err
 	}
-	if fp := w.opts.Fingerprint; fp != "" && !w.opts.Overwrite {
-		if p, err := ReadProvenance(w.dir); err == nil && p.Fingerprint == fp && p.complete(w.dir) {
-			if w.opts.Share.Whole() {
-				// A publication interrupted before the work directory was removed.
-				if job, err := readJob(w.work); err == nil && job.Fingerprint == fp {
-					os.RemoveAll(w.work)
-				}
-			}
-			return fmt.Errorf("%w: %s holds the complete output of this conversion (fingerprint %s)", ErrComplete, w.dir, fp)
+	fp := w.opts.Fingerprint
+	if w.opts.Share.Whole() {
+		// A publication interrupted before the work directory was removed.
+		if job, err := readJob(w.work); err == nil && job.Fingerprint == fp {
+			os.RemoveAll(w.work)
 		}
 	}
-	if w.opts.Overwrite {
-		return nil
-	}
-	return fmt.Errorf("%w: %s", ErrExists, w.dir)
+	return fmt.Errorf("%w: %s holds the complete output of this conversion (fingerprint %s)", ErrComplete, w.dir, fp)
 }
 
 func isEmptyDir(dir string) (bool, error) {

@@ -87,6 +87,9 @@ func Prepare(ctx context.Context, opt Options) (*Job, error) {
 		return nil, ErrNoInput
 	}
 	if opt.Out != "" {
+		if err := arrowio.CheckOutputPath(opt.Out); err != nil {
+			return nil, err
+		}
 		if err := checkOutputApart(opt.Inputs, opt.Out); err != nil {
 			return nil, err
 		}

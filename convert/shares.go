@@ -65,7 +65,7 @@ func (j *Job) minMemory(plan *pipeline.Plan) int64 {
 		}
 	}
 	lo := int64(0) // does not fit (0 would mean no budget)
-	for hi-lo > 1 && hi-lo > hi/4096 {
+	for hi-lo > 1 {
 		mid := lo + (hi-lo)/2
 		if fits(mid) {
 			hi = mid
