@@ -35,7 +35,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv("QUANTSTREAM_TEST_MAIN") == "1" {
 		os.Exit(runAsMain())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// The model and the reference conversion the process tests share.
+	for _, d := range []string{modelDir, refDir} {
+		if d != "" {
+			os.RemoveAll(filepath.Dir(d))
+		}
+	}
+	os.Exit(code)
 }
 
 func TestRun(t *testing.T) {
