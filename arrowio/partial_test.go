@@ -238,7 +238,10 @@ func TestResumeCrashPoints(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
-			w, err := Create(out, c.infos, c.opts)
+			o := c.opts
+			completed := make(chan string, 16)
+			o.OnShard = func(name string) { completed <- name }
+			w, err := Create(out, c.infos, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -248,9 +251,13 @@ func TestResumeCrashPoints(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if got := <-completed; got != s.Name {
+				t.Fatalf("completed %s first, want %s", got, s.Name)
+			}
 			// A shard in progress, as a crash leaves it.
 			th := w.Plan().Shards[1].Tensors[0]
 			w.WriteTensor(th.Name, c.data[th.Name])
+			w.drain()
 			w.closeFiles()
 			w.lock.f.Close() // as the kernel does for a killed process: the lock file stays
 			tc.damage(t, out+PartialSuffix, s.Name)

@@ -62,8 +62,9 @@ type WriteOptions struct {
 	// published, with Files filled in (the sha256 of each shard computed when it
 	// was completed).
 	Provenance *Provenance
-	// OnShard is called, from the goroutine that wrote a shard's last tensor,
-	// after the shard is complete, synced and recorded in the work directory.
+	// OnShard is called, from the writer's own goroutine (shards are completed
+	// one at a time, in the order their last tensor was written), after the shard
+	// is complete, synced and recorded in the work directory.
 	OnShard func(name string)
 }
 
@@ -86,7 +87,8 @@ const (
 // shares of a conversion, Merge publishes what their writers Finish). Tensor data may
 // arrive in any order and from several goroutines: WriteTensor, WriteTensorFrom
 // and Write are safe for concurrent use. Commit, Finish, Release and Abort are not
-// concurrent with writes.
+// concurrent with writes, and one of them must end every Writer: the goroutine
+// that completes shards runs until then.
 type Writer struct {
 	dir, work, stage string
 	opts             WriteOptions
@@ -99,6 +101,15 @@ type Writer struct {
 	state  map[string]int
 	shards []shardState
 	closed bool
+	err    error // the first failure to complete a shard
+
+	// Shards whose tensors are all written go to a goroutine that completes them
+	// (sync, sha256, rename, record) while writes go on; drain waits for it.
+	complete  chan int
+	completed chan struct{}
+	draining  bool           // complete is closed (or about to be): no more sends
+	pending   sync.WaitGroup // shards handed to the completer and not completed yet
+	drainOnce sync.Once
 }
 
 type shardState struct {
@@ -181,8 +192,56 @@ func Create(dir string, tensors []quantstream.TensorInfo, opts WriteOptions) (*W
 		w.removeTemps()
 		return nil, err
 	}
+	w.complete = make(chan int, len(plan.Shards)) // never full: one send per shard
+	w.completed = make(chan struct{})
+	go w.completer()
 	ok = true
 	return w, nil
+}
+
+// completer completes the shards whose tensors are all written, in the order
+// they were, one at a time, until drain. After a failure it completes no more.
+func (w *Writer) completer() {
+	defer close(w.completed)
+	for k := range w.complete {
+		if w.failed() != nil {
+			w.pending.Done()
+			continue
+		}
+		if err := w.completeShard(k); err != nil {
+			w.mu.Lock()
+			w.err = err
+			w.mu.Unlock()
+		}
+		w.pending.Done()
+	}
+}
+
+// Flush waits until every shard whose tensors are all written is complete and
+// recorded, and returns the first failure to complete one. A caller that must
+// notice a cancellation before publishing checks it after Flush.
+func (w *Writer) Flush() error {
+	w.pending.Wait()
+	return w.failed()
+}
+
+func (w *Writer) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// drain waits until every shard handed to the completer is completed and stops
+// it; it returns the first failure. Safe to call more than once.
+func (w *Writer) drain() error {
+	w.drainOnce.Do(func() {
+		w.mu.Lock()
+		w.draining = true
+		close(w.complete)
+		w.mu.Unlock()
+		<-w.completed
+	})
+	return w.failed()
 }
 
 // CheckOutputPath refuses (ErrNotDir) an output path that exists and is not a
@@ -336,6 +395,9 @@ func (w *Writer) claim(name string, n int64) (*os.File, TensorHeader, error) {
 	if w.closed {
 		return nil, TensorHeader{}, ErrClosed
 	}
+	if w.err != nil {
+		return nil, TensorHeader{}, w.err
+	}
 	k, t, ok := w.plan.Lookup(name)
 	if !ok {
 		return nil, t, fmt.Errorf("%w: tensor %q is not planned", ErrWrite, name)
@@ -358,22 +420,21 @@ func (w *Writer) claim(name string, n int64) (*os.File, TensorHeader, error) {
 	return w.shards[k].f, t, nil
 }
 
-// finish records the end of a tensor's write; the last tensor of a shard
-// completes the shard.
+// finish records the end of a tensor's write; the last tensor of a shard hands
+// the shard to the completer.
 func (w *Writer) finish(name string, err error) error {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if err != nil {
 		w.state[name] = pending // a failed write may be retried
-		w.mu.Unlock()
 		return err
 	}
 	w.state[name] = written
 	k := w.shardOf(name)
 	w.shards[k].left--
-	last := w.shards[k].left == 0
-	w.mu.Unlock()
-	if last {
-		return w.complete(k)
+	if w.shards[k].left == 0 && !w.draining {
+		w.pending.Add(1)
+		w.complete <- k // never blocks: room for every shard
 	}
 	return nil
 }
@@ -445,10 +506,10 @@ func (w *Writer) Write(ctx context.Context, l *quantstream.Layer) error {
 
 func (w *Writer) shardOf(name string) int { return w.plan.loc[name].shard }
 
-// complete finishes shard k, whose tensors are all written: it syncs the file,
-// computes its sha256 (reading it back), moves it to its name and records it in
-// the journal, in that order, so that a record is only ever of a complete shard.
-func (w *Writer) complete(k int) error {
+// completeShard finishes shard k, whose tensors are all written: it syncs the
+// file, computes its sha256 (reading it back), moves it to its name and records it
+// in the journal, in that order, so that a record is only ever of a complete shard.
+func (w *Writer) completeShard(k int) error {
 	s := w.plan.Shards[k]
 	f := w.shards[k].f
 	if err := f.Sync(); err != nil {
@@ -547,6 +608,9 @@ func (w *Writer) close() bool {
 // missing checks that every shard of the writer's share is complete, completing
 // those that have no tensors.
 func (w *Writer) missing() error {
+	if err := w.drain(); err != nil {
+		return err
+	}
 	var missing []string
 	for k, s := range w.plan.Shards {
 		st := &w.shards[k]
@@ -554,7 +618,8 @@ func (w *Writer) missing() error {
 			continue
 		}
 		if st.left == 0 {
-			if err := w.complete(k); err != nil {
+			// No tensors (an empty plan): nothing was ever written to complete it.
+			if err := w.completeShard(k); err != nil {
 				return err
 			}
 			continue
@@ -644,6 +709,7 @@ func (w *Writer) Release() int {
 }
 
 func (w *Writer) release() int {
+	w.drain()
 	w.closeFiles()
 	w.removeTemps()
 	done := 0
@@ -667,6 +733,7 @@ func (w *Writer) Abort() error {
 	if !w.close() {
 		return nil
 	}
+	w.drain()
 	err := w.closeFiles()
 	w.removeTemps()
 	if w.opts.Share.Whole() {

@@ -402,7 +402,13 @@ func (j *Job) write(ctx context.Context, g *grouping, todo []quantstream.LayerIn
 		if err := p.Run(ctx); err != nil {
 			return err
 		}
-	} else if err := ctx.Err(); err != nil {
+	}
+	// The last shards complete after the last write; a cancellation meanwhile
+	// stops the run before it publishes.
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if j.opt.Share.Whole() {
