@@ -85,7 +85,8 @@ func buildIdentity() string {
 //
 // Every field of Options is either here or does not change the output's bytes
 // (Workers, MaxMemory, Allocator, Progress, the output path and Overwrite, Share,
-// OnShardDone); TestFingerprintCoversOptions keeps it so.
+// OnShardDone, Engine, which only refuses); TestFingerprintCoversOptions keeps it
+// so.
 func (j *Job) provenance() (*arrowio.Provenance, error) {
 	if j.prov != nil {
 		return j.prov, nil
@@ -116,6 +117,12 @@ func (j *Job) provenance() (*arrowio.Provenance, error) {
 		// The resolved recipe (presets, files and their imports, rules): what the
 		// names stand for.
 		conv["recipe_sha256"] = j.recipeSHA256
+	}
+	if o.Dequantize {
+		conv["dequantize"] = "true"
+	}
+	if o.CastMXFP4ToNVFP4 {
+		conv["cast_mxfp4_to_nvfp4"] = "true"
 	}
 	if j.added > 0 {
 		// A caller's stage is known by its name only: one that changes what it

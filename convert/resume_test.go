@@ -310,6 +310,7 @@ func TestFingerprint(t *testing.T) {
 func TestFingerprintCoversOptions(t *testing.T) {
 	fingerprinted := map[string]bool{
 		"Inputs": true, "MaxShardSize": true, "Recipe": true, "KVCache": true, "Rules": true, "DivMode": true,
+		"Dequantize": true, "CastMXFP4ToNVFP4": true,
 	}
 	bytesIndependent := map[string]string{
 		"Out":         "where the output goes",
@@ -320,6 +321,7 @@ func TestFingerprintCoversOptions(t *testing.T) {
 		"Allocator":   "memory, not content",
 		"Progress":    "a callback",
 		"OnShardDone": "a callback",
+		"Engine":      "refuses an output an engine would not load; changes no byte",
 	}
 	ty := reflect.TypeFor[Options]()
 	for i := range ty.NumField() {

@@ -643,7 +643,7 @@ func attributesFromMap(m map[string]any) (Attributes, error) {
 }
 
 // quantizerAttributes are the attributes attributesFromMap reads.
-var quantizerAttributes = []string{"num_bits", "axis", "block_sizes", "type", "effective_bits", "fake_quant", "unsigned", "narrow_range", "bias", "enable"}
+var quantizerAttributes = []string{"num_bits", "axis", "block_sizes", "type", "effective_bits", "fake_quant", "unsigned", "narrow_range", "bias", "use_constant_amax", "constant_amax", "enable"}
 
 // checkKeys refuses the first key of m (in sorted order) that is not among known,
 // naming it (prefix is where m is, as "quantize.") and the known key closest to it.

@@ -385,7 +385,7 @@ func TestSharesThenMerge(t *testing.T) {
 
 // TestHelpExitsZero: every command's -h prints its usage on stdout and exits 0.
 func TestHelpExitsZero(t *testing.T) {
-	for _, cmd := range []string{"convert", "plan", "merge", "parity", "dump-arrow"} {
+	for _, cmd := range []string{"convert", "plan", "merge", "parity", "dump-arrow", "verify", "inspect"} {
 		for _, h := range []string{"-h", "--help"} {
 			code, stdout, stderr := runIn(t, cmd, h)
 			if code != 0 || !strings.HasPrefix(stdout, "usage: quantstream "+cmd) || stderr != "" || strings.Contains(stdout, "help requested") {

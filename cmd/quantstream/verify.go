@@ -33,17 +33,35 @@ func (e *engineFlag) Set(v string) error {
 }
 
 // parseDirAndFlags parses flags before and after the one directory argument, so that
-// both "verify --json DIR" and "verify DIR --json" work.
-func parseDirAndFlags(fs *flag.FlagSet, args []string) (string, error) {
-	if err := fs.Parse(args); err != nil {
-		return "", fmt.Errorf("%w: %v", errUsage, err)
+// both "verify --json DIR" and "verify DIR --json" work. -h prints the usage on
+// stdout (errHelp: exit status 0), as every command does.
+func parseDirAndFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (string, error) {
+	usage := fs.Usage // writes to fs.Output()
+	fs.Usage = func() {}
+	parse := func(args []string) error {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			out := fs.Output()
+			fs.SetOutput(stdout)
+			usage()
+			fs.SetOutput(out)
+			return errHelp
+		}
+		if err != nil {
+			usage()
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		return nil
+	}
+	if err := parse(args); err != nil {
+		return "", err
 	}
 	if fs.NArg() == 0 {
 		return "", fmt.Errorf("%w: a checkpoint directory is required", errUsage)
 	}
 	dir := fs.Arg(0)
-	if err := fs.Parse(fs.Args()[1:]); err != nil {
-		return "", fmt.Errorf("%w: %v", errUsage, err)
+	if err := parse(fs.Args()[1:]); err != nil {
+		return "", err
 	}
 	if fs.NArg() > 0 {
 		return "", fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
@@ -61,10 +79,10 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	headersOnly := fs.Bool("headers-only", false, "skip the checks that read tensor data (scale values, NaN codes, fused-group equality)")
 	quiet := fs.Bool("quiet", false, "no progress output")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: quantstream verify [flags] DIR\n\nChecks a ModelOpt-format checkpoint (files, layouts, scales, fused groups, coverage, KV scales).\nExit status 0 when sound, 1 with every problem listed.")
+		fmt.Fprintln(fs.Output(), "usage: quantstream verify [flags] DIR\n\nChecks a ModelOpt-format checkpoint (files, layouts, scales, fused groups, coverage, KV scales).\nExit status 0 when sound, 1 with every problem listed.")
 		fs.PrintDefaults()
 	}
-	dir, err := parseDirAndFlags(fs, args)
+	dir, err := parseDirAndFlags(fs, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -103,10 +121,10 @@ func cmdInspect(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print as JSON")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: quantstream inspect [--json] DIR\n\nWhat a checkpoint holds, from headers alone: formats, dtypes, shards, the quantization config, unquantized modules.")
+		fmt.Fprintln(fs.Output(), "usage: quantstream inspect [--json] DIR\n\nWhat a checkpoint holds, from headers alone: formats, dtypes, shards, the quantization config, unquantized modules.")
 		fs.PrintDefaults()
 	}
-	dir, err := parseDirAndFlags(fs, args)
+	dir, err := parseDirAndFlags(fs, args, stdout)
 	if err != nil {
 		return err
 	}
