@@ -9,6 +9,12 @@
 // quantstream CLI is a thin layer over them; every caller gets the same guards
 // (the output apart from the inputs, generated side files, calibration artifacts
 // left out, layers cut to fit the memory budget).
+//
+// A run is resumable and can be split: it writes through arrowio's work
+// directory (<Out>.partial) under the conversion's fingerprint (the provenance:
+// what decides the output bytes), so a rerun after a crash keeps the complete
+// shards, and Options.Share converts one share of the shards for arrowio.Merge to
+// publish; see Job.Run.
 package convert
 
 import (
