@@ -352,3 +352,34 @@ func TestBudgetErrorNamesTheFlagAndTheMinimum(t *testing.T) {
 		t.Fatalf("the budget the error names: %v", err)
 	}
 }
+
+// TestMinMemoryWorks: the smallest budget plan states for a MoE model (whose
+// layers are cut into expert groups to fit) runs, and a budget just below it is
+// refused.
+func TestMinMemoryWorks(t *testing.T) {
+	opt := Options{Inputs: []string{"../testdata/tiny_moe"}, Recipe: "W4A16_NVFP4_CFG", MaxMemory: 1 << 10}
+	p, err := MakePlan(t.Context(), opt)
+	if err != nil || len(p.Problems) != 1 {
+		t.Fatalf("plan under 1 KiB: %v, %v", p.Problems, err)
+	}
+	whole, err := MakePlan(t.Context(), Options{Inputs: opt.Inputs, Recipe: opt.Recipe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var largest int64 // the largest layer, whole
+	for _, lp := range whole.Layers {
+		largest = max(largest, lp.Charge[0])
+	}
+	min := p.MinMemory
+	if min <= 0 || min >= largest {
+		t.Fatalf("smallest budget %d, the largest whole layer needs %d: cutting into expert groups should need less", min, largest)
+	}
+	opt.MaxMemory, opt.Out = min, filepath.Join(t.TempDir(), "out")
+	if _, err := Run(t.Context(), opt); err != nil {
+		t.Fatalf("at the stated minimum %d: %v", min, err)
+	}
+	opt.MaxMemory, opt.Out = min-min/1000-1, filepath.Join(t.TempDir(), "out")
+	if _, err := Run(t.Context(), opt); err == nil {
+		t.Errorf("0.1%% below the stated minimum %d ran: it is not the minimum", min)
+	}
+}

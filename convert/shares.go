@@ -1,9 +1,11 @@
 package convert
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/bits"
+	"slices"
 
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/pipeline"
@@ -47,33 +49,70 @@ func shardCosts(plan *pipeline.Plan, sp *arrowio.Plan) []int64 {
 // minMemory is the smallest memory budget (Options.MaxMemory, --max-memory) under
 // which the conversion runs: layers are cut to fit a budget (runs of tensors for a
 // passthrough, groups of experts for a MoE export), so it can be below the largest
-// layer of plan, which is planned for the budget given. Found by bisection over
-// budgets, planning each from headers.
+// layer of plan, which is planned for the budget given.
+//
+// A layer's groups depend on the budget and on that layer alone, so the smallest
+// budget is the largest of the layers' own smallest ones, each found by bisection
+// over budgets with header-only plans of that layer. Layers are taken largest
+// first, and one that fits under the largest minimum found so far needs no
+// bisection: a model of identical layers costs one bisection and one plan per
+// other layer. The result is exact to 1/4096.
 func (j *Job) minMemory(plan *pipeline.Plan) int64 {
-	fits := func(b int64) bool {
+	fitsAll := func(b int64) bool {
 		p, err := pipeline.NewPlan(j.groupingFor(b).layers, j.chain...)
 		return err == nil && p.Check(b) == nil
 	}
-	hi := plan.MaxCharge
-	if !fits(hi) {
-		// The layers whole, as without a budget.
-		if p, err := pipeline.NewPlan(j.groupingFor(0).layers, j.chain...); err == nil {
-			hi = max(hi, p.MaxCharge)
-		}
-		if !fits(hi) {
-			return plan.MaxCharge
-		}
+	whole, err := pipeline.NewPlan(j.ck.Layers(), j.chain...)
+	if err != nil {
+		return plan.MaxCharge
 	}
-	lo := int64(0) // does not fit (0 would mean no budget)
-	for hi-lo > 1 {
-		mid := lo + (hi-lo)/2
-		if fits(mid) {
-			hi = mid
-		} else {
-			lo = mid
-		}
+	layers := j.ck.Layers()
+	order := make([]int, len(layers))
+	for i := range order {
+		order[i] = i
 	}
-	return hi
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(whole.Layers[b].Charge[0], whole.Layers[a].Charge[0]) })
+	var best int64
+	for _, i := range order {
+		hi := whole.Layers[i].Charge[0] // whole, the layer fits: any cut only lowers it
+		if hi <= best {
+			break
+		}
+		fits := func(b int64) bool {
+			g := (&grouping{layers: layers[i : i+1]}).splitForBudget(len(j.chain), b).splitExperts(j.export, j.added, b)
+			p, err := pipeline.NewPlan(g.layers, j.chain...)
+			return err == nil && p.Check(b) == nil
+		}
+		if best > 0 && fits(best) {
+			continue
+		}
+		// No budget below the layer's largest tensor works; a passthrough needs no
+		// more than that (its runs of tensors are cut to a quarter of the budget).
+		var largest int64
+		for _, t := range layers[i].Tensors {
+			largest = max(largest, infoBytes(t))
+		}
+		if largest > best && largest < hi && fits(largest) {
+			best = largest
+			continue
+		}
+		// Does not fit at lo (or lo is 0, which would mean no budget). To 1/4096:
+		// --max-memory is written to three digits anyway (FlagSize).
+		lo := max(best, largest)
+		for hi-lo > max(1, hi>>12) {
+			mid := lo + (hi-lo)/2
+			if fits(mid) {
+				hi = mid
+			} else {
+				lo = mid
+			}
+		}
+		best = hi
+	}
+	if best > 0 && fitsAll(best) {
+		return best
+	}
+	return plan.MaxCharge
 }
 
 // budgetError is a plan's budget error with why layers over the budget were kept
