@@ -559,3 +559,36 @@ func TestParseShare(t *testing.T) {
 		}
 	}
 }
+
+// TestLeftoversReported: what interrupted writers left is removed (work of another
+// fingerprint, work directories being created, files being written) or, for the
+// temporary directories of earlier versions (<out>.tmp-*), reported and kept.
+func TestLeftoversReported(t *testing.T) {
+	c := newResumeCase("a")
+	out := filepath.Join(t.TempDir(), "out")
+	old := out + ".tmp-1234"
+	os.MkdirAll(old, 0o755)
+	creating := out + PartialSuffix + newMark + "99"
+	os.MkdirAll(creating, 0o755)
+	w, err := Create(out, c.infos, c.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := w.Status()
+	if len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0], old) || !strings.Contains(st.Warnings[0], "earlier quantstream") {
+		t.Errorf("warnings %q: want %s reported", st.Warnings, old)
+	}
+	if len(st.Removed) != 1 || !strings.Contains(st.Removed[0], creating) {
+		t.Errorf("removed %q: want %s", st.Removed, creating)
+	}
+	c.write(t, w)
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); err != nil {
+		t.Errorf("%s removed: %v", old, err)
+	}
+	if _, err := os.Stat(creating); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s kept", creating)
+	}
+}
