@@ -96,7 +96,7 @@ func TestDataFreeExpertGroupsMatchWholeLayers(t *testing.T) {
 
 // TestCalibratedExpertGroupsFillFromWholeLayer: calibration state in which some
 // experts have no input amax (never routed to) or an all-zero one: the export fills
-// them with the max over every expert of the projection (§7.2 step 1), which lies in
+// them with the max over every expert of the projection (set_expert_quantizer_amax), which lies in
 // another expert group (expert 7 has the largest). The groups read the layer's expert
 // input amaxes first, so the output is byte-identical to the whole-layer export.
 func TestCalibratedExpertGroupsFillFromWholeLayer(t *testing.T) {

@@ -244,7 +244,7 @@ func modExportQuantizedWeight(c *Case) (*Result, error) {
 }
 
 // kvQuantizer is the k/v bmm quantizer of the KV-cache recipes for a num_bits value
-// (spec §3.2): FP8 and INT8 per-tensor, NVFP4 with dynamic 16-blocks and E4M3 scales.
+// (modelopt_recipes/configs/ptq/units): FP8 and INT8 per-tensor, NVFP4 with dynamic 16-blocks and E4M3 scales.
 func kvQuantizer(nb quant.NumBits) *quant.Quantizer {
 	q := &quant.Quantizer{Class: "TensorQuantizer", Enabled: true, NumBits: nb, FakeQuant: true}
 	if nb == quant.BitsE2M1 {

@@ -76,7 +76,7 @@ func fqPromote(a, b DType) DType {
 }
 
 // fqQuotientDType is the dtype of w / s in PyTorch: a 0-dim s does not promote a
-// dimensioned w of the same category (spec §1.5).
+// dimensioned w of the same category (torch.result_type's rule for 0-dim operands).
 func fqQuotientDType(w DType, s Tensor) DType {
 	if len(s.Shape) == 0 {
 		return w

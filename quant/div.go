@@ -1,7 +1,8 @@
 package quant
 
-// DivMode selects how a tensor is divided by a Python scalar constant (spec §1.6):
-// PyTorch on CPU divides (IEEE), on CUDA it multiplies by the float32 reciprocal.
+// DivMode selects how a tensor is divided by a Python scalar constant: PyTorch on CPU
+// divides (IEEE), on CUDA it multiplies by the float32 reciprocal (ATen's
+// div_true_kernel_cuda turns division by a CPU scalar into a multiplication).
 // The two differ in the last bit for a large share of inputs, so checkpoints exported
 // on GPUs need DivCUDA to be reproduced.
 type DivMode uint8

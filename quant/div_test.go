@@ -6,7 +6,7 @@ import (
 )
 
 func TestDivScalarReciprocalBits(t *testing.T) {
-	// Reciprocal bit patterns from spec §1.6.
+	// The float32 reciprocals CUDA multiplies by, as bit patterns.
 	for _, tc := range []struct {
 		d    float32
 		bits uint32

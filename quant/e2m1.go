@@ -139,7 +139,8 @@ func E8M0FromExponent(e float32) uint8 {
 }
 
 // ceilLog2F32 is torch.ceil(torch.log2(v)) on float32: the log is rounded to
-// float32 before the ceiling (spec §1.7), so 2^k·(1+2^-23) may give k.
+// float32 before the ceiling (torch.log2 returns a float32 tensor), so
+// 2^k·(1+2^-23) may give k.
 //
 // For a normal v = (1+f)·2^k the answer is k when f = 0 and k+1 when f ≥ 2^-10:
 // then log2(1+f) ≥ 0.0014, far above half an ulp of any |k| ≤ 127, so the

@@ -31,7 +31,7 @@ func fqScalarTensor(v float32) Tensor {
 	return t
 }
 
-// Naive reference implementations, written from the spec with no tables or
+// Naive reference implementations, written from ModelOpt's rules with no tables or
 // precomputed maps: the fast kernels must give the same bytes.
 
 func naiveFP8PerTensor(w Tensor, s float32) []byte {

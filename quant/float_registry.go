@@ -3,7 +3,7 @@ package quant
 import "fmt"
 
 // The float formats in the registry, dispatched as quant_utils.to_quantized_weight
-// does (spec §5.9). Dequantizers return the weight dtype given by the caller.
+// does. Dequantizers return the weight dtype given by the caller.
 
 func init() {
 	RegisterFormat(&Format{Name: "fp8", Quantize: fp8FormatQuantize, Dequantize: fp8FormatDequantize})

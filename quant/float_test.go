@@ -26,7 +26,8 @@ func fqRamp(n int, scale float32) []float32 {
 	return v
 }
 
-// TestFP8PerTensorPromotion pins the dtype rules of spec §1.5/§5.4 on values where
+// TestFP8PerTensorPromotion pins the dtype rules of to_quantized_weight "fp8" (a 0-dim
+// scale does not promote a bf16 weight, so the quotient is rounded to bf16) on values where
 // the single and double roundings, and the CPU and CUDA divisors, differ.
 func TestFP8PerTensorPromotion(t *testing.T) {
 	// w/s = 1.0625 + a bit: f32 → E4M3 rounds up to 1.125, but the quotient first

@@ -74,7 +74,7 @@ func e4m3Decode(c uint8) float32 {
 
 // e4m3FromBF16 maps every bfloat16 bit pattern to its E4M3 code. bf16 → f32 is
 // exact, so this equals F32ToE4M3(BF16ToF32(h)) and is what the FP8 kernels use
-// when the quotient is rounded to bf16 first (spec §5.4).
+// when the quotient is rounded to bf16 first (FP8 per-tensor, NewFP8PerTensor).
 var e4m3FromBF16 = func() *[1 << 16]uint8 {
 	var t [1 << 16]uint8
 	for h := range 1 << 16 {

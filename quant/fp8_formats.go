@@ -105,7 +105,7 @@ func fp8ChunkBF16(o, x []byte, d float32, qdt DType) {
 // divisors returns the scale values as the division sees them: cast to the
 // quotient dtype, except that on CPU a 0-dim divisor of a reduced-precision
 // tensor keeps its float32 value (PyTorch's CPU kernel divides by the original
-// scalar; CUDA casts it like any operand, spec §5.4).
+// scalar; CUDA casts it like any operand).
 func fp8Divisors(s Tensor, qdt DType, mode DivMode) ([]float32, error) {
 	v, err := fqValues(s, "weights_scaling_factor")
 	if err != nil {
@@ -124,7 +124,7 @@ func (d *FP8Divider) tensor() Tensor {
 	return Tensor{DType: F8E4M3, Shape: d.Shape(), Data: d.AppendRows(make([]byte, 0, d.rows*d.cols), 0, d.rows)}
 }
 
-// NewFP8PerTensor prepares to_quantized_weight(w, s, "fp8") (spec §5.4): a 2-D
+// NewFP8PerTensor prepares quant_utils.to_quantized_weight(w, s, "fp8"): a 2-D
 // weight divided by a 0-dim scale is computed in the weight dtype (double rounding;
 // in DivCUDA mode the scale is also rounded to the weight dtype), a (1,)-shaped
 // scale or a 3-D weight (whose scale is unsqueezed) divides in float32.
@@ -137,7 +137,7 @@ func NewFP8PerTensor(w, s Tensor, mode DivMode) (*FP8Divider, error) {
 
 // NewFP8Broadcast prepares (w / s).to(torch.float8_e4m3fn) with PyTorch
 // broadcasting and type promotion: the quotient has the promoted dtype, where a
-// 0-dim s does not promote (spec §1.5).
+// 0-dim s does not promote a dimensioned w of the same category (torch.result_type).
 func NewFP8Broadcast(w, s Tensor, mode DivMode) (*FP8Divider, error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
 		return nil, err
@@ -173,7 +173,7 @@ func QuantizeFP8(w, s Tensor, mode DivMode) (Tensor, error) {
 	return d.tensor(), nil
 }
 
-// NewFP8PerChannel prepares to_quantized_weight(w, s, "fp8_pc_pt") (spec §5.5).
+// NewFP8PerChannel prepares quant_utils.to_quantized_weight(w, s, "fp8_pc_pt").
 // 2-D: s is (O,) and divides each row. 3-D [E,A,B]: s (E,) divides each expert;
 // s (E,N) divides along the dimension N matches (B: BMM layout, A: standard), and
 // a square [A,A] or a mismatched E is an error, as in ModelOpt.
@@ -259,7 +259,7 @@ func fp8BlockScaleShape(shape []int64, rep []int) []int64 {
 }
 
 // NewFP8Block prepares FP8QTensor.quantize(w, s, block_sizes=blocks) with given
-// scales (spec §5.6; to_quantized_weight "fp8_pb_wo" passes s.squeeze() and blocks
+// scales (quant_utils.to_quantized_weight "fp8_pb_wo" passes s.squeeze() and blocks
 // {-1: B, -2: B}). Any s with as many elements as the padded block grid is reshaped
 // to it; the division dtype is the promotion of the weight and scale dtypes.
 func NewFP8Block(w, s Tensor, blocks FP8Blocks) (*FP8Divider, error) {

@@ -6,7 +6,7 @@ import (
 	"slices"
 )
 
-// Integer weight formats (spec §5.7, §5.8): int8_sq / int8_wo store one signed byte per
+// Integer weight formats (INT8QTensor; quant_utils.pack_int4_in_uint8): int8_sq / int8_wo store one signed byte per
 // element with a float32 scale per output row; int4_awq / w4a8_awq store two's-complement
 // nibbles with a float32 scale per (row, block of B input columns), two output rows per
 // byte:
@@ -221,7 +221,7 @@ func QuantizeInt8(w, s Tensor) (Tensor, error) {
 	return Tensor{DType: I8, Shape: shape, Data: out}, nil
 }
 
-// PackInt4InUint8 is pack_int4_in_uint8(w, s) (spec §5.8): w [O,I] or [E,O,I] in
+// PackInt4InUint8 is quant_utils.pack_int4_in_uint8(w, s): w [O,I] or [E,O,I] in
 // BF16/F16/F32, s [..., O, I/B] float32 (B = I / s.shape[-1]); the result is U8
 // [O/2, I] or [E, O/2, I].
 func PackInt4InUint8(w, s Tensor) (Tensor, error) {
@@ -327,7 +327,7 @@ func UnpackInt4(p Tensor) (Tensor, error) {
 	return Tensor{DType: I8, Shape: shape, Data: out}, nil
 }
 
-// ScalingFactorFromWeight is get_scaling_factor_from_weight(w, groupSize) (spec §6): w
+// ScalingFactorFromWeight is quant_utils.get_scaling_factor_from_weight(w, groupSize): w
 // must be 2-D [n,k]; groupSize 0 gives amax(|row|)/127 of shape [n], otherwise
 // amax(|group|)/7 of shape [n, k/groupSize]. The division is ÷scalar (mode); zero
 // scales become 1.0. The result is float32.
@@ -387,7 +387,7 @@ func absMaxFirstNaN(x []float32) float32 {
 	return m
 }
 
-// ResmoothAndGetScale is resmooth_and_get_scale (spec §6): it splits merged [n,k] into
+// ResmoothAndGetScale is quant_utils.resmooth_and_get_scale: it splits merged [n,k] into
 // ranks row chunks, rescales chunk i by pqs[i]/newPQS in the weight dtype (two rounded
 // steps, left to right), and returns the concatenated weights, the concatenated
 // ScalingFactorFromWeight(chunk, groupSize) and the new scale (the mean of pqs in their

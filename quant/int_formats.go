@@ -64,8 +64,7 @@ func int4FormatDequantize(p Tensor, scale, _ *Tensor, _ int, dtype DType) (Tenso
 	return FromFloat32(dtype, q.Shape, out)
 }
 
-// UnquantizeWeight is quant_utils.from_quantized_weight(w, s, format, dtype) (spec
-// §5.10): a weight of 2+ bytes per element, a nil scale or an empty format is only
+// UnquantizeWeight is quant_utils.from_quantized_weight(w, s, format, dtype): a weight of 2+ bytes per element, a nil scale or an empty format is only
 // cast to dtype; "fp8" reinterprets the bytes as E4M3 and multiplies by s in dtype;
 // "int8_sq"/"int8_wo" multiply w by s[:, None] in dtype. Products use PyTorch
 // broadcasting and are rounded once to dtype (BF16, F16 or F32). Other formats are

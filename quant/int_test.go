@@ -168,7 +168,7 @@ func TestScalingFactorFromWeightZeros(t *testing.T) {
 			t.Errorf("int4 scale[%d] = %v, want %v", i, got4[i], want4[i])
 		}
 	}
-	// The spec's test vector (§6).
+	// A hand-checked vector: groups of two, amax / 7, a zero group gets 1.
 	tv := intTensor(t, F32, []int64{2, 4}, []float32{0, 0.35, 0.28, 7, 0.49, 0.84, -0.77, 0.07})
 	s, err := ScalingFactorFromWeight(tv, 2, DivIEEE)
 	if err != nil {

@@ -142,7 +142,7 @@ func amaxProperty(q *Quantizer, amax *Tensor) (*Tensor, error) {
 	return amax, nil
 }
 
-// MaxBound is TensorQuantizer.maxbound (spec §2.1): 448 for E4M3, 6 for E2M1 with E4M3
+// MaxBound is TensorQuantizer.maxbound: 448 for E4M3, 6 for E2M1 with E4M3
 // scales, 2^(n-1+unsigned)-1 for n-bit integers. ok is false where ModelOpt has none
 // (MXFP4 and other float formats, where Python would raise).
 func MaxBound(q *Quantizer) (float64, bool) {
@@ -206,7 +206,7 @@ func resolveShape(shape []int64, numel int64) ([]int64, error) {
 	return out, nil
 }
 
-// ExportAmax is TensorQuantizer.export_amax (spec §2.2). It returns a new tensor and never
+// ExportAmax is TensorQuantizer.export_amax. It returns a new tensor and never
 // mutates amax (ModelOpt fixes zeros in the stored buffer in place; nothing this package
 // computes reads the buffer again afterwards). A nil amax gives nil; a dynamic-block
 // quantizer returns a copy of amax, unchanged (nil for MX formats, whose amax is None).
@@ -372,7 +372,7 @@ func scalingFactor(q *Quantizer, amax, globalAmax *Tensor, mode DivMode) (*Tenso
 	return s, nil
 }
 
-// QuantizationFormat is get_quantization_format (spec §3.3) for one module's weight:
+// QuantizationFormat is quant_utils.get_quantization_format for one module's weight:
 // "" is ModelOpt's QUANTIZATION_NONE. Configurations ModelOpt asserts against or does
 // not support are errors (ErrAssertion, ErrNotImplemented).
 func QuantizationFormat(m *Module) (string, error) {
@@ -658,7 +658,7 @@ func isBMMExpert(m *Module) bool {
 	return m.BMMExpert || strings.Contains(m.Class, "Llama4TextExperts") || strings.Contains(m.Class, "GptOssExperts")
 }
 
-// ExportQuantizedWeight is unified_export_hf._export_quantized_weight (spec §7.3): it
+// ExportQuantizedWeight is unified_export_hf._export_quantized_weight: it
 // returns nil when the module's format is None. dtype is the export dtype the weight is
 // cast to right before quantization; mode selects CPU or CUDA ÷scalar semantics.
 func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, error) {
@@ -871,7 +871,8 @@ func KVCacheScalingFactor(k, v *Quantizer, kAmax, vAmax *Tensor, kvDType string,
 	return out[0], out[1], nil
 }
 
-// KVCacheScaleHF is the Hugging Face export rule (spec §8.3) for k_scale / v_scale:
+// KVCacheScaleHF is the Hugging Face export rule for k_scale / v_scale (the
+// k_bmm_quantizer._amax / v_bmm_quantizer._amax renames of quant_utils.postprocess_state_dict):
 // amax.float() ÷scalar 448 with amax's own shape, for FP8, NVFP4 and NVFP4_AFFINE; any
 // other kvFormat is an error (ModelOpt asserts). No zero fix and no clamp.
 func KVCacheScaleHF(amax Tensor, kvFormat string, mode DivMode) (Tensor, error) {

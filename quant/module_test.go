@@ -17,7 +17,7 @@ var (
 	mbE8M0 = BitsE8M0
 )
 
-// Preset recipes of spec §3.2 (weight quantizer, input quantizer).
+// Preset recipes of modelopt_recipes/configs/ptq/presets (weight quantizer, input quantizer).
 func modPreset(name string) (wq, iq *Quantizer) {
 	fp8 := func() *Quantizer { return &Quantizer{Enabled: true, NumBits: BitsE4M3, FakeQuant: true} }
 	nvfp4 := func(b int) *Quantizer {
@@ -385,7 +385,8 @@ func ExamplePackInt4InUint8() {
 	// Output: [1 4] 30 82 2f 77
 }
 
-// ExampleScalingFactorFromWeight is the test vector of the spec (§6): groups of two,
+// ExampleScalingFactorFromWeight is a hand-checked vector for
+// quant_utils.get_scaling_factor_from_weight: groups of two,
 // amax / 7, a zero group gets 1.
 func ExampleScalingFactorFromWeight() {
 	w, _ := FromFloat32(F32, []int64{2, 4}, []float32{0, 0.35, 0.28, 7, 0.49, 0.84, -0.77, 0.07})

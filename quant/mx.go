@@ -6,7 +6,7 @@ import (
 	"slices"
 )
 
-// MX formats (spec §5.2, §5.3): one E8M0 power-of-two scale per block of 32.
+// MX formats (MXFP4QTensor, MXFP8QTensor in modelopt.torch.quantization.qtensor): one E8M0 power-of-two scale per block of 32.
 
 // mxExp2 is torch.exp2 of an integer-valued float32 exponent: exact, including the
 // float32 subnormals down to 2^-149 and +Inf from 2^128 up.

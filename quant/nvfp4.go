@@ -5,7 +5,7 @@ import (
 	"math"
 )
 
-// NVFP4 (NVFP4QTensor, spec §5.1): E2M1 elements in blocks of B along the last
+// NVFP4 (modelopt.torch.quantization.qtensor.NVFP4QTensor): E2M1 elements in blocks of B along the last
 // dimension, one E4M3 scale per block and a float32 global scale ("wsf2", one per
 // tensor or one per expert). Packed two nibbles per byte along the last dimension,
 // element 2j in the low nibble.

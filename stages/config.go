@@ -101,7 +101,7 @@ func ProcessLayerQuantConfig(mods []ConfigModule) Obj {
 	return out
 }
 
-// SummarizeExcludeModules is _prefix_wildcard_summarize_exclude_modules (§9.3): each
+// SummarizeExcludeModules is quant_utils._prefix_wildcard_summarize_exclude_modules: each
 // unquantized name is replaced by the shortest wildcard prefix that matches no
 // quantized name. The result is unsorted; callers sort it.
 func SummarizeExcludeModules(unquantized, quantized []string) []string {

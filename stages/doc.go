@@ -12,7 +12,8 @@
 // into its exported record, refusing non-finite or negative calibration buffers
 // (quant.ErrNonFinite, quant.ErrNonPositive) before any step reads them:
 //
-//	layer in ─► expand fused experts (§7.4) ─► fill expert input amax (§7.2.1)
+//	layer in ─► expand fused experts (_export_fused_experts)
+//	         ─► fill expert input amax (set_expert_quantizer_amax)
 //	         ─► nvfp4_awq: fold o_proj/down_proj pre_quant_scale into v_proj/up_proj
 //	         ─► AWQ experts: resmooth per projection
 //	         ─► fusion groups (q/k/v, gate/up, w1/w3, shared experts): average and

@@ -212,7 +212,7 @@ func checkStaticNVFP4(ts *tensorSet, m *Module) error {
 	return nil
 }
 
-// exportModule is _export_quantized_weight (§7.3) through quant.ExportQuantizedWeight:
+// exportModule is unified_export_hf._export_quantized_weight through quant.ExportQuantizedWeight:
 // it replaces m.Weight by the quantized weight and adds weight_scale, weight_scale_2
 // and input_scale as the plan says.
 func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMode) error {

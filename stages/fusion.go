@@ -11,7 +11,7 @@ import (
 )
 
 // PreprocessLinearFusion is ModelOpt's preprocess_linear_fusion on modules that read
-// the same input (§6): AWQ pre_quant_scales are averaged and the weights rescaled with
+// the same input (quant_utils.preprocess_linear_fusion): AWQ pre_quant_scales are averaged and the weights rescaled with
 // a recalibrated weight amax; unless resmoothOnly, per-tensor input amax, per-tensor
 // weight amax and the second stage of W4A8 become the group maximum.
 func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool, mode quant.DivMode) error {

@@ -60,7 +60,7 @@ type Module struct {
 	GAmax string
 
 	// Expert is the expert index for per-expert modules, else -1. FromFused marks a
-	// module cut out of a transformers-5 fused experts tensor (§7.4).
+	// module cut out of a transformers-5 fused experts tensor (_export_fused_experts).
 	Expert    int
 	FromFused bool
 	// Fused is ModelOpt's fused_with_prequant: its pre_quant_scale went into a norm or

@@ -130,7 +130,7 @@ func (f *fusedExperts) slices() []expertSlice {
 
 // expand replaces the fused tensors and their quantizer buffers by per-expert weights
 // "<name>.<e>.<proj>.weight" with weight and input amax buffers, and registers the
-// per-expert quantizers in ov (§7.4). Amax rules: a missing or all-zero first-projection
+// per-expert quantizers in ov (unified_export_hf._export_fused_experts). Amax rules: a missing or all-zero first-projection
 // amax becomes max|gate_up_proj[e]| shared by gate and up; a per-channel or per-block
 // amax is split by rows in proportion; a still-missing or zero amax becomes max|slice|.
 func (f *fusedExperts) expand(ts *tensorSet, qs Quantizers, ov *overlay) error {
@@ -345,7 +345,7 @@ func fillTarget(ts *tensorSet, batch []*Module) (float32, error) {
 }
 
 // fillExpertInputAmax is set_expert_quantizer_amax for the input quantizers of
-// iterable experts (§7.2 step 1): per MoE block and projection, the target is the max
+// iterable experts (run by unified_export_hf._prepare_moe_inputs): per MoE block and projection, the target is the max
 // over every existing amax of the batch's enabled input quantizers (zeros included),
 // 0.5 when none has one; it goes to each quantizer whose amax is missing or all zero,
 // except dynamic ones. It returns the names it filled, sorted.

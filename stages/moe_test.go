@@ -122,7 +122,8 @@ func TestFusedExperts(t *testing.T) {
 }
 
 // TestExpertInputAmaxFill: per-expert (hub-named) experts whose input amax is missing
-// get the max of their siblings' (§7.2 step 1), and the plan reports them.
+// get the max of their siblings' (layer_utils.set_expert_quantizer_amax, run by
+// unified_export_hf._prepare_moe_inputs), and the plan reports them.
 func TestExpertInputAmaxFill(t *testing.T) {
 	p := "model.layers.0.mlp.experts."
 	sd := map[string]quant.Tensor{}

@@ -18,7 +18,7 @@ type Options struct {
 	// DType is the export dtype weights are cast to before quantization
 	// (`weight.to(dtype)`); Invalid takes config.json's dtype, else each weight's own.
 	DType quant.DType
-	// Div selects CPU (IEEE) or CUDA (reciprocal) division by constants (spec §1.6).
+	// Div selects CPU (IEEE) or CUDA (reciprocal) division by constants (quant.DivMode).
 	Div quant.DivMode
 	// ProducerVersion goes into hf_quant_config.json; "" means ModelOptVersion.
 	ProducerVersion string
@@ -31,7 +31,8 @@ type LayerPlan struct {
 	Inputs  []quantstream.TensorInfo
 	Outputs []quantstream.TensorInfo // sorted by name
 	Modules []*Module                // quantized modules, by name
-	// Filled lists the missing expert input amax buffers Process fills (§7.2 step 1);
+	// Filled lists the missing expert input amax buffers Process fills
+	// (layer_utils.set_expert_quantizer_amax);
 	// an all-zero amax is refilled too, which only the data shows.
 	Filled []string
 }
@@ -293,7 +294,10 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 }
 
 // run performs every export step on one layer: on headers while planning, on data
-// while processing (§7.2 steps 1-4 and 6, then §8.4).
+// while processing, in the order of unified_export_hf._export_transformers_checkpoint:
+// _prepare_moe_inputs, requantize_resmooth_fused_llm_layers, get_quant_config,
+// sync_moe_gate_up_amax, the per-module _export_quantized_weight, then
+// postprocess_state_dict.
 func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module, []string, error) {
 	if !ts.planning() {
 		if err := checkBuffers(ts); err != nil {

@@ -8,7 +8,8 @@ import (
 	"github.com/quantstream/quantstream/quant"
 )
 
-// Keys containing one of these are dropped unless a rename rule below matches (§8.4).
+// Keys containing one of these are dropped unless a rename rule below matches
+// (quant_utils.postprocess_state_dict).
 var postprocessSkip = []string{"output_quantizer", "_amax", "_bias_value", "input_quantizer._pre_quant_scale", "weight_shape"}
 
 // Rename rules, tried in order, matched as a key suffix.
@@ -69,7 +70,7 @@ func maybeSqueezeScale(key string, shape []int64) []int64 {
 // kvFormats are the KV-cache formats the HF export can write scales for.
 var kvFormats = map[string]bool{"FP8": true, "NVFP4": true, "NVFP4_AFFINE": true}
 
-// postprocess applies postprocess_state_dict to the layer's tensors (§8.4): KV amax
+// postprocess applies quant_utils.postprocess_state_dict to the layer's tensors: KV amax
 // becomes k_scale/v_scale = amax.float() ÷ 448 (quant.KVCacheScaleHF: no zero fix, no
 // clamp; maxbound is ModelOpt's argument, always 448 in the HF export).
 func postprocess(ts *tensorSet, maxbound float32, kvFormat string, qlora bool, mode quant.DivMode) error {

@@ -54,7 +54,7 @@ type expertSplit struct {
 //     w4a8_awq, nvfp4_svdquant models), and
 //   - fused experts (one [E, 2F, H] tensor) or other expert containers:
 //     the layer is refused (an error wrapping ErrNoExpertSplit);
-//   - the MoE input-amax fill (§7.2 step 1), whose target is a max over every expert
+//   - the MoE input-amax fill (layer_utils.set_expert_quantizer_amax), whose target is a max over every expert
 //     of a projection: when some expert has an enabled, static input quantizer, its
 //     value depends on the data, so ExpertSplit returns the names of the layer's
 //     expert input amax tensors (scalars or tiny) that SetExpertFill must be given

@@ -406,7 +406,8 @@ func WriteSyntheticCalib(dir string, c LlamaConfig, format string, overwrite boo
 // and the router mlp.gate left unquantized, as the recipes leave it. inputAmax gives
 // each expert's input amax in a layer (the same for its three projections); ok false
 // leaves the expert without one (its quantizer records no buffer), as an expert that
-// no calibration token was routed to: the export then fills it (§7.2 step 1).
+// no calibration token was routed to: the export then fills it
+// (layer_utils.set_expert_quantizer_amax).
 // Values should be exact in BF16.
 func WriteSyntheticMoECalib(dir string, c MoEConfig, format string, inputAmax func(layer, expert int) (v float32, ok bool), overwrite bool) error {
 	mods := []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"}
