@@ -39,6 +39,11 @@ type Arch struct {
 	// AWQExperts: ModelOpt's get_experts_list knows this family's experts, so AWQ
 	// models with per-expert modules can be resmoothed (otherwise it raises).
 	AWQExperts bool
+	// Renames map in-memory names to hub names (RenameRule), applied to every
+	// exported tensor and module name; nil when the two agree.
+	Renames []RenameRule
+
+	renamer renamer
 }
 
 // ModelConfig is the part of config.json the export reads.
@@ -85,7 +90,16 @@ var families = map[string]func(c *ModelConfig) *Arch{
 		return &Arch{Family: "mixtral", Fusion: []FusionRule{llamaAttn,
 			{Parent: "block_sparse_moe.experts.*", Members: []string{"w1", "w3"}},
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}}},
-			GateUp: [2]string{"w1", "w3"}, AWQExperts: true}
+			GateUp: [2]string{"w1", "w3"}, AWQExperts: true,
+			// transformers 5 loads block_sparse_moe.experts.N.w1/w3/w2 as
+			// mlp.experts.gate_up_proj / down_proj (which the export cuts back into
+			// experts.N.gate_proj/up_proj/down_proj) and block_sparse_moe.gate as mlp.gate.
+			Renames: []RenameRule{
+				{`(\.experts\.\d+\.)gate_proj\b`, "${1}w1"},
+				{`(\.experts\.\d+\.)up_proj\b`, "${1}w3"},
+				{`(\.experts\.\d+\.)down_proj\b`, "${1}w2"},
+				{`\.mlp\.(experts|gate)\.`, ".block_sparse_moe.${1}."},
+			}}
 	},
 	// GPT-OSS: batched-matmul experts (bmm.go) behind mlp.router; attention as Llama.
 	"gpt_oss": func(c *ModelConfig) *Arch {
@@ -172,11 +186,21 @@ func DetectArch(c *ModelConfig) (*Arch, error) {
 	}
 	a := f(c)
 	a.ModelType = mt
+	var err error
+	if a.renamer, err = compileRenames(a.Family, a.Renames); err != nil {
+		return nil, err
+	}
 	if len(c.Architectures) > 0 {
 		a.Architecture = c.Architectures[0]
 	}
 	return a, nil
 }
+
+// HubName maps an in-memory tensor name to its hub name (Arch.Renames).
+func (a *Arch) HubName(tensor string) string { return a.renamer.tensor(tensor) }
+
+// HubModule maps an in-memory module name or exclude_modules pattern to the hub's.
+func (a *Arch) HubModule(module string) (string, error) { return a.renamer.module(module) }
 
 // FusedGroup is one instance of a FusionRule in a decoder layer: the full names of
 // the modules that read the same input, in the rule's member order, and the full name

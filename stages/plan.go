@@ -159,6 +159,9 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		sort.Strings(v)
 	}
 	qc := QuantConfig(cmods, routers, p.KVFormat, p.opts.ProducerVersion)
+	if err := hubQuantConfig(qc, p.Arch.renamer); err != nil {
+		p.Problems = append(p.Problems, err)
+	}
 	q, _ := qc.Get("quantization")
 	algo, _ := q.(Obj).Get("quant_algo")
 	if algo != nil || p.KVFormat != "" {
@@ -382,6 +385,10 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 		return nil, nil, err
 	}
 	if err := postprocess(ts, quant.E4M3Max, p.KVFormat, false, p.opts.Div); err != nil {
+		return nil, nil, err
+	}
+	// Last, as ModelOpt reverts the conversion mapping on the exported state dict.
+	if err := p.Arch.renamer.renameOutputs(ts); err != nil {
 		return nil, nil, err
 	}
 	return mods, filled, nil

@@ -143,3 +143,40 @@ func absMax(x []float32) float32 {
 	}
 	return m
 }
+
+// heldTensor is a tensor taken out of a tensorSet to be put back under another name.
+type heldTensor struct {
+	hdr      quantstream.TensorInfo
+	data     quant.Tensor
+	hasData  bool
+	later    laterOut
+	hasLater bool
+}
+
+// take removes name and returns all the set knows of it (header, data, or the job
+// that computes it later).
+func (ts *tensorSet) take(name string) heldTensor {
+	h := heldTensor{hdr: ts.hdr[name]}
+	h.data, h.hasData = ts.data[name]
+	h.later, h.hasLater = ts.later[name]
+	delete(ts.hdr, name)
+	delete(ts.data, name)
+	delete(ts.later, name)
+	return h
+}
+
+// put stores a taken tensor under name; a job computing it writes under the new name.
+func (ts *tensorSet) put(name string, h heldTensor) {
+	h.hdr.Name = name
+	ts.hdr[name] = h.hdr
+	if h.hasData && ts.data != nil {
+		ts.data[name] = h.data
+	}
+	if h.hasLater {
+		h.later.job.outs[h.later.k] = name
+		if ts.later == nil {
+			ts.later = map[string]laterOut{}
+		}
+		ts.later[name] = h.later
+	}
+}
