@@ -32,8 +32,17 @@ type Arch struct {
 	Architecture, ModelType string
 	Fusion                  []FusionRule
 	Prequant                []PrequantRule
-	// GateUp is the (gate, up) expert projection pair for sync_moe_gate_up_amax.
+	// GateUp is the (gate, up) expert projection pair: sync_moe_gate_up_amax's for
+	// experts that are separate modules in memory; gate and up share the per-tensor
+	// weight scale (verify checks it).
 	GateUp [2]string
+	// ExpertsFusedInMemory: transformers ≥ 5 loads the routed experts as one fused
+	// module (experts.gate_up_proj [E, 2I, H], experts.down_proj), even from per-expert
+	// hub tensors, with one weight quantizer per expert over gate and up together.
+	// Gate and up then share a per-tensor amax but keep their own rows of a
+	// per-channel or per-block one, and sync_moe_gate_up_amax does not reach them (the
+	// experts module is not iterable).
+	ExpertsFusedInMemory bool
 	// OnePlusNorm: Gemma-style norms that scale by (1 + w).
 	OnePlusNorm bool
 	// AWQExperts: ModelOpt's get_experts_list knows this family's experts, so AWQ
@@ -90,7 +99,7 @@ var families = map[string]func(c *ModelConfig) *Arch{
 		return &Arch{Family: "mixtral", Fusion: []FusionRule{llamaAttn,
 			{Parent: "block_sparse_moe.experts.*", Members: []string{"w1", "w3"}},
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}}},
-			GateUp: [2]string{"w1", "w3"}, AWQExperts: true,
+			GateUp: [2]string{"w1", "w3"}, AWQExperts: true, ExpertsFusedInMemory: true,
 			// transformers 5 loads block_sparse_moe.experts.N.w1/w3/w2 as
 			// mlp.experts.gate_up_proj / down_proj (which the export cuts back into
 			// experts.N.gate_proj/up_proj/down_proj) and block_sparse_moe.gate as mlp.gate.
@@ -120,7 +129,7 @@ var families = map[string]func(c *ModelConfig) *Arch{
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}},
 			// DeepseekV3MoE hands the un-reshaped norm output to the shared experts.
 			{Parent: "mlp.shared_experts", Members: []string{"gate_proj", "up_proj"}, Norm: "post_attention_layernorm"},
-		}, GateUp: [2]string{"gate_proj", "up_proj"}}
+		}, GateUp: [2]string{"gate_proj", "up_proj"}, ExpertsFusedInMemory: true}
 	},
 }
 
@@ -153,7 +162,7 @@ func qwenMoE(prequant bool) func(*ModelConfig) *Arch {
 			{Parent: "mlp.experts.*", Members: []string{"gate_proj", "up_proj"}},
 			// The MoE block reshapes the norm output before the shared expert: no norm fold.
 			{Parent: "mlp.shared_expert", Members: []string{"gate_proj", "up_proj"}},
-		}, GateUp: [2]string{"gate_proj", "up_proj"}, AWQExperts: true}
+		}, GateUp: [2]string{"gate_proj", "up_proj"}, AWQExperts: true, ExpertsFusedInMemory: true}
 		if prequant {
 			a.Prequant = []PrequantRule{{"self_attn", "o_proj", "v_proj"}, {"mlp", "down_proj", "up_proj"}}
 		}

@@ -427,8 +427,14 @@ func maxOf(v []float32) float32 {
 
 // syncGateUpAmax is sync_moe_gate_up_amax: for iterable experts with a separate gate
 // and up projection, differing weight amaxes both become their element-wise max.
-func syncGateUpAmax(ts *tensorSet, mods []*Module, pair [2]string) error {
-	if pair[0] == "" || ts.planning() {
+//
+// fusedInMemory (Arch.ExpertsFusedInMemory): the per-expert modules stand for one
+// quantizer over the expert's fused gate_up_proj, so only a per-tensor amax is shared
+// (the fused tensor's maximum); per-row and per-block amaxes stay each projection's
+// own rows. Blocks along the rows that cross from gate into up cannot be reproduced
+// from separate projections: a plan problem.
+func syncGateUpAmax(ts *tensorSet, mods []*Module, pair [2]string, fusedInMemory bool) error {
+	if pair[0] == "" {
 		return nil
 	}
 	byName := map[string]*Module{}
@@ -441,6 +447,17 @@ func syncGateUpAmax(ts *tensorSet, mods []*Module, pair [2]string) error {
 		}
 		u := byName[g.Parent+"."+pair[1]]
 		if u == nil || g.WAmax == "" || u.WAmax == "" {
+			continue
+		}
+		if fusedInMemory {
+			if err := checkRowBlocks(ts, g, u); err != nil {
+				return err
+			}
+			if numel(ts.hdr[g.WAmax].Shape) != 1 || numel(ts.hdr[u.WAmax].Shape) != 1 {
+				continue
+			}
+		}
+		if ts.planning() {
 			continue
 		}
 		a, err := ts.floats(g.WAmax)
@@ -462,6 +479,28 @@ func syncGateUpAmax(ts *tensorSet, mods []*Module, pair [2]string) error {
 			return err
 		}
 		ts.setFloats(u.WAmax, hb.DType, hb.Shape, a)
+	}
+	return nil
+}
+
+// checkRowBlocks refuses gate and up weight quantizers with blocks along the rows
+// that do not divide the gate's rows: in the fused [2I, H] tensor ModelOpt quantizes,
+// a block would hold rows of both.
+func checkRowBlocks(ts *tensorSet, g, u *Module) error {
+	if g.WQ == nil || g.WQ.BlockSizes == nil {
+		return nil
+	}
+	shape := ts.hdr[g.Weight].Shape
+	if len(shape) != 2 {
+		return nil
+	}
+	for axis, b := range g.WQ.BlockSizes.Dims {
+		if b <= 0 || (axis != 0 && axis != -2) {
+			continue
+		}
+		if shape[0]%int64(b) != 0 {
+			return fmt.Errorf("%w: %s and %s: blocks of %d rows over %d gate rows: transformers fuses them into one gate_up_proj, whose blocks cross from gate into up; convert the in-memory (fused) checkpoint instead", ErrUnsupported, g.Weight, u.Weight, b, shape[0])
+		}
 	}
 	return nil
 }

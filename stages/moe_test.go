@@ -191,3 +191,66 @@ func TestAWQFusedExpertsRefused(t *testing.T) {
 		t.Fatalf("got %v, want ErrUnsupported for AWQ with fused experts", err)
 	}
 }
+
+// perExpertFP8PC is one expert of a per-expert (hub-named) MoE layer with per-channel
+// FP8 weight quantizers, as the data-free route sees it: gate rows amax 1, up rows 4.
+func perExpertFP8PC(q *quant.Quantizer) (Quantizers, map[string]quant.Tensor) {
+	const F, H = 2, 4
+	p := "model.layers.0.mlp.experts.0."
+	gate, up := make([]float32, F*H), make([]float32, F*H)
+	for i := range gate {
+		gate[i], up[i] = 1, 4
+	}
+	sd := map[string]quant.Tensor{
+		p + "gate_proj.weight":                 bf16Tensor([]int64{F, H}, gate),
+		p + "up_proj.weight":                   bf16Tensor([]int64{F, H}, up),
+		p + "gate_proj.weight_quantizer._amax": bf16Tensor([]int64{F, 1}, []float32{1, 1}),
+		p + "up_proj.weight_quantizer._amax":   bf16Tensor([]int64{F, 1}, []float32{4, 4}),
+	}
+	qs := table{p + "gate_proj.weight_quantizer": q, p + "up_proj.weight_quantizer": q}
+	return qs, sd
+}
+
+// TestPerChannelGateUpOwnRows: for a family whose experts transformers fuses in
+// memory, per-channel gate and up scales stay each projection's own (ModelOpt's one
+// quantizer over gate_up_proj has one amax per row); for a family with separate
+// expert modules, sync_moe_gate_up_amax makes them the element-wise max.
+func TestPerChannelGateUpOwnRows(t *testing.T) {
+	pc := &quant.Quantizer{Class: "TensorQuantizer", Enabled: true, NumBits: quant.NumBits{E: 4, M: 3}, Axis: []int{0}}
+	for _, tc := range []struct {
+		fusedInMemory bool
+		gateWant      float32
+	}{{true, 1.0 / 448}, {false, 4.0 / 448}} {
+		qs, sd := perExpertFP8PC(pc)
+		p, err := NewPlan(infosOf(sd), []byte(qwenMoEConfig), qs, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Arch.ExpertsFusedInMemory {
+			t.Fatal("transformers 5 fuses Qwen3-MoE experts in memory")
+		}
+		p.Arch.ExpertsFusedInMemory = tc.fusedInMemory
+		out := processLayer(t, p, sd, 0)
+		s, err := quant.Float32s(out["model.layers.0.mlp.experts.0.gate_proj.weight_scale"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s[0] != tc.gateWant {
+			t.Errorf("fused in memory %v: gate weight_scale %v, want %v", tc.fusedInMemory, s, tc.gateWant)
+		}
+	}
+}
+
+// TestFusedRowBlocksRefused: 2-D blocks whose rows cross from gate into up in the
+// fused tensor ModelOpt quantizes are refused, naming both weights.
+func TestFusedRowBlocksRefused(t *testing.T) {
+	q := &quant.Quantizer{Class: "TensorQuantizer", Enabled: true, NumBits: quant.NumBits{E: 4, M: 3},
+		BlockSizes: &quant.BlockSizes{Dims: map[int]int{-1: 4, -2: 4}}}
+	qs, sd := perExpertFP8PC(q)
+	sd["model.layers.0.mlp.experts.0.gate_proj.weight_quantizer._amax"] = bf16Tensor([]int64{1, 1}, []float32{1})
+	sd["model.layers.0.mlp.experts.0.up_proj.weight_quantizer._amax"] = bf16Tensor([]int64{1, 1}, []float32{4})
+	_, err := NewPlan(infosOf(sd), []byte(qwenMoEConfig), qs, Options{})
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "experts.0.gate_proj.weight and model.layers.0.mlp.experts.0.up_proj.weight") {
+		t.Fatalf("err %v, want ErrUnsupported naming gate and up", err)
+	}
+}

@@ -359,7 +359,7 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 				errs = append(errs, fusePrequantLayernorm(ts, g.norm, p.Arch.OnePlusNorm, g.mods))
 			}
 		}
-		errs = append(errs, syncGateUpAmax(ts, mods, p.Arch.GateUp))
+		errs = append(errs, syncGateUpAmax(ts, mods, p.Arch.GateUp, p.Arch.ExpertsFusedInMemory))
 	}
 	for _, m := range mods {
 		if m.Format == "" {
