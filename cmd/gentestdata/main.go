@@ -16,6 +16,11 @@
 //	go run ./cmd/gentestdata -synthetic-size 2GB -out /tmp/m2g
 //	go run ./cmd/gentestdata -synthetic-size 2GB -calib nvfp4 -out /tmp/m2g-nvfp4
 //
+// -shape picks a real Llama shape instead (tinyllama: hidden 2048, intermediate
+// 5632, vocab 32000; llama3-8b: hidden 4096, intermediate 14336, vocab 128256) with
+// as many layers as fit the size: -synthetic-size 2.25GB -shape tinyllama is
+// TinyLlama-1.1B's 22 layers, -synthetic-size 16.1GB -shape llama3-8b Llama-3-8B's 32.
+//
 // The -calib directory holds quantizers.json and the amax buffers only; convert
 // with --in MODEL --in CALIB. Each directory is replaced as a whole, atomically.
 //
@@ -42,6 +47,7 @@ func main() {
 	out := flag.String("out", "testdata", "directory to write tiny_llama and tiny_moe into (or the synthetic checkpoint)")
 	size := flag.String("synthetic-size", "", "write one synthetic Llama of about this size (e.g. 2GB, 512MiB) into -out")
 	maxTensor := flag.String("max-tensor", "512MiB", "largest tensor of the synthetic Llama")
+	shape := flag.String("shape", "", "with -synthetic-size: a real Llama shape (tinyllama, llama3-8b) with as many layers as fit the size; -max-tensor is then ignored")
 	calib := flag.String("calib", "", "with -synthetic-size: write calibration state (nvfp4 or fp8) for that Llama into -out instead")
 	dsExperts := flag.Int("deepseek-fp8-experts", 0, "write a DeepSeek-V3-shaped block-FP8 checkpoint with this many routed experts per layer into -out")
 	dsLayers := flag.Int("deepseek-fp8-layers", 1, "with -deepseek-fp8-experts: the number of layers")
@@ -52,7 +58,7 @@ func main() {
 		c.Vocab = 32000 // the embeddings of a real vocabulary add nothing to measure
 		err = testgen.WriteDeepSeekFP8(*out, c, arrowio.WriteOptions{Overwrite: true})
 	} else if *size != "" {
-		err = synthetic(*out, *size, *maxTensor, *calib)
+		err = synthetic(*out, *size, *maxTensor, *shape, *calib)
 	} else {
 		err = run(*out)
 	}
@@ -73,7 +79,7 @@ func run(out string) error {
 	return nil
 }
 
-func synthetic(out, size, maxTensor, calib string) error {
+func synthetic(out, size, maxTensor, shape, calib string) error {
 	n, err := parseSize(size)
 	if err != nil {
 		return err
@@ -82,19 +88,26 @@ func synthetic(out, size, maxTensor, calib string) error {
 	if err != nil {
 		return err
 	}
-	if calib != "" {
-		c, err := testgen.SyntheticLlama(n, mt)
-		if err != nil {
+	var c testgen.LlamaConfig
+	if shape != "" {
+		s, ok := testgen.LlamaShapes[shape]
+		if !ok {
+			return fmt.Errorf("-shape %q: want tinyllama or llama3-8b", shape)
+		}
+		if c, err = testgen.FitLlama(s, n); err != nil {
 			return err
 		}
+	} else if c, err = testgen.SyntheticLlama(n, mt); err != nil {
+		return err
+	}
+	if calib != "" {
 		if err := testgen.WriteSyntheticCalib(out, c, calib, true); err != nil {
 			return err
 		}
 		fmt.Printf("wrote %s calibration state for %+v to %s\n", calib, c, out)
 		return nil
 	}
-	c, err := testgen.WriteSyntheticLlama(out, n, mt, arrowio.WriteOptions{Overwrite: true})
-	if err != nil {
+	if err := testgen.WriteLlama(out, c, arrowio.WriteOptions{Overwrite: true}); err != nil {
 		return err
 	}
 	fmt.Printf("wrote %+v to %s\n", c, out)

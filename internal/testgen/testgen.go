@@ -237,6 +237,32 @@ func SyntheticLlama(size, maxTensor int64) (LlamaConfig, error) {
 	return LlamaConfig{}, fmt.Errorf("testgen: no Llama shape fits %d bytes with tensors ≤ %d bytes", size, maxTensor)
 }
 
+// LlamaShapes are named real Llama shapes (layers left 0: FitLlama picks them)
+// for measuring at realistic tensor sizes: TinyLlama-1.1B and Llama-3-8B.
+var LlamaShapes = map[string]LlamaConfig{
+	"tinyllama": {Hidden: 2048, Intermediate: 5632, Heads: 32, KVHeads: 4, Vocab: 32000},
+	"llama3-8b": {Hidden: 4096, Intermediate: 14336, Heads: 32, KVHeads: 8, Vocab: 128256},
+}
+
+// FitLlama returns c with as many layers (at least one) as fit a BF16 checkpoint of
+// at most size bytes.
+func FitLlama(c LlamaConfig, size int64) (LlamaConfig, error) {
+	c.Layers = 0
+	base := checkpointBytes(LlamaTensors(c))
+	c.Layers = 1
+	per := checkpointBytes(LlamaTensors(c)) - base
+	if base+per > size {
+		return LlamaConfig{}, fmt.Errorf("testgen: one layer of %+v needs %d bytes, more than %d", c, base+per, size)
+	}
+	c.Layers = int((size - base) / per)
+	return c, nil
+}
+
+// WriteLlama writes the BF16 Llama checkpoint c to dir, streaming.
+func WriteLlama(dir string, c LlamaConfig, opts arrowio.WriteOptions) error {
+	return WriteCheckpoint(dir, LlamaTensors(c), 1, opts, map[string][]byte{"config.json": LlamaConfigJSON(c)})
+}
+
 func checkpointBytes(ts []quantstream.TensorInfo) int64 {
 	var n int64
 	for _, t := range ts {
