@@ -6,7 +6,7 @@ FUZZTIME  ?= 30s
 # Large seeds (golden .pth files) make the default minimisation crawl; cap it.
 BIN       ?= bin
 
-.PHONY: all build test race bench fuzz lint check examples testdata demo clean
+.PHONY: all build test race bench bench-go bench-e2e fuzz lint check examples testdata demo clean
 
 all: build
 
@@ -23,10 +23,18 @@ test:
 
 race: test
 
-# Benchmarks print MB/s of input (b.SetBytes). CI runs them once with BENCHTIME=1x.
-bench:
+# Benchmarks print MB/s of input (b.SetBytes), then the end-to-end table (GB/s of
+# input, CPU s/GB, peak RSS of real conversions beside the machine's read and write
+# ceilings, scripts/bench-e2e.sh: RUNS warm runs each, default 3; BENCH_LARGE=1 adds
+# the 16 GB Llama-3-8B-shaped model at 256MiB). CI runs them once with BENCHTIME=1x RUNS=1.
+bench: bench-go bench-e2e
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
 	$(GO) test -tags purego -run '^$$' -bench 'Quantize' -benchtime $(BENCHTIME) ./quant/
+
+bench-e2e:
+	scripts/bench-e2e.sh
 
 # Real fuzzing: every Fuzz target for FUZZTIME each.
 fuzz:
@@ -64,7 +72,7 @@ demo: build
 
 # What CI runs.
 check: lint test examples
-	$(MAKE) bench BENCHTIME=1x
+	$(MAKE) bench BENCHTIME=1x RUNS=1
 
 clean:
 	rm -rf $(BIN) out
