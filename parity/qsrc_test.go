@@ -8,15 +8,11 @@ import (
 	"testing"
 )
 
-// pendingArch are the golden-qsrc cases that need issue 8's two data-free fixes,
-// which are being made on branch arch: FP8 per-channel experts of a family whose
-// transformers-5 class fuses them on load must not get the gate/up amax sync, and
-// gpt-oss experts are batched-matmul experts kept fused. They fail here with the
-// known difference until arch is merged; the test fails as soon as one passes, so
-// that the entry is removed.
+// pendingArch are the golden-qsrc cases that need issue 8's data-free fix still
+// being made on branch archfix: gpt-oss experts are batched-matmul experts kept
+// fused. They fail here with the known difference until it is merged; the test
+// fails as soon as one passes, so that the entry is removed.
 var pendingArch = map[string]string{
-	"e2e/deepseek_v3_fp8-df_fp8_pc_pt": "experts.0.gate_proj.weight",
-	"e2e/qwen3_moe_fp8-df_fp8_pc_pt":   "experts.0.gate_proj.weight",
 	"e2e/gpt_oss_mxfp4-df_w4a16_nvfp4": "mlp.experts.",
 }
 

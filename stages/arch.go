@@ -62,12 +62,24 @@ type ModelConfig struct {
 	Dtype             string   `json:"dtype"`
 	TorchDtype        string   `json:"torch_dtype"`
 	QLoraRank         *int     `json:"q_lora_rank"`
-	TieWordEmbeddings bool     `json:"tie_word_embeddings"`
+	TieWordEmbeddings *bool    `json:"tie_word_embeddings"`
 	// NumExperts / NumLocalExperts bound the expert count of fused experts tensors
 	// (Qwen-MoE / Mixtral, GPT-OSS names); nil when absent.
 	NumExperts      *int64       `json:"num_experts"`
 	NumLocalExperts *int64       `json:"num_local_experts"`
 	TextConfig      *ModelConfig `json:"text_config"`
+}
+
+// tiedEmbeddings reports tie_word_embeddings (text_config's when the top level does
+// not say): the output head is the input embedding's weight, so the checkpoint holds
+// no lm_head.weight, yet lm_head is a module of its own with quantizers.
+func (c *ModelConfig) tiedEmbeddings() bool {
+	for ; c != nil; c = c.TextConfig {
+		if c.TieWordEmbeddings != nil {
+			return *c.TieWordEmbeddings
+		}
+	}
+	return false
 }
 
 // ParseModelConfig decodes config.json.
@@ -93,7 +105,12 @@ var families = map[string]func(c *ModelConfig) *Arch{
 	// Gemma 2/3 feed the MLP from pre_feedforward_layernorm.
 	"gemma2":      denseLlama("pre_feedforward_layernorm", true, false),
 	"gemma3_text": denseLlama("pre_feedforward_layernorm", true, false),
-	"gemma3":      denseLlama("pre_feedforward_layernorm", true, false),
+	"gemma3": withRenames(denseLlama("pre_feedforward_layernorm", true, false),
+		// Gemma3ForConditionalGeneration: transformers 5 loads the hub's
+		// language_model.model.* / vision_tower.* / multi_modal_projector.* as
+		// model.language_model.* / model.vision_tower.* / model.multi_modal_projector.*.
+		RenameRule{`^model\.language_model\.`, "language_model.model."},
+		RenameRule{`^model\.(vision_tower|multi_modal_projector)\.`, "${1}."}),
 	"mixtral": func(c *ModelConfig) *Arch {
 		// Experts receive a routed slice of the norm output, so no norm fold.
 		return &Arch{Family: "mixtral", Fusion: []FusionRule{llamaAttn,
@@ -141,6 +158,15 @@ func llama4(c *ModelConfig) *Arch {
 		{Parent: "feed_forward", Members: []string{"gate_proj", "up_proj"}, Norm: "post_attention_layernorm"},
 		{Parent: "feed_forward.shared_expert", Members: []string{"gate_proj", "up_proj"}},
 	}}
+}
+
+// withRenames adds in-memory -> hub rename rules to a family's entry.
+func withRenames(f func(*ModelConfig) *Arch, rules ...RenameRule) func(*ModelConfig) *Arch {
+	return func(c *ModelConfig) *Arch {
+		a := f(c)
+		a.Renames = append(a.Renames, rules...)
+		return a
+	}
 }
 
 func denseLlama(mlpNorm string, onePlus, prequant bool) func(*ModelConfig) *Arch {

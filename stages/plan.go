@@ -54,9 +54,11 @@ type Plan struct {
 
 	dtype      quant.DType
 	numExperts int64 // config.json's expert count, 0 when it has none
-	opts       Options
-	qs         Quantizers
-	layers     map[int]*LayerPlan
+	// tiedHead: config.json ties lm_head to the embedding (tiedHeadModule).
+	tiedHead bool
+	opts     Options
+	qs       Quantizers
+	layers   map[int]*LayerPlan
 	// splits holds the decoder layers exported in groups of experts (ExpertSplit),
 	// set before any Process and read-only afterwards.
 	splits map[int]*expertSplit
@@ -78,6 +80,10 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 	if p.Arch, err = DetectArch(cfg); err != nil {
 		return p, err
 	}
+	if p.qs, err = hubQuantizers(qs, inputs, p.Arch.renamer); err != nil {
+		return p, err
+	}
+	qs = p.qs
 	p.numExperts = configExperts(cfg)
 	p.dtype = opts.DType
 	if p.dtype == quant.Invalid {
@@ -120,6 +126,12 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		}
 		cmods = append(cmods, configModules(mods)...)
 		routers = append(routers, p.routers(lp, ts, mods)...)
+	}
+	p.tiedHead = cfg.tiedEmbeddings()
+	if m, err := tiedHeadModule(inputs, qs, p.tiedHead); err != nil {
+		p.Problems = append(p.Problems, err)
+	} else if m != nil {
+		cmods = append(cmods, *m)
 	}
 	sort.SliceStable(cmods, func(i, j int) bool { return moduleLess(cmods[i].Name, cmods[j].Name) })
 	for _, m := range cmods {
@@ -324,16 +336,23 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 	}
 	var errs []error
 	errs = append(errs, fillBMMAmax(ts, mods))
-	if lp.Index != quantstream.NonDecoder {
+	// The decoder layer's own prefix; outside the decoder, the prefix of every
+	// "layers.N." block the group holds (the language model's layers, when a vision
+	// tower with more tensors per layer was taken for the decoder): fusion follows the
+	// modules, not how the reader grouped them.
+	prefixes := layerPrefixes(ts, lp)
+	for _, prefix := range prefixes {
 		if strings.Contains(p.ModelFormat, "nvfp4_awq") {
 			for _, r := range p.Arch.Prequant {
-				src, tgt := byName[lp.Prefix+r.Parent+"."+r.Source], byName[lp.Prefix+r.Parent+"."+r.Target]
+				src, tgt := byName[prefix+r.Parent+"."+r.Source], byName[prefix+r.Parent+"."+r.Target]
 				if src == nil || tgt == nil || src.Format == "" || tgt.Format == "" {
 					continue
 				}
 				errs = append(errs, fusePrequantToLinear(ts, src, tgt))
 			}
 		}
+	}
+	if len(prefixes) > 0 {
 		if strings.Contains(p.ModelFormat, "awq") || p.ModelFormat == "nvfp4_svdquant" {
 			// ModelOpt resmooths MoE experts through get_experts_list, which indexes
 			// experts one by one: it fails on fused experts and on unknown families.
@@ -350,7 +369,9 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 				errs = append(errs, preprocessLinearFusion(ts, batch, true, p.opts.Div))
 			}
 		}
-		for _, g := range p.fusionGroups(lp, byName) {
+	}
+	for _, prefix := range prefixes {
+		for _, g := range p.fusionGroups(prefix, byName) {
 			if err := preprocessLinearFusion(ts, g.mods, false, p.opts.Div); err != nil {
 				errs = append(errs, err)
 				continue
@@ -359,6 +380,8 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 				errs = append(errs, fusePrequantLayernorm(ts, g.norm, p.Arch.OnePlusNorm, g.mods))
 			}
 		}
+	}
+	if len(prefixes) > 0 {
 		errs = append(errs, syncGateUpAmax(ts, mods, p.Arch.GateUp, p.Arch.ExpertsFusedInMemory))
 	}
 	for _, m := range mods {
@@ -387,11 +410,73 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 	if err := postprocess(ts, quant.E4M3Max, p.KVFormat, false, p.opts.Div); err != nil {
 		return nil, nil, err
 	}
+	if p.tiedHead && ts.has(tiedHeadName+".weight") {
+		// The state dict of a tied model holds lm_head.weight (the embedding's
+		// tensor under a second name); the export, as save_pretrained, drops it.
+		for _, m := range mods {
+			if m.Name == tiedHeadName && m.Format != "" {
+				return nil, nil, fmt.Errorf("%w: %s is tied to the embedding (tie_word_embeddings) but quantized as %s: the embedding would be exported quantized under lm_head's quantizer; disable *lm_head* or untie it in config.json", ErrUnsupported, tiedHeadName, m.Format)
+			}
+		}
+		ts.del(tiedHeadName + ".weight")
+	}
 	// Last, as ModelOpt reverts the conversion mapping on the exported state dict.
 	if err := p.Arch.renamer.renameOutputs(ts); err != nil {
 		return nil, nil, err
 	}
 	return mods, filled, nil
+}
+
+// tiedHeadName is the output head's module name in Hugging Face causal LMs.
+const tiedHeadName = "lm_head"
+
+// tiedHeadModule is get_quant_config's entry for a tied lm_head whose weight is not in
+// the input (tie_word_embeddings: a data-free base, a saved checkpoint): the module
+// exists in the model with its quantizers, so it is listed (and so excluded) though no
+// tensor names it. nil when the input has lm_head.weight (the module is found from
+// it) or the table has no lm_head quantizers. An enabled one is refused: ModelOpt
+// would quantize the shared embedding weight.
+func tiedHeadModule(inputs []quantstream.TensorInfo, qs Quantizers, tied bool) (*ConfigModule, error) {
+	if !tied || qs == nil {
+		return nil, nil
+	}
+	for _, t := range inputs {
+		if t.Name == tiedHeadName+".weight" {
+			return nil, nil
+		}
+	}
+	found := false
+	for _, n := range []string{".weight_quantizer", ".input_quantizer"} {
+		q, ok := qs.Get(tiedHeadName + n)
+		if !ok {
+			continue
+		}
+		found = true
+		if hasQuant(q) {
+			return nil, fmt.Errorf("%w: %s%s is enabled, but lm_head is tied to the embedding (tie_word_embeddings) and has no weight of its own in the input; disable *lm_head* in the recipe", ErrUnsupported, tiedHeadName, n)
+		}
+	}
+	if !found {
+		return nil, nil
+	}
+	return &ConfigModule{Name: tiedHeadName}, nil
+}
+
+// layerPrefixes is lp's prefix for a decoder layer; for the group outside the
+// decoder, the sorted distinct "<base>layers.N." prefixes of its tensors.
+func layerPrefixes(ts *tensorSet, lp *LayerPlan) []string {
+	if lp.Index != quantstream.NonDecoder {
+		return []string{lp.Prefix}
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range sortedKeys(ts.hdr) {
+		if idx, prefix := LayerOf(n); idx != quantstream.NonDecoder && !seen[prefix] {
+			seen[prefix] = true
+			out = append(out, prefix)
+		}
+	}
+	return out
 }
 
 type fusionGroup struct {
@@ -402,7 +487,7 @@ type fusionGroup struct {
 // fusionGroups instantiates the family's rules in one layer (Arch.FusedGroups) over
 // its quantized modules that are not cut from fused experts tensors, keeping the
 // groups whose format shares its fused scales (SharesFusedScales).
-func (p *Plan) fusionGroups(lp *LayerPlan, byName map[string]*Module) []fusionGroup {
+func (p *Plan) fusionGroups(prefix string, byName map[string]*Module) []fusionGroup {
 	var names []string
 	for _, m := range byName {
 		if m.Format != "" && !m.FromFused {
@@ -410,7 +495,7 @@ func (p *Plan) fusionGroups(lp *LayerPlan, byName map[string]*Module) []fusionGr
 		}
 	}
 	var out []fusionGroup
-	for _, g := range p.Arch.FusedGroups(lp.Prefix, names) {
+	for _, g := range p.Arch.FusedGroups(prefix, names) {
 		mods := make([]*Module, len(g.Members))
 		for i, n := range g.Members {
 			mods[i] = byName[n]

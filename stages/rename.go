@@ -3,7 +3,11 @@ package stages
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
+
+	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/quant"
 )
 
 // RenameRule maps an in-memory (transformers ≥ 5, post-conversion) name to the name
@@ -152,3 +156,87 @@ func hubQuantConfig(qc Obj, rn renamer) error {
 	}
 	return nil
 }
+
+// hubQuantizers renames quantizers to the namespace of the tensors they quantize: a
+// saved checkpoint can hold hub-named tensors while its modelopt_state names the
+// quantizers in memory (Gemma 3: language_model.model.* on disk,
+// model.language_model.* in the state). A quantizer whose module no input tensor is
+// under, while its hub name's module is, is looked up under its hub name. Mapping
+// two quantizers to one name is an error.
+func hubQuantizers(qs Quantizers, inputs []quantstream.TensorInfo, rn renamer) (Quantizers, error) {
+	if len(rn) == 0 || qs == nil {
+		return qs, nil
+	}
+	modules := map[string]bool{}
+	for _, t := range inputs {
+		for i := 0; i < len(t.Name); i++ {
+			if t.Name[i] == '.' {
+				modules[t.Name[:i]] = true
+			}
+		}
+	}
+	r := &renamedQuantizers{Quantizers: qs, orig: map[string]string{}, moved: map[string]bool{}}
+	names := qs.Names()
+	have := make(map[string]bool, len(names))
+	for _, n := range names {
+		have[n] = true
+	}
+	for _, n := range names {
+		h := rn.tensor(n)
+		if h == n || modules[quantizerOwner(n)] || !modules[quantizerOwner(h)] {
+			continue
+		}
+		if have[h] {
+			return nil, fmt.Errorf("%w: quantizer %s maps to the tensors' name %s, which the quantizer table has too", ErrConfig, n, h)
+		}
+		if o := r.orig[h]; o != "" {
+			return nil, fmt.Errorf("%w: quantizers %s and %s both map to the tensors' name %s", ErrConfig, o, n, h)
+		}
+		r.orig[h], r.moved[n] = n, true
+	}
+	if len(r.orig) == 0 {
+		return qs, nil
+	}
+	for _, n := range names {
+		if !r.moved[n] {
+			r.names = append(r.names, n)
+		}
+	}
+	for h := range r.orig {
+		r.names = append(r.names, h)
+	}
+	slices.Sort(r.names)
+	return r, nil
+}
+
+// quantizerOwner is the module a quantizer belongs to: its name up to the first
+// component that names a quantizer ("a.q_proj.weight_quantizer" -> "a.q_proj",
+// "a.experts.gate_up_proj_weight_quantizers.3" -> "a.experts").
+func quantizerOwner(name string) string {
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		if strings.Contains(p, "quantizer") {
+			return strings.Join(parts[:i], ".")
+		}
+	}
+	return name
+}
+
+type renamedQuantizers struct {
+	Quantizers
+	orig  map[string]string // hub name -> the table's name
+	moved map[string]bool   // the table's names looked up under a hub name
+	names []string
+}
+
+func (r *renamedQuantizers) Get(name string) (*quant.Quantizer, bool) {
+	if o, ok := r.orig[name]; ok {
+		return r.Quantizers.Get(o)
+	}
+	if r.moved[name] {
+		return nil, false
+	}
+	return r.Quantizers.Get(name)
+}
+
+func (r *renamedQuantizers) Names() []string { return r.names }
