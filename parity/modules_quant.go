@@ -191,10 +191,10 @@ func modScalingFactors(c *Case) (*Result, error) {
 		role string
 		f    func() (*quant.Tensor, error)
 	}{
-		{"weight_scaling_factor", func() (*quant.Tensor, error) { return quant.WeightScalingFactor(m, quant.DivIEEE) }},
-		{"weight_scaling_factor_2", func() (*quant.Tensor, error) { return quant.WeightScalingFactor2(m, quant.DivIEEE) }},
-		{"activation_scaling_factor", func() (*quant.Tensor, error) { return quant.ActivationScalingFactor(m, quant.DivIEEE) }},
-		{"prequant_scaling_factor", func() (*quant.Tensor, error) { return quant.PrequantScalingFactor(m) }},
+		{"weight_scaling_factor", func() (*quant.Tensor, error) { return ref.WeightScalingFactor(m, quant.DivIEEE) }},
+		{"weight_scaling_factor_2", func() (*quant.Tensor, error) { return ref.WeightScalingFactor2(m, quant.DivIEEE) }},
+		{"activation_scaling_factor", func() (*quant.Tensor, error) { return ref.ActivationScalingFactor(m, quant.DivIEEE) }},
+		{"prequant_scaling_factor", func() (*quant.Tensor, error) { return ref.PrequantScalingFactor(m) }},
 	}
 	for _, s := range steps {
 		t, err := s.f()
@@ -275,7 +275,7 @@ func modKVCacheScalingFactor(c *Case) (*Result, error) {
 	// An affine KV cache (NVFP4_AFFINE) has a _bias_value on every quantizer.
 	bias := []bool{c.Has("k_bmm_quantizer._bias_value"), c.Has("v_bmm_quantizer._bias_value")}
 	dtype := quant.KVCacheDType([]*quant.Quantizer{k, v}, bias)
-	ks, vs, err := quant.KVCacheScalingFactor(k, v, kAmax, vAmax, dtype, quant.DivIEEE)
+	ks, vs, err := ref.KVCacheScalingFactor(k, v, kAmax, vAmax, dtype, quant.DivIEEE)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,9 @@ func init() {
 
 const flMode = quant.DivIEEE
 
+// ref holds the ModelOpt steps the unit and module groups check one by one.
+var ref quant.Reference
+
 // withDequantized adds the "dequantized" output the case asks for (the reference's
 // dequantize of its own result, in the weight dtype).
 func withDequantized(c *Case, r *Result, dequantize func() (quant.Tensor, error)) (*Result, error) {
@@ -66,14 +69,14 @@ func flBoolParam(c *Case, name string) (bool, error) {
 // flBlockSizes reads params.block_sizes: a dict {"-1": 128, "-2": 128} (ModelOpt's
 // form) or a list of sizes for the last dimensions, leading dimension first
 // ([128, 128] = {-2: 128, -1: 128}). Non-integer dict keys ("type", ...) are ignored.
-func flBlockSizes(c *Case) (quant.FP8Blocks, error) {
+func flBlockSizes(c *Case) (map[int]int, error) {
 	raw, ok := c.Params["block_sizes"]
 	if !ok || string(raw) == "null" {
 		return nil, nil
 	}
 	var list []int
 	if err := json.Unmarshal(raw, &list); err == nil {
-		b := quant.FP8Blocks{}
+		b := map[int]int{}
 		for i, n := range list {
 			b[i-len(list)] = n
 		}
@@ -83,7 +86,7 @@ func flBlockSizes(c *Case) (quant.FP8Blocks, error) {
 	if err := json.Unmarshal(raw, &dict); err != nil {
 		return nil, fmt.Errorf("parity: case %s: block_sizes %s: %w", c.ID, raw, err)
 	}
-	b := quant.FP8Blocks{}
+	b := map[int]int{}
 	for k, v := range dict {
 		d, err := strconv.Atoi(k)
 		if err != nil {
@@ -156,18 +159,13 @@ func unitFP8QTensorQuantize(c *Case) (*Result, error) {
 		return nil, err
 	}
 	if s != nil {
-		var d *quant.FP8Divider
-		if len(blocks) > 0 {
-			d, err = quant.NewFP8Block(w, *s, blocks)
-		} else {
-			d, err = quant.NewFP8Broadcast(w, *s, flMode)
-		}
+		q, err := ref.FP8QTensorQuantizeWithScales(w, *s, blocks, flMode)
 		if err != nil {
 			return nil, err
 		}
-		return flResult("quantized", d.Tensor(), "scales", *s), nil
+		return flResult("quantized", q, "scales", *s), nil
 	}
-	q, sc, err := quant.FP8QTensorQuantize(w, axis, blocks, flMode)
+	q, sc, err := ref.FP8QTensorQuantize(w, axis, blocks, flMode)
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +191,7 @@ func unitFP8QTensorDequantize(c *Case) (*Result, error) {
 	}
 	var out quant.Tensor
 	if len(blocks) > 0 {
-		out, err = quant.FP8BlockDequantize(q, s, blocks, dt)
+		out, err = ref.FP8BlockDequantize(q, s, blocks, dt)
 	} else {
 		out, err = quant.UnquantizeWeight(q, &s, "fp8", dt)
 	}
@@ -212,12 +210,12 @@ func unitMXFP4Quantize(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, s, err := quant.MXFP4Quantize(w, block, flMode)
+	p, s, err := ref.MXFP4Quantize(w, block, flMode)
 	if err != nil {
 		return nil, err
 	}
 	r := flResult("quantized", p, "e8m0_scale", s)
-	return withDequantized(c, r, func() (quant.Tensor, error) { return quant.MXFP4Dequantize(p, s, block, w.DType) })
+	return withDequantized(c, r, func() (quant.Tensor, error) { return ref.MXFP4Dequantize(p, s, block, w.DType) })
 }
 
 func unitMXFP8Scale(c *Case) (*Result, error) {
@@ -229,7 +227,7 @@ func unitMXFP8Scale(c *Case) (*Result, error) {
 		return nil, fmt.Errorf("%w: MXFP8 weight must be at least 2-D, got %v", quant.ErrAssertion, w.Shape)
 	}
 	rows := int(w.Numel() / w.Shape[len(w.Shape)-1])
-	b, err := quant.AppendMXFP8Scales(nil, w, 0, rows, flMode)
+	b, err := ref.MXFP8Scales(nil, w, 0, rows, flMode)
 	if err != nil {
 		return nil, err
 	}
@@ -247,12 +245,12 @@ func unitMXFP8Quantize(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	q, s, err := quant.MXFP8Quantize(w, given, flMode)
+	q, s, err := ref.MXFP8Quantize(w, given, flMode)
 	if err != nil {
 		return nil, err
 	}
 	r := flResult("quantized", q, "e8m0_scale", s)
-	return withDequantized(c, r, func() (quant.Tensor, error) { return quant.MXFP8Dequantize(q, s, w.DType) })
+	return withDequantized(c, r, func() (quant.Tensor, error) { return ref.MXFP8Dequantize(q, s, w.DType) })
 }
 
 func unitNVFP4CastFP4(c *Case) (*Result, error) {
@@ -303,7 +301,7 @@ func unitNVFP4CastBlockScale(c *Case) (*Result, error) {
 	}
 	out := make([]byte, len(x))
 	for i, v := range x {
-		out[i] = quant.NVFP4CastBlockScale(v, smax, fp8Max, smaxT != nil)
+		out[i] = ref.NVFP4CastBlockScale(v, smax, fp8Max, smaxT != nil)
 	}
 	return flResult("fp8_scale", quant.Tensor{DType: quant.F8E4M3, Shape: s.Shape, Data: out}), nil
 }
@@ -333,7 +331,7 @@ func unitNVFP4Scale(c *Case) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		t, _ := quant.FromFloat32(quant.F32, nil, []float32{quant.NVFP4GlobalScale(a, quant.E4M3Max, flMode)})
+		t, _ := quant.FromFloat32(quant.F32, nil, []float32{ref.NVFP4GlobalScale(a, quant.E4M3Max, flMode)})
 		s2t = &t
 	}
 	s2, err := quant.Float32s(*s2t) // one value, or one per expert as ModelOpt broadcasts it
@@ -424,7 +422,7 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		s2 = quant.NVFP4GlobalScale(ga, fp8Max, flMode)
+		s2 = ref.NVFP4GlobalScale(ga, fp8Max, flMode)
 		amax, err := quant.Float32s(amaxT)
 		if err != nil {
 			return nil, err
@@ -433,18 +431,18 @@ func unitNVFP4ScaleFromQuantizer(c *Case) (*Result, error) {
 			return nil, fmt.Errorf("%w: %d block amaxes for weight %v with block %d", quant.ErrShape, len(amax), w.Shape, block)
 		}
 		if high { // scales before normalisation and cast
-			if st, err = quant.FromFloat32(quant.F32, shape, quant.NVFP4StaticBlockScalesF32(nil, amax, flMode)); err != nil {
+			if st, err = quant.FromFloat32(quant.F32, shape, ref.NVFP4StaticBlockScalesF32(nil, amax, flMode)); err != nil {
 				return nil, err
 			}
 		} else {
-			st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: quant.NVFP4StaticBlockScales(nil, amax, ga, fp8Max, flMode)}
+			st = quant.Tensor{DType: quant.F8E4M3, Shape: shape, Data: ref.NVFP4StaticBlockScales(nil, amax, ga, fp8Max, flMode)}
 		}
 	} else { // dynamic quantizer: wsf2 from _amax, blocks from the weight
 		a, err := quant.Scalar(amaxT)
 		if err != nil {
 			return nil, err
 		}
-		s2 = quant.NVFP4GlobalScale(a, fp8Max, flMode)
+		s2 = ref.NVFP4GlobalScale(a, fp8Max, flMode)
 		if w.Shape[len(w.Shape)-1]%int64(block) != 0 {
 			return nil, fmt.Errorf("%w: weight %v not divisible by block %d", quant.ErrAssertion, w.Shape, block)
 		}
@@ -490,13 +488,13 @@ func unitNVFP4Quantize(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	q, err := quant.NVFP4Quantize(w, block, s, s2, flMode)
+	p, sc, sc2, err := ref.NVFP4Quantize(w, block, s, s2, flMode)
 	if err != nil {
 		return nil, err
 	}
-	r := flResult("quantized", q.Packed, "weights_scaling_factor", q.Scales, "weights_scaling_factor_2", q.Scale2)
+	r := flResult("quantized", p, "weights_scaling_factor", sc, "weights_scaling_factor_2", sc2)
 	return withDequantized(c, r, func() (quant.Tensor, error) {
-		return quant.NVFP4Dequantize(q.Packed, q.Scales, q.Scale2, block, w.DType)
+		return ref.NVFP4Dequantize(p, sc, sc2, block, w.DType)
 	})
 }
 

@@ -62,7 +62,7 @@ func unitScalingFactorFromWeight(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := quant.ScalingFactorFromWeight(w, g, quant.DivIEEE)
+	s, err := ref.ScalingFactorFromWeight(w, g, quant.DivIEEE)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +78,7 @@ func unitPackInt4(c *Case) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := quant.PackInt4InUint8(w, s)
+	p, err := ref.PackInt4InUint8(w, s)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func unitResmooth(c *Case) (*Result, error) {
 	if q != nil {
 		quantization = *q
 	}
-	w, s, avg, err := quant.ResmoothAndGetScale(merged, pqs, ranks, g, newPQS, quantization, quant.DivIEEE)
+	w, s, avg, err := ref.ResmoothAndGetScale(merged, pqs, ranks, g, newPQS, quantization, quant.DivIEEE)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +185,7 @@ func unitMaybeTranspose(c *Case) (*Result, error) {
 	if _, err := c.Param("is_bmm_expert_weight", &isBMM); err != nil {
 		return nil, err
 	}
-	tw, ts, err := quant.MaybeTransposeExpertWeightDimensions(w, s, isBMM)
+	tw, ts, err := ref.MaybeTransposeExpertWeightDimensions(w, s, isBMM)
 	if err != nil {
 		return nil, err
 	}

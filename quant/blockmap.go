@@ -37,7 +37,7 @@ func fqCheckWeight(t Tensor, role string) error {
 
 // fqValues decodes a scale-like tensor (any float dtype, F8 included) to float32.
 func fqValues(t Tensor, role string) ([]float32, error) {
-	v, err := AppendFloat32(nil, t)
+	v, err := appendFloat32(nil, t)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", role, err)
 	}

@@ -1,8 +1,6 @@
 package quant
 
-import (
-	"fmt"
-)
+import "fmt"
 
 // The classification of a module: get_quantization_format and get_weight_block_size.
 

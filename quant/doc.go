@@ -15,12 +15,17 @@
 // made on CPU, DivCUDA for checkpoints exported on a GPU.
 //
 // Kernels take dst first, append and return it, and work on row ranges (NVFP4,
-// FP8Divider, AppendMXFP8Rows, ...) or block ranges (AppendMXFP4Blocks): output
-// bytes of a range depend only on that range, so callers may split a tensor across
-// goroutines in any way and get identical bytes. Reductions that cross rows (the
-// per-tensor amax of TensorAmax, the 2-D block amax of FP8BlockScales) are one
-// sequential pass over the whole tensor, so their order is fixed. Each fast kernel has a naive reference loop in its
-// doc comment and in the benchmarks beside it.
+// RowExport, the FP8/INT8/MXFP8 row loops inside it) or block ranges
+// (AppendMXFP4Blocks): output bytes of a range depend only on that range, so callers
+// may split a tensor across goroutines in any way and get identical bytes.
+// Reductions that cross rows (the per-tensor amax of TensorAmax, the 2-D block amax
+// of FP8 block scales) are one sequential pass over the whole tensor, so their order
+// is fixed. Each fast kernel has a naive reference loop in its doc comment and in the
+// benchmarks beside it.
+//
+// ModelOpt's intermediate steps (the qtensor methods, the scale getters of
+// quant_utils) are methods of Reference, which the golden parity runner checks one by
+// one; a conversion needs only the functions above.
 //
 // # Vector kernels
 //

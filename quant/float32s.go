@@ -10,12 +10,12 @@ import (
 // ErrUnsupportedDType is returned when a tensor's dtype is not one a function accepts.
 var ErrUnsupportedDType = errors.New("quant: unsupported dtype")
 
-// AppendFloat32 decodes t (BF16, F16, F32, F8_E4M3 or F8_E5M2) and appends its
+// appendFloat32 decodes t (BF16, F16, F32, F8_E4M3 or F8_E5M2) and appends its
 // elements, in row-major order, to dst. Every conversion is exact. dst is returned
 // grown; t.Data is only read.
 //
 // Reference loop: for i := range numel { dst = append(dst, float32(element i)) }.
-func AppendFloat32(dst []float32, t Tensor) ([]float32, error) {
+func appendFloat32(dst []float32, t Tensor) ([]float32, error) {
 	if err := t.Check(); err != nil {
 		return dst, err
 	}
@@ -50,8 +50,8 @@ func AppendFloat32(dst []float32, t Tensor) ([]float32, error) {
 	return dst, nil
 }
 
-// Float32s decodes t into a new slice (AppendFloat32(nil, t)).
-func Float32s(t Tensor) ([]float32, error) { return AppendFloat32(nil, t) }
+// Float32s decodes t into a new slice (appendFloat32(nil, t)).
+func Float32s(t Tensor) ([]float32, error) { return appendFloat32(nil, t) }
 
 // AppendEncoded rounds each element of src to dt (BF16, F16 or F32, round to
 // nearest even as PyTorch casts) and appends its little-endian bytes to dst.
@@ -116,7 +116,7 @@ func Scalar(t Tensor) (float32, error) {
 		return 0, fmt.Errorf("%w: want one element, have shape %v", ErrShape, t.Shape)
 	}
 	var buf [1]float32
-	v, err := AppendFloat32(buf[:0], t)
+	v, err := appendFloat32(buf[:0], t)
 	if err != nil {
 		return 0, err
 	}

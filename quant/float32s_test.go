@@ -27,7 +27,7 @@ func TestAppendFloat32RoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			prefix := []float32{42}
-			got, err := AppendFloat32(prefix, tn)
+			got, err := appendFloat32(prefix, tn)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,10 +44,10 @@ func TestAppendFloat32RoundTrip(t *testing.T) {
 }
 
 func TestAppendFloat32Errors(t *testing.T) {
-	if _, err := AppendFloat32(nil, Tensor{DType: I8, Shape: []int64{1}, Data: []byte{1}}); !errors.Is(err, ErrUnsupportedDType) {
+	if _, err := appendFloat32(nil, Tensor{DType: I8, Shape: []int64{1}, Data: []byte{1}}); !errors.Is(err, ErrUnsupportedDType) {
 		t.Errorf("I8: %v", err)
 	}
-	if _, err := AppendFloat32(nil, Tensor{DType: BF16, Shape: []int64{2}, Data: []byte{1}}); err == nil {
+	if _, err := appendFloat32(nil, Tensor{DType: BF16, Shape: []int64{2}, Data: []byte{1}}); err == nil {
 		t.Error("short data accepted")
 	}
 	if _, err := AppendEncoded(nil, []float32{1}, U8); !errors.Is(err, ErrUnsupportedDType) {

@@ -183,8 +183,8 @@ func TestFastMatchesNaive(t *testing.T) {
 		}
 	})
 	t.Run("nvfp4", func(t *testing.T) {
-		s2 := NVFP4GlobalScale(amax, 448, DivIEEE)
-		r, err := NVFP4Quantize(w, 16, nil, fqPtr(fqScalarTensor(s2)), DivIEEE)
+		s2 := nvfp4GlobalScale(amax, 448, DivIEEE)
+		r, err := nvfp4Quantize(w, 16, nil, fqPtr(fqScalarTensor(s2)), DivIEEE)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +194,7 @@ func TestFastMatchesNaive(t *testing.T) {
 		}
 	})
 	t.Run("mxfp4", func(t *testing.T) {
-		p, sc, err := MXFP4Quantize(w, 32, DivIEEE)
+		p, sc, err := mxfp4Quantize(w, 32, DivIEEE)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +204,7 @@ func TestFastMatchesNaive(t *testing.T) {
 		}
 	})
 	t.Run("mxfp8", func(t *testing.T) {
-		q, sc, err := MXFP8Quantize(w, nil, DivIEEE)
+		q, sc, err := mxfp8Quantize(w, nil, DivIEEE)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +239,7 @@ func TestRowSplitInvariance(t *testing.T) {
 			}
 		})
 	}
-	d, err := NewFP8PerTensor(w, fqScalarTensor(0.01), DivIEEE)
+	d, err := newFP8PerTensor(w, fqScalarTensor(0.01), DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +252,13 @@ func TestRowSplitInvariance(t *testing.T) {
 	sv, _ := Float32s(Tensor{DType: F8E4M3, Shape: []int64{int64(len(sc))}, Data: sc})
 	run("nvfp4 scales", func(r0, r1 int) []byte { b, _ := n.AppendBlockScales(nil, w, r0, r1); return b })
 	run("nvfp4", func(r0, r1 int) []byte { b, _ := n.AppendRows(nil, w, sv, r0, r1); return b })
-	run("mxfp8 scales", func(r0, r1 int) []byte { b, _ := AppendMXFP8Scales(nil, w, r0, r1, DivIEEE); return b })
-	ms, _ := AppendMXFP8Scales(nil, w, 0, rows, DivIEEE)
-	run("mxfp8", func(r0, r1 int) []byte { b, _ := AppendMXFP8Rows(nil, w, ms, r0, r1); return b })
+	run("mxfp8 scales", func(r0, r1 int) []byte { b, _ := appendMXFP8Scales(nil, w, r0, r1, DivIEEE); return b })
+	ms, _ := appendMXFP8Scales(nil, w, 0, rows, DivIEEE)
+	run("mxfp8", func(r0, r1 int) []byte { b, _ := appendMXFP8Rows(nil, w, ms, r0, r1); return b })
 	run("nvfp4 fused", func(r0, r1 int) []byte { b, _, _ := n.AppendQuantizeRows(nil, nil, w, r0, r1); return b })
 	run("nvfp4 fused scales", func(r0, r1 int) []byte { _, s, _ := n.AppendQuantizeRows(nil, nil, w, r0, r1); return s })
-	run("mxfp8 fused", func(r0, r1 int) []byte { b, _, _ := AppendMXFP8QuantizeRows(nil, nil, w, r0, r1, DivIEEE); return b })
-	run("mxfp8 fused scales", func(r0, r1 int) []byte { _, s, _ := AppendMXFP8QuantizeRows(nil, nil, w, r0, r1, DivIEEE); return s })
+	run("mxfp8 fused", func(r0, r1 int) []byte { b, _, _ := appendMXFP8QuantizeRows(nil, nil, w, r0, r1, DivIEEE); return b })
+	run("mxfp8 fused scales", func(r0, r1 int) []byte { _, s, _ := appendMXFP8QuantizeRows(nil, nil, w, r0, r1, DivIEEE); return s })
 	run("mxfp4", func(r0, r1 int) []byte {
 		p, _, _ := AppendMXFP4Blocks(nil, nil, w, 32, r0*8, r1*8, DivIEEE)
 		return p
@@ -293,11 +293,11 @@ func fqBenchFormats(b *testing.B) (w Tensor, cases []struct {
 		bs[i] = 0.01 * float32(i%7+1)
 	}
 	blockScale, _ := FromFloat32(F32, []int64{32, 32}, bs)
-	s2v := NVFP4GlobalScale(amax, 448, DivIEEE)
+	s2v := nvfp4GlobalScale(amax, 448, DivIEEE)
 	s2 := fqScalarTensor(s2v)
 	nvs, _ := NVFP4{Block: 16, Scale2: []float32{s2v}}.AppendBlockScales(nil, w, 0, fqBenchN)
 	nvScale := Tensor{DType: F8E4M3, Shape: []int64{fqBenchN, fqBenchN / 16}, Data: nvs}
-	mxs, _ := AppendMXFP8Scales(nil, w, 0, fqBenchN, DivIEEE)
+	mxs, _ := appendMXFP8Scales(nil, w, 0, fqBenchN, DivIEEE)
 	mxScale := Tensor{DType: U8, Shape: []int64{fqBenchN, fqBenchN / 32}, Data: mxs}
 	q := func(f string, sc, sc2 *Tensor, blk int) func() error {
 		return func() error { _, err := ToQuantizedWeight(w, sc, sc2, f, blk, DivIEEE); return err }
@@ -314,7 +314,7 @@ func fqBenchFormats(b *testing.B) (w Tensor, cases []struct {
 		{"nvfp4_with_scale", q("nvfp4", &nvScale, &s2, 16), nil},
 		{"mxfp4", q("mxfp4", nil, nil, 32), func() { naiveMXFP4(w, 32) }},
 		{"mxfp8", func() error {
-			_, _, err := MXFP8Quantize(w, nil, DivIEEE)
+			_, _, err := mxfp8Quantize(w, nil, DivIEEE)
 			return err
 		}, func() { naiveMXFP8(w) }},
 		{"mxfp8_with_scale", q("mxfp8", &mxScale, nil, 32), nil},
@@ -367,12 +367,12 @@ func TestFusedMatchesTwoPass(t *testing.T) {
 	if !bytes.Equal(p, p2) || !bytes.Equal(sc, sc2) {
 		t.Error("nvfp4 fused differs from two passes")
 	}
-	q, ms, err := AppendMXFP8QuantizeRows(nil, nil, w, 0, 16, DivIEEE)
+	q, ms, err := appendMXFP8QuantizeRows(nil, nil, w, 0, 16, DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms2, _ := AppendMXFP8Scales(nil, w, 0, 16, DivIEEE)
-	q2, _ := AppendMXFP8Rows(nil, w, ms2, 0, 16)
+	ms2, _ := appendMXFP8Scales(nil, w, 0, 16, DivIEEE)
+	q2, _ := appendMXFP8Rows(nil, w, ms2, 0, 16)
 	if !bytes.Equal(q, q2) || !bytes.Equal(ms, ms2) {
 		t.Error("mxfp8 fused differs from two passes")
 	}

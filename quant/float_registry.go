@@ -30,7 +30,7 @@ func fp8FormatQuantize(w Tensor, s, _ *Tensor, _ int, mode DivMode) (Tensor, err
 	if err := needScale(s, "fp8"); err != nil {
 		return Tensor{}, err
 	}
-	return QuantizeFP8(w, *s, mode)
+	return quantizeFP8(w, *s, mode)
 }
 
 // fp8FormatDequantize is from_quantized_weight(q, s, "fp8", dtype).
@@ -48,7 +48,7 @@ func fp8pcFormatQuantize(w Tensor, s, _ *Tensor, _ int, _ DivMode) (Tensor, erro
 	if err := needScale(s, "fp8_pc_pt"); err != nil {
 		return Tensor{}, err
 	}
-	return QuantizeFP8PerChannel(w, *s)
+	return quantizeFP8PerChannel(w, *s)
 }
 
 // fp8pcFormatDequantize has no ModelOpt counterpart (from_quantized_weight raises):
@@ -61,7 +61,7 @@ func fp8pcFormatDequantize(q Tensor, s, _ *Tensor, _ int, dtype DType) (Tensor, 
 		return Tensor{}, fmt.Errorf("%w: fp8_pc_pt weight is %v", ErrUnsupportedDType, q.DType)
 	}
 	// Reuse the quantizer's scale layout on a same-shaped float view.
-	d, err := NewFP8PerChannel(Tensor{DType: F32, Shape: q.Shape, Data: make([]byte, 4*len(q.Data))}, *s)
+	d, err := newFP8PerChannel(Tensor{DType: F32, Shape: q.Shape, Data: make([]byte, 4*len(q.Data))}, *s)
 	if err != nil {
 		return Tensor{}, err
 	}
@@ -85,11 +85,11 @@ func fp8pcFormatDequantize(q Tensor, s, _ *Tensor, _ int, dtype DType) (Tensor, 
 	return FromFloat32(dtype, q.Shape, out)
 }
 
-func fp8pbBlocks(block int) (FP8Blocks, error) {
+func fp8pbBlocks(block int) (fp8Blocks, error) {
 	if block < 1 {
 		return nil, fmt.Errorf("%w: fp8 block quantization needs a block size, got %d", ErrShape, block)
 	}
-	return FP8Blocks{-1: block, -2: block}, nil
+	return fp8Blocks{-1: block, -2: block}, nil
 }
 
 // fp8pbFormatQuantize is FP8QTensor.quantize(w, s.squeeze(), {-1: B, -2: B}).
@@ -101,7 +101,7 @@ func fp8pbFormatQuantize(w Tensor, s, _ *Tensor, block int, _ DivMode) (Tensor, 
 	if err != nil {
 		return Tensor{}, err
 	}
-	d, err := NewFP8Block(w, *s, blocks)
+	d, err := newFP8Block(w, *s, blocks)
 	if err != nil {
 		return Tensor{}, err
 	}
@@ -136,7 +136,7 @@ func fp8pbFormatDequantize(q Tensor, s, _ *Tensor, block int, dtype DType) (Tens
 	if v.Numel() != s.Numel() {
 		return Tensor{}, fmt.Errorf("%w: scale %v for weight %v with block %d", ErrShape, s.Shape, q.Shape, block)
 	}
-	return FP8BlockDequantize(q, v, blocks, dtype)
+	return fp8BlockDequantize(q, v, blocks, dtype)
 }
 
 func mxfp8FormatQuantize(w Tensor, s, _ *Tensor, _ int, _ DivMode) (Tensor, error) {
@@ -154,7 +154,7 @@ func mxfp8FormatQuantize(w Tensor, s, _ *Tensor, _ int, _ DivMode) (Tensor, erro
 	if err := s.Check(); err != nil {
 		return Tensor{}, fmt.Errorf("weights_scaling_factor: %w", err)
 	}
-	data, err := AppendMXFP8Rows(make([]byte, 0, len(w.Data)), w, s.Data, 0, rows)
+	data, err := appendMXFP8Rows(make([]byte, 0, len(w.Data)), w, s.Data, 0, rows)
 	if err != nil {
 		return Tensor{}, err
 	}
@@ -165,7 +165,7 @@ func mxfp8FormatDequantize(q Tensor, s, _ *Tensor, _ int, dtype DType) (Tensor, 
 	if err := needScale(s, "mxfp8"); err != nil {
 		return Tensor{}, err
 	}
-	return MXFP8Dequantize(q, *s, dtype)
+	return mxfp8Dequantize(q, *s, dtype)
 }
 
 // nvfp4FormatQuantize asserts, as ModelOpt does, that the block size and the
@@ -180,7 +180,7 @@ func nvfp4FormatQuantize(w Tensor, s, s2 *Tensor, block int, mode DivMode) (Tens
 	if len(s2.Shape) != 0 && len(w.Shape) != 3 && s2.Numel() != 1 {
 		return Tensor{}, fmt.Errorf("%w: weights_scaling_factor_2 %v for a %d-D weight", ErrShape, s2.Shape, len(w.Shape))
 	}
-	r, err := NVFP4Quantize(w, block, s, s2, mode)
+	r, err := nvfp4Quantize(w, block, s, s2, mode)
 	if err != nil {
 		return Tensor{}, err
 	}
@@ -191,7 +191,7 @@ func nvfp4FormatDequantize(q Tensor, s, s2 *Tensor, block int, dtype DType) (Ten
 	if s == nil || s2 == nil {
 		return Tensor{}, fmt.Errorf("%w: NVFP4 dequantization needs both scales", ErrShape)
 	}
-	return NVFP4Dequantize(q, *s, *s2, block, dtype)
+	return nvfp4Dequantize(q, *s, *s2, block, dtype)
 }
 
 // mxfp4FormatQuantize ignores the given scale: ModelOpt recomputes it.
@@ -199,7 +199,7 @@ func mxfp4FormatQuantize(w Tensor, _, _ *Tensor, block int, mode DivMode) (Tenso
 	if block == 0 {
 		block = 32 // MXFP4QTensor.quantize's default for block_size None
 	}
-	p, _, err := MXFP4Quantize(w, block, mode)
+	p, _, err := mxfp4Quantize(w, block, mode)
 	return p, err
 }
 
@@ -212,5 +212,5 @@ func mxfp4FormatDequantize(q Tensor, s, _ *Tensor, block int, dtype DType) (Tens
 	if block == 0 {
 		block = 32
 	}
-	return MXFP4Dequantize(q, *s, block, dtype)
+	return mxfp4Dequantize(q, *s, block, dtype)
 }

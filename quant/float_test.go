@@ -34,11 +34,11 @@ func TestFP8PerTensorPromotion(t *testing.T) {
 	// rounded to bf16 is exactly 1.0625, a tie that goes to even 1.0.
 	s := float32(0.9999)
 	w := fqTensor(t, BF16, []int64{1, 2}, 1.0625, -1.0625)
-	q0, err := QuantizeFP8(w, fqTensor(t, F32, nil, s), DivIEEE)
+	q0, err := quantizeFP8(w, fqTensor(t, F32, nil, s), DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q1, err := QuantizeFP8(w, fqTensor(t, F32, []int64{1}, s), DivIEEE)
+	q1, err := quantizeFP8(w, fqTensor(t, F32, []int64{1}, s), DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestFP8PerTensorPromotion(t *testing.T) {
 	// DivCUDA also rounds the 0-dim divisor to bf16.
 	sc := float32(0.0123457)
 	wc := fqTensor(t, BF16, []int64{1, 64}, fqRamp(64, 0.37)...)
-	qc, err := QuantizeFP8(wc, fqTensor(t, F32, nil, sc), DivCUDA)
+	qc, err := quantizeFP8(wc, fqTensor(t, F32, nil, sc), DivCUDA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestFP8PerTensorPromotion(t *testing.T) {
 	}
 	// A 3-D weight unsqueezes its scale: single rounding even with a 0-dim scale.
 	w3 := fqTensor(t, BF16, []int64{1, 1, 2}, 1.0625, -1.0625)
-	q3, err := QuantizeFP8(w3, fqTensor(t, F32, nil, s), DivIEEE)
+	q3, err := quantizeFP8(w3, fqTensor(t, F32, nil, s), DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestFP8PerTensorPromotion(t *testing.T) {
 	}
 	// An FP8 weight passes through unchanged.
 	f8 := Tensor{DType: F8E4M3, Shape: []int64{2}, Data: []byte{1, 2}}
-	if q, err := QuantizeFP8(f8, fqTensor(t, F32, nil, 3), DivIEEE); err != nil || !bytes.Equal(q.Data, f8.Data) {
+	if q, err := quantizeFP8(f8, fqTensor(t, F32, nil, 3), DivIEEE); err != nil || !bytes.Equal(q.Data, f8.Data) {
 		t.Errorf("fp8 weight: %v %v", q.Data, err)
 	}
 }
@@ -100,7 +100,7 @@ func TestFP8PerChannelLayouts(t *testing.T) {
 		{"0-dim", nil, []float32{1}, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			q, err := QuantizeFP8PerChannel(w, fqTensor(t, F32, tc.shape, tc.scale...))
+			q, err := quantizeFP8PerChannel(w, fqTensor(t, F32, tc.shape, tc.scale...))
 			if tc.err {
 				if !errors.Is(err, ErrShape) {
 					t.Fatalf("err = %v, want ErrShape", err)
@@ -123,7 +123,7 @@ func TestFP8PerChannelLayouts(t *testing.T) {
 		})
 	}
 	sq := fqTensor(t, F32, []int64{2, 4, 4}, fqRamp(32, 1)...)
-	if _, err := QuantizeFP8PerChannel(sq, fqTensor(t, F32, []int64{2, 4}, make([]float32, 8)...)); !errors.Is(err, ErrShape) {
+	if _, err := quantizeFP8PerChannel(sq, fqTensor(t, F32, []int64{2, 4}, make([]float32, 8)...)); !errors.Is(err, ErrShape) {
 		t.Errorf("square expert weight: %v, want ErrShape", err)
 	}
 }
@@ -185,10 +185,10 @@ func TestFloatRoundTrip(t *testing.T) {
 		tol   float64 // relative to the tensor amax
 	}
 	per := fqTensor(t, F32, nil, DivScalar(amax, 448, DivIEEE))
-	s2 := fqTensor(t, F32, nil, NVFP4GlobalScale(amax, 448, DivIEEE))
-	mxs, _ := AppendMXFP8Scales(nil, w, 0, 8, DivIEEE)
+	s2 := fqTensor(t, F32, nil, nvfp4GlobalScale(amax, 448, DivIEEE))
+	mxs, _ := appendMXFP8Scales(nil, w, 0, 8, DivIEEE)
 	mx8 := Tensor{DType: U8, Shape: []int64{8, 8}, Data: mxs}
-	_, mx4, _ := MXFP4Quantize(w, 32, DivIEEE)
+	_, mx4, _ := mxfp4Quantize(w, 32, DivIEEE)
 	for name, c := range map[string]setup{
 		"fp8":    {s: &per, tol: 1.0 / 8},
 		"nvfp4":  {s2: &s2, block: 16, tol: 1.0 / 3},
@@ -200,7 +200,7 @@ func TestFloatRoundTrip(t *testing.T) {
 			format := name
 			if name == "fp8_pb" {
 				format = "fp8_pb_wo"
-				bs, err := FP8BlockScales(w, FP8Blocks{-1: 128, -2: 128}, DivIEEE)
+				bs, err := fp8BlockScales(w, fp8Blocks{-1: 128, -2: 128}, DivIEEE)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -209,7 +209,7 @@ func TestFloatRoundTrip(t *testing.T) {
 			var q Tensor
 			var err error
 			if name == "nvfp4" {
-				r, err := NVFP4Quantize(w, 16, nil, c.s2, DivIEEE)
+				r, err := nvfp4Quantize(w, 16, nil, c.s2, DivIEEE)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -275,7 +275,7 @@ func ExampleToQuantizedWeight() {
 func TestMXFP8Padding(t *testing.T) {
 	v := fqRamp(2*40, 0.3)
 	w := fqTensor(t, F32, []int64{2, 40}, v...)
-	q, s, err := MXFP8Quantize(w, nil, DivIEEE)
+	q, s, err := mxfp8Quantize(w, nil, DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,18 +285,18 @@ func TestMXFP8Padding(t *testing.T) {
 	padded := make([]float32, 2*64)
 	copy(padded[:40], v[:40])
 	copy(padded[64:104], v[40:])
-	pq, ps, err := MXFP8Quantize(fqTensor(t, F32, []int64{2, 64}, padded...), nil, DivIEEE)
+	pq, ps, err := mxfp8Quantize(fqTensor(t, F32, []int64{2, 64}, padded...), nil, DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(s.Data, ps.Data) || !bytes.Equal(q.Data[:40], pq.Data[:40]) || !bytes.Equal(q.Data[40:], pq.Data[64:104]) {
 		t.Error("padded quantization differs from explicit zero padding")
 	}
-	d, err := MXFP8Dequantize(q, s, F32)
+	d, err := mxfp8Dequantize(q, s, F32)
 	if err != nil || !slices.Equal(d.Shape, []int64{2, 40}) {
 		t.Fatalf("dequantize: %v %v", d.Shape, err)
 	}
-	if _, err := AppendMXFP8Scales(nil, w, 0, 2, DivIEEE); !errors.Is(err, ErrShape) {
+	if _, err := appendMXFP8Scales(nil, w, 0, 2, DivIEEE); !errors.Is(err, ErrShape) {
 		t.Errorf("get_weights_scaling_factor: %v, want ErrShape", err)
 	}
 	if _, err := ToQuantizedWeight(w, &s, nil, "mxfp8", 32, DivIEEE); !errors.Is(err, ErrShape) {
@@ -306,12 +306,12 @@ func TestMXFP8Padding(t *testing.T) {
 
 // TestNVFP4StaticBlockScalesF32: the static block scales before the FP8 cast are
 // amax ÷scalar 6 with 0 → 1, and normalising and casting them gives
-// NVFP4StaticBlockScales' codes, in both division modes.
+// nvfp4StaticBlockScales' codes, in both division modes.
 func TestNVFP4StaticBlockScalesF32(t *testing.T) {
 	amax := []float32{0, 6, 3, 0.75, 448, 1e-3, 2.5e-7}
 	for _, mode := range []DivMode{DivIEEE, DivCUDA} {
 		t.Run(mode.String(), func(t *testing.T) {
-			got := NVFP4StaticBlockScalesF32(nil, amax, mode)
+			got := nvfp4StaticBlockScalesF32(nil, amax, mode)
 			if want := []float32{1, 1, 0.5, 0.125}; !slices.Equal(got[:len(want)], want) {
 				t.Errorf("scales %v, want %v first", got, want)
 			}
@@ -321,11 +321,11 @@ func TestNVFP4StaticBlockScalesF32(t *testing.T) {
 				}
 			}
 			const ga, fp8Max = 448, E4M3Max
-			codes := NVFP4StaticBlockScales(nil, amax, ga, fp8Max, mode)
+			codes := nvfp4StaticBlockScales(nil, amax, ga, fp8Max, mode)
 			smax := DivScalar(ga, E2M1Max, mode)
 			for i, s := range got {
-				if c := NVFP4CastBlockScale(s, smax, fp8Max, true); c != codes[i] {
-					t.Errorf("block %d: cast of %v = %#02x, NVFP4StaticBlockScales %#02x", i, s, c, codes[i])
+				if c := nvfp4CastBlockScale(s, smax, fp8Max, true); c != codes[i] {
+					t.Errorf("block %d: cast of %v = %#02x, nvfp4StaticBlockScales %#02x", i, s, c, codes[i])
 				}
 			}
 		})

@@ -8,8 +8,8 @@ import "math"
 // E4M3Max is the largest finite float8_e4m3fn value (0x7E).
 const E4M3Max = 448.0
 
-// E4M3NaN is the positive float8_e4m3fn NaN; 0xFF is the negative one.
-const E4M3NaN = 0x7F
+// e4m3NaN is the positive float8_e4m3fn NaN; 0xFF is the negative one.
+const e4m3NaN = 0x7F
 
 // e4m3Overflow is the float32 bit pattern of 480: every |x| from here up (and every
 // NaN and infinity) is NaN in float8_e4m3fn. Values in (464, 480) round up into the
@@ -32,7 +32,7 @@ func F32ToE4M3(x float32) uint8 {
 	sign := uint8(u>>24) & 0x80
 	abs := u & 0x7FFFFFFF
 	if abs >= e4m3Overflow {
-		return sign | E4M3NaN
+		return sign | e4m3NaN
 	}
 	if abs < 121<<23 { // below 2^-6: subnormal range
 		f := math.Float32frombits(abs) + math.Float32frombits(e4m3SubMagic)
@@ -74,7 +74,7 @@ func e4m3Decode(c uint8) float32 {
 
 // e4m3FromBF16 maps every bfloat16 bit pattern to its E4M3 code. bf16 → f32 is
 // exact, so this equals F32ToE4M3(BF16ToF32(h)) and is what the FP8 kernels use
-// when the quotient is rounded to bf16 first (FP8 per-tensor, NewFP8PerTensor).
+// when the quotient is rounded to bf16 first (FP8 per-tensor, newFP8PerTensor).
 var e4m3FromBF16 = func() *[1 << 16]uint8 {
 	var t [1 << 16]uint8
 	for h := range 1 << 16 {
@@ -103,11 +103,8 @@ func f32ToE4M3Fast(x float32) uint8 {
 	return e4m3FromF32Top[u>>19<<1|(low+0x7FFFF)>>19]
 }
 
-// BF16ToE4M3 converts a bfloat16 bit pattern to float8_e4m3fn (table lookup).
-func BF16ToE4M3(h uint16) uint8 { return e4m3FromBF16[h] }
-
-// E5M2Max is the largest finite float8_e5m2 value (0x7B).
-const E5M2Max = 57344.0
+// bf16ToE4M3 converts a bfloat16 bit pattern to float8_e4m3fn (table lookup).
+func bf16ToE4M3(h uint16) uint8 { return e4m3FromBF16[h] }
 
 // e5m2Overflow is 65536 in float32 bits: from here up the cast gives infinity.
 const e5m2Overflow = 143 << 23

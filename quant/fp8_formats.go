@@ -5,14 +5,14 @@ import (
 	"slices"
 )
 
-// FP8Divider is the element-wise step of ModelOpt's FP8 weight formats:
+// fp8Divider is the element-wise step of ModelOpt's FP8 weight formats:
 // q = fp8(round_qdt(w / d)), with d taken from a scale tensor through a blockMap
 // (broadcast or block repeat) and the quotient rounded to the quotient dtype qdt
 // before the non-saturating E4M3 cast. Build it once per tensor; AppendRows may run
 // concurrently for disjoint row ranges, and the bytes never depend on the split.
 //
 // Reference loop: for each element i: dst[i] = F32ToE4M3(RoundTo(qdt, w[i] / d[map(i)])).
-type FP8Divider struct {
+type fp8Divider struct {
 	w          Tensor
 	rows, cols int
 	div        []float32
@@ -20,19 +20,19 @@ type FP8Divider struct {
 	qdt        DType
 }
 
-func newFP8Divider(w Tensor, div []float32, m *blockMap, qdt DType) *FP8Divider {
+func newFP8Divider(w Tensor, div []float32, m *blockMap, qdt DType) *fp8Divider {
 	rows, cols := fqRowsCols(w.Shape)
-	return &FP8Divider{w: w, rows: rows, cols: cols, div: div, m: m, qdt: qdt}
+	return &fp8Divider{w: w, rows: rows, cols: cols, div: div, m: m, qdt: qdt}
 }
 
 // Rows is the number of rows (elements of all but the last dimension).
-func (d *FP8Divider) Rows() int { return d.rows }
+func (d *fp8Divider) Rows() int { return d.rows }
 
 // Shape is the output shape (the weight's).
-func (d *FP8Divider) Shape() []int64 { return append([]int64(nil), d.w.Shape...) }
+func (d *fp8Divider) Shape() []int64 { return append([]int64(nil), d.w.Shape...) }
 
 // AppendRows appends the E4M3 codes of rows [r0, r1) to dst.
-func (d *FP8Divider) AppendRows(dst []byte, r0, r1 int) []byte {
+func (d *fp8Divider) AppendRows(dst []byte, r0, r1 int) []byte {
 	n := (r1 - r0) * d.cols
 	dst = growBytes(dst, n)
 	out := dst[len(dst)-n:]
@@ -120,25 +120,25 @@ func fp8Divisors(s Tensor, qdt DType, mode DivMode) ([]float32, error) {
 	return v, nil
 }
 
-func (d *FP8Divider) tensor() Tensor {
+func (d *fp8Divider) tensor() Tensor {
 	return Tensor{DType: F8E4M3, Shape: d.Shape(), Data: d.AppendRows(make([]byte, 0, d.rows*d.cols), 0, d.rows)}
 }
 
-// NewFP8PerTensor prepares quant_utils.to_quantized_weight(w, s, "fp8"): a 2-D
+// newFP8PerTensor prepares quant_utils.to_quantized_weight(w, s, "fp8"): a 2-D
 // weight divided by a 0-dim scale is computed in the weight dtype (double rounding;
 // in DivCUDA mode the scale is also rounded to the weight dtype), a (1,)-shaped
 // scale or a 3-D weight (whose scale is unsqueezed) divides in float32.
-func NewFP8PerTensor(w, s Tensor, mode DivMode) (*FP8Divider, error) {
+func newFP8PerTensor(w, s Tensor, mode DivMode) (*fp8Divider, error) {
 	if len(w.Shape) == 3 {
 		s.Shape = append(append([]int64(nil), s.Shape...), 1)
 	}
-	return NewFP8Broadcast(w, s, mode)
+	return newFP8Broadcast(w, s, mode)
 }
 
-// NewFP8Broadcast prepares (w / s).to(torch.float8_e4m3fn) with PyTorch
+// newFP8Broadcast prepares (w / s).to(torch.float8_e4m3fn) with PyTorch
 // broadcasting and type promotion: the quotient has the promoted dtype, where a
 // 0-dim s does not promote a dimensioned w of the same category (torch.result_type).
-func NewFP8Broadcast(w, s Tensor, mode DivMode) (*FP8Divider, error) {
+func newFP8Broadcast(w, s Tensor, mode DivMode) (*fp8Divider, error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
 		return nil, err
 	}
@@ -157,27 +157,24 @@ func NewFP8Broadcast(w, s Tensor, mode DivMode) (*FP8Divider, error) {
 	return newFP8Divider(w, div, m, qdt), nil
 }
 
-// Tensor runs all rows and returns the F8_E4M3 tensor.
-func (d *FP8Divider) Tensor() Tensor { return d.tensor() }
-
-// QuantizeFP8 is to_quantized_weight(w, s, "fp8"). A weight that is already
+// quantizeFP8 is to_quantized_weight(w, s, "fp8"). A weight that is already
 // F8_E4M3 is returned unchanged, as ModelOpt does.
-func QuantizeFP8(w, s Tensor, mode DivMode) (Tensor, error) {
+func quantizeFP8(w, s Tensor, mode DivMode) (Tensor, error) {
 	if w.DType == F8E4M3 {
 		return Tensor{DType: F8E4M3, Shape: append([]int64(nil), w.Shape...), Data: append([]byte(nil), w.Data...)}, nil
 	}
-	d, err := NewFP8PerTensor(w, s, mode)
+	d, err := newFP8PerTensor(w, s, mode)
 	if err != nil {
 		return Tensor{}, err
 	}
 	return d.tensor(), nil
 }
 
-// NewFP8PerChannel prepares quant_utils.to_quantized_weight(w, s, "fp8_pc_pt").
+// newFP8PerChannel prepares quant_utils.to_quantized_weight(w, s, "fp8_pc_pt").
 // 2-D: s is (O,) and divides each row. 3-D [E,A,B]: s (E,) divides each expert;
 // s (E,N) divides along the dimension N matches (B: BMM layout, A: standard), and
 // a square [A,A] or a mismatched E is an error, as in ModelOpt.
-func NewFP8PerChannel(w, s Tensor) (*FP8Divider, error) {
+func newFP8PerChannel(w, s Tensor) (*fp8Divider, error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
 		return nil, err
 	}
@@ -218,20 +215,20 @@ func NewFP8PerChannel(w, s Tensor) (*FP8Divider, error) {
 	return newFP8Divider(w, div, m, qdt), nil
 }
 
-// QuantizeFP8PerChannel is to_quantized_weight(w, s, "fp8_pc_pt").
-func QuantizeFP8PerChannel(w, s Tensor) (Tensor, error) {
-	d, err := NewFP8PerChannel(w, s)
+// quantizeFP8PerChannel is to_quantized_weight(w, s, "fp8_pc_pt").
+func quantizeFP8PerChannel(w, s Tensor) (Tensor, error) {
+	d, err := newFP8PerChannel(w, s)
 	if err != nil {
 		return Tensor{}, err
 	}
 	return d.tensor(), nil
 }
 
-// FP8Blocks are FP8QTensor's block sizes: Dims maps a dimension (negative from the
+// fp8Blocks are FP8QTensor's block sizes: Dims maps a dimension (negative from the
 // end) to its block size.
-type FP8Blocks map[int]int
+type fp8Blocks map[int]int
 
-func (b FP8Blocks) reps(rank int) ([]int, error) {
+func (b fp8Blocks) reps(rank int) ([]int, error) {
 	rep := make([]int, rank)
 	for i := range rep {
 		rep[i] = 1
@@ -258,11 +255,11 @@ func fp8BlockScaleShape(shape []int64, rep []int) []int64 {
 	return out
 }
 
-// NewFP8Block prepares FP8QTensor.quantize(w, s, block_sizes=blocks) with given
+// newFP8Block prepares FP8QTensor.quantize(w, s, block_sizes=blocks) with given
 // scales (quant_utils.to_quantized_weight "fp8_pb_wo" passes s.squeeze() and blocks
 // {-1: B, -2: B}). Any s with as many elements as the padded block grid is reshaped
 // to it; the division dtype is the promotion of the weight and scale dtypes.
-func NewFP8Block(w, s Tensor, blocks FP8Blocks) (*FP8Divider, error) {
+func newFP8Block(w, s Tensor, blocks fp8Blocks) (*fp8Divider, error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
 		return nil, err
 	}
@@ -289,11 +286,11 @@ func NewFP8Block(w, s Tensor, blocks FP8Blocks) (*FP8Divider, error) {
 	return newFP8Divider(w, div, m, qdt), nil
 }
 
-// FP8BlockScales computes FP8QTensor.quantize's own scales for block sizes: the
+// fp8BlockScales computes FP8QTensor.quantize's own scales for block sizes: the
 // amax of each (zero-padded) block in the weight dtype, ÷scalar 448, rounded to the
 // weight dtype. No zero guard: an all-zero block gives 0 and its elements NaN.
 // The result has the padded grid shape and the weight dtype.
-func FP8BlockScales(w Tensor, blocks FP8Blocks, mode DivMode) (Tensor, error) {
+func fp8BlockScales(w Tensor, blocks fp8Blocks, mode DivMode) (Tensor, error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
 		return Tensor{}, err
 	}
@@ -334,21 +331,21 @@ func fqBlockAmax(w Tensor, m *blockMap) []float32 {
 	return amax
 }
 
-// FP8QTensorQuantize is FP8QTensor.quantize(w, scales=nil, axis, block_sizes): it
+// fp8QTensorQuantize is FP8QTensor.quantize(w, scales=nil, axis, block_sizes): it
 // computes the scales in the weight dtype (amax ÷scalar 448) and quantizes.
 // With blocks, scales have the padded block grid shape; otherwise axis nil gives a
 // 0-dim scale and an axis list keeps those dimensions (others reduced to 1; a
 // single-element result is squeezed to 0-dim, as reduce_amax does).
-func FP8QTensorQuantize(w Tensor, axis []int, blocks FP8Blocks, mode DivMode) (q, scales Tensor, err error) {
+func fp8QTensorQuantize(w Tensor, axis []int, blocks fp8Blocks, mode DivMode) (q, scales Tensor, err error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
 		return Tensor{}, Tensor{}, err
 	}
 	if len(blocks) > 0 {
-		s, err := FP8BlockScales(w, blocks, mode)
+		s, err := fp8BlockScales(w, blocks, mode)
 		if err != nil {
 			return Tensor{}, Tensor{}, err
 		}
-		d, err := NewFP8Block(w, s, blocks)
+		d, err := newFP8Block(w, s, blocks)
 		if err != nil {
 			return Tensor{}, Tensor{}, err
 		}
@@ -393,10 +390,10 @@ func FP8QTensorQuantize(w Tensor, axis []int, blocks FP8Blocks, mode DivMode) (q
 	return d.tensor(), s, nil
 }
 
-// FP8BlockDequantize is FP8QTensor.dequantize(dtype, scale=s, block_sizes=blocks):
+// fp8BlockDequantize is FP8QTensor.dequantize(dtype, scale=s, block_sizes=blocks):
 // the codes and the repeated scales are cast to dtype and multiplied in dtype.
 // s must have the padded block grid shape.
-func FP8BlockDequantize(q, s Tensor, blocks FP8Blocks, dtype DType) (Tensor, error) {
+func fp8BlockDequantize(q, s Tensor, blocks fp8Blocks, dtype DType) (Tensor, error) {
 	if err := q.Check(); err != nil {
 		return Tensor{}, fmt.Errorf("quantized: %w", err)
 	}

@@ -82,8 +82,8 @@ func TestE4M3AllCodes(t *testing.T) {
 		if got := F32ToE4M3(f); got != uint8(c) {
 			t.Errorf("code %#02x = %v re-encodes to %#02x", c, f, got)
 		}
-		if got := BF16ToE4M3(F32ToBF16(f)); got != uint8(c) {
-			t.Errorf("BF16ToE4M3 of code %#02x = %#02x", c, got)
+		if got := bf16ToE4M3(F32ToBF16(f)); got != uint8(c) {
+			t.Errorf("bf16ToE4M3 of code %#02x = %#02x", c, got)
 		}
 	}
 	for _, tc := range []struct {
@@ -141,7 +141,7 @@ func TestE4M3NamedCases(t *testing.T) {
 func TestBF16ToE4M3AllInputs(t *testing.T) {
 	for h := range 1 << 16 {
 		f := BF16ToF32(uint16(h))
-		if got, want := BF16ToE4M3(uint16(h)), e4m3Oracle(f); got != want {
+		if got, want := bf16ToE4M3(uint16(h)), e4m3Oracle(f); got != want {
 			t.Fatalf("bf16 %#04x (%g): %#02x, oracle %#02x", h, f, got, want)
 		}
 	}

@@ -39,7 +39,7 @@ func intRound(y, lo, hi float32) int8 {
 	return int8(int32(r))
 }
 
-// AppendInt8Rows quantizes whole rows of a BF16/F16/F32 weight to int8 and appends
+// appendInt8Rows quantizes whole rows of a BF16/F16/F32 weight to int8 and appends
 // them to dst: w holds len(scales) rows of cols elements (little-endian, dtype dt),
 // row i uses scales[i]. Rows are independent, so callers parallelise by handing
 // disjoint row ranges (and the matching scales) to separate calls.
@@ -48,7 +48,7 @@ func intRound(y, lo, hi float32) int8 {
 //
 //	for i, s := range scales { for c := 0; c < cols; c++ {
 //		dst = append(dst, byte(clamp(roundHalfEven(float32(w[i][c]/s)), -128, 127))) } }
-func AppendInt8Rows(dst []byte, w []byte, dt DType, cols int, scales []float32) ([]byte, error) {
+func appendInt8Rows(dst []byte, w []byte, dt DType, cols int, scales []float32) ([]byte, error) {
 	if !intFloatDType(dt) {
 		return dst, fmt.Errorf("%w: int8 quantization of %v", ErrUnsupportedDType, dt)
 	}
@@ -82,7 +82,7 @@ func AppendInt8Rows(dst []byte, w []byte, dt DType, cols int, scales []float32) 
 	return dst, nil
 }
 
-// int8RowBF16Go is one BF16 row of AppendInt8Rows: o[c] = intRound(x[c]/s, -128, 127).
+// int8RowBF16Go is one BF16 row of appendInt8Rows: o[c] = intRound(x[c]/s, -128, 127).
 func int8RowBF16Go(o, src []byte, s float32) {
 	src = src[:2*len(o)]
 	for c := range o {
@@ -91,7 +91,7 @@ func int8RowBF16Go(o, src []byte, s float32) {
 	}
 }
 
-// AppendInt4RowPairs quantizes pairs of rows of a BF16/F16/F32 weight to int4 and
+// appendInt4RowPairs quantizes pairs of rows of a BF16/F16/F32 weight to int4 and
 // appends the packed bytes (one output row of cols bytes per input row pair) to dst.
 // w holds rows = len(scales)/scaleCols rows (rows must be even) of cols elements; row
 // r, column c uses scales[r*scaleCols + c/(cols/scaleCols)]; cols must be a multiple
@@ -103,7 +103,7 @@ func int8RowBF16Go(o, src []byte, s float32) {
 //		lo := clamp(roundHalfEven(float32(w[r][c]/s[r][c/B])), -8, 7)
 //		hi := clamp(roundHalfEven(float32(w[r+1][c]/s[r+1][c/B])), -8, 7)
 //		dst = append(dst, byte(lo)&0xF | byte(hi)<<4) } }
-func AppendInt4RowPairs(dst []byte, w []byte, dt DType, cols int, scales []float32, scaleCols int) ([]byte, error) {
+func appendInt4RowPairs(dst []byte, w []byte, dt DType, cols int, scales []float32, scaleCols int) ([]byte, error) {
 	if !intFloatDType(dt) {
 		return dst, fmt.Errorf("%w: int4 quantization of %v", ErrUnsupportedDType, dt)
 	}
@@ -180,10 +180,10 @@ func intScaleF32(t Tensor, role string) ([]float32, error) {
 	return v, nil
 }
 
-// QuantizeInt8 is to_quantized_weight for int8_sq / int8_wo:
+// quantizeInt8 is to_quantized_weight for int8_sq / int8_wo:
 // (w / s[:, None]).round().clamp(-128, 127).to(int8), with PyTorch broadcasting.
 // The usual call is w [O,I] with s [O] (get_weight_scaling_factor's per-channel scale).
-func QuantizeInt8(w, s Tensor) (Tensor, error) {
+func quantizeInt8(w, s Tensor) (Tensor, error) {
 	if !intFloatDType(w.DType) {
 		return Tensor{}, fmt.Errorf("%w: int8 weight of dtype %v", ErrUnsupportedDType, w.DType)
 	}
@@ -199,7 +199,7 @@ func QuantizeInt8(w, s Tensor) (Tensor, error) {
 		return Tensor{}, err
 	}
 	if len(w.Shape) == 2 && len(s.Shape) == 1 && s.Shape[0] == w.Shape[0] {
-		data, err := AppendInt8Rows(make([]byte, 0, w.Numel()), w.Data, w.DType, int(w.Shape[1]), sv)
+		data, err := appendInt8Rows(make([]byte, 0, w.Numel()), w.Data, w.DType, int(w.Shape[1]), sv)
 		if err != nil {
 			return Tensor{}, err
 		}
@@ -221,10 +221,10 @@ func QuantizeInt8(w, s Tensor) (Tensor, error) {
 	return Tensor{DType: I8, Shape: shape, Data: out}, nil
 }
 
-// PackInt4InUint8 is quant_utils.pack_int4_in_uint8(w, s): w [O,I] or [E,O,I] in
+// packInt4InUint8 is quant_utils.pack_int4_in_uint8(w, s): w [O,I] or [E,O,I] in
 // BF16/F16/F32, s [..., O, I/B] float32 (B = I / s.shape[-1]); the result is U8
 // [O/2, I] or [E, O/2, I].
-func PackInt4InUint8(w, s Tensor) (Tensor, error) {
+func packInt4InUint8(w, s Tensor) (Tensor, error) {
 	if !intFloatDType(w.DType) {
 		return Tensor{}, fmt.Errorf("%w: int4 weight of dtype %v", ErrUnsupportedDType, w.DType)
 	}
@@ -252,7 +252,7 @@ func PackInt4InUint8(w, s Tensor) (Tensor, error) {
 		return Tensor{}, err
 	}
 	if (len(w.Shape) == 2 || len(w.Shape) == 3) && slices.Equal(s.Shape[:len(s.Shape)-1], w.Shape[:len(w.Shape)-1]) {
-		data, err := AppendInt4RowPairs(make([]byte, 0, w.Numel()/2), w.Data, w.DType, int(in), sv, int(sc))
+		data, err := appendInt4RowPairs(make([]byte, 0, w.Numel()/2), w.Data, w.DType, int(in), sv, int(sc))
 		if err != nil {
 			return Tensor{}, err
 		}
@@ -300,9 +300,9 @@ func PackInt4InUint8(w, s Tensor) (Tensor, error) {
 	return Tensor{DType: U8, Shape: shape, Data: out}, nil
 }
 
-// UnpackInt4 reverses the packing of PackInt4InUint8 without scaling: U8 [..., O/2, I]
+// unpackInt4 reverses the packing of packInt4InUint8 without scaling: U8 [..., O/2, I]
 // → I8 [..., O, I] with each nibble sign-extended.
-func UnpackInt4(p Tensor) (Tensor, error) {
+func unpackInt4(p Tensor) (Tensor, error) {
 	if p.DType != U8 || len(p.Shape) < 2 {
 		return Tensor{}, fmt.Errorf("%w: packed int4 must be U8 with 2+ dims, have %v %v", ErrShape, p.DType, p.Shape)
 	}
@@ -327,11 +327,11 @@ func UnpackInt4(p Tensor) (Tensor, error) {
 	return Tensor{DType: I8, Shape: shape, Data: out}, nil
 }
 
-// ScalingFactorFromWeight is quant_utils.get_scaling_factor_from_weight(w, groupSize): w
+// scalingFactorFromWeight is quant_utils.get_scaling_factor_from_weight(w, groupSize): w
 // must be 2-D [n,k]; groupSize 0 gives amax(|row|)/127 of shape [n], otherwise
 // amax(|group|)/7 of shape [n, k/groupSize]. The division is ÷scalar (mode); zero
 // scales become 1.0. The result is float32.
-func ScalingFactorFromWeight(w Tensor, groupSize int, mode DivMode) (Tensor, error) {
+func scalingFactorFromWeight(w Tensor, groupSize int, mode DivMode) (Tensor, error) {
 	if len(w.Shape) != 2 {
 		return Tensor{}, fmt.Errorf("%w: weight must be 2-D, have %v", ErrShape, w.Shape)
 	}
@@ -387,13 +387,13 @@ func absMaxFirstNaN(x []float32) float32 {
 	return m
 }
 
-// ResmoothAndGetScale is quant_utils.resmooth_and_get_scale: it splits merged [n,k] into
+// resmoothAndGetScale is quant_utils.resmooth_and_get_scale: it splits merged [n,k] into
 // ranks row chunks, rescales chunk i by pqs[i]/newPQS in the weight dtype (two rounded
 // steps, left to right), and returns the concatenated weights, the concatenated
-// ScalingFactorFromWeight(chunk, groupSize) and the new scale (the mean of pqs in their
+// scalingFactorFromWeight(chunk, groupSize) and the new scale (the mean of pqs in their
 // dtype when newPQS is nil). quantization "nvfp4_awq" / "nvfp4_svdquant" fails as
 // ModelOpt does (it calls .view on a tuple).
-func ResmoothAndGetScale(merged Tensor, pqs []Tensor, ranks, groupSize int, newPQS *Tensor, quantization string, mode DivMode) (weights, scales, avg Tensor, err error) {
+func resmoothAndGetScale(merged Tensor, pqs []Tensor, ranks, groupSize int, newPQS *Tensor, quantization string, mode DivMode) (weights, scales, avg Tensor, err error) {
 	if len(merged.Shape) != 2 || !intFloatDType(merged.DType) {
 		return weights, scales, avg, fmt.Errorf("%w: merged weights %v %v", ErrShape, merged.DType, merged.Shape)
 	}
@@ -466,7 +466,7 @@ func ResmoothAndGetScale(merged Tensor, pqs []Tensor, ranks, groupSize int, newP
 		if err != nil {
 			return weights, scales, avg, err
 		}
-		s, err := ScalingFactorFromWeight(ct, groupSize, mode)
+		s, err := scalingFactorFromWeight(ct, groupSize, mode)
 		if err != nil {
 			return weights, scales, avg, err
 		}
@@ -525,12 +525,12 @@ func intConcat0(ts []Tensor) Tensor {
 	return Tensor{DType: ts[0].DType, Shape: shape, Data: data}
 }
 
-// MaybeTransposeExpertWeightDimensions is maybe_transpose_expert_weight_dimensions:
+// maybeTransposeExpertWeightDimensions is maybe_transpose_expert_weight_dimensions:
 // with isBMM and a 3-D w, it swaps the last two dims of w and of s (when s is not
 // nil; s must then be 3-D); otherwise it returns its inputs themselves (sharing their
 // Data, as ModelOpt returns the same tensors). Transposed results are new contiguous
 // tensors; the transpose is its own inverse.
-func MaybeTransposeExpertWeightDimensions(w Tensor, s *Tensor, isBMM bool) (Tensor, *Tensor, error) {
+func maybeTransposeExpertWeightDimensions(w Tensor, s *Tensor, isBMM bool) (Tensor, *Tensor, error) {
 	if !isBMM || len(w.Shape) != 3 {
 		return w, s, nil
 	}

@@ -18,7 +18,7 @@ func int8FormatQuantize(w Tensor, scale, _ *Tensor, _ int, _ DivMode) (Tensor, e
 	if scale == nil {
 		return Tensor{}, fmt.Errorf("%w: int8 quantization needs weights_scaling_factor", ErrShape)
 	}
-	return QuantizeInt8(w, *scale)
+	return quantizeInt8(w, *scale)
 }
 
 func int8FormatDequantize(q Tensor, scale, _ *Tensor, _ int, dtype DType) (Tensor, error) {
@@ -29,7 +29,7 @@ func int4FormatQuantize(w Tensor, scale, _ *Tensor, _ int, _ DivMode) (Tensor, e
 	if scale == nil {
 		return Tensor{}, fmt.Errorf("%w: int4 packing needs weights_scaling_factor", ErrShape)
 	}
-	return PackInt4InUint8(w, *scale)
+	return packInt4InUint8(w, *scale)
 }
 
 // int4FormatDequantize has no ModelOpt counterpart (from_quantized_weight raises for
@@ -39,7 +39,7 @@ func int4FormatDequantize(p Tensor, scale, _ *Tensor, _ int, dtype DType) (Tenso
 	if scale == nil {
 		return Tensor{}, fmt.Errorf("%w: int4 dequantization needs weights_scaling_factor", ErrShape)
 	}
-	q, err := UnpackInt4(p)
+	q, err := unpackInt4(p)
 	if err != nil {
 		return Tensor{}, err
 	}

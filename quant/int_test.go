@@ -88,7 +88,7 @@ func TestInt8RoundingTiesAndClamp(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := intTensor(t, F32, []int64{1, 1}, []float32{tc.x})
 			s := intTensor(t, F32, []int64{1}, []float32{1})
-			q, err := QuantizeInt8(w, s)
+			q, err := quantizeInt8(w, s)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,14 +117,14 @@ func TestInt4RoundingTiesAndNibbles(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w := intTensor(t, F32, []int64{2, 1}, []float32{tc.lo, tc.hi})
 			s := intTensor(t, F32, []int64{2, 1}, []float32{1, 1})
-			p, err := PackInt4InUint8(w, s)
+			p, err := packInt4InUint8(w, s)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if p.Data[0] != tc.want || !slices.Equal(p.Shape, []int64{1, 1}) {
 				t.Fatalf("packed %#02x %v, want %#02x [1 1]", p.Data[0], p.Shape, tc.want)
 			}
-			u, err := UnpackInt4(p)
+			u, err := unpackInt4(p)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +143,7 @@ func TestScalingFactorFromWeightZeros(t *testing.T) {
 		float32(math.Copysign(0, -1)), 0, 127, 0, // -0 counts as zero
 	}
 	w := intTensor(t, BF16, []int64{3, 4}, v)
-	s8, err := ScalingFactorFromWeight(w, 0, DivIEEE)
+	s8, err := scalingFactorFromWeight(w, 0, DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestScalingFactorFromWeightZeros(t *testing.T) {
 			t.Errorf("int8 scale[%d] = %v, want %v", i, got8[i], want8[i])
 		}
 	}
-	s4, err := ScalingFactorFromWeight(w, 2, DivIEEE)
+	s4, err := scalingFactorFromWeight(w, 2, DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestScalingFactorFromWeightZeros(t *testing.T) {
 	}
 	// A hand-checked vector: groups of two, amax / 7, a zero group gets 1.
 	tv := intTensor(t, F32, []int64{2, 4}, []float32{0, 0.35, 0.28, 7, 0.49, 0.84, -0.77, 0.07})
-	s, err := ScalingFactorFromWeight(tv, 2, DivIEEE)
+	s, err := scalingFactorFromWeight(tv, 2, DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestScalingFactorFromWeightZeros(t *testing.T) {
 			t.Errorf("test vector scale[%d] = %v, want %v", i, got[i], want)
 		}
 	}
-	if _, err := ScalingFactorFromWeight(tv, 3, DivIEEE); !errors.Is(err, ErrNotImplemented) {
+	if _, err := scalingFactorFromWeight(tv, 3, DivIEEE); !errors.Is(err, ErrNotImplemented) {
 		t.Errorf("group 3 of 4 columns: err %v, want ErrNotImplemented", err)
 	}
 }
@@ -194,13 +194,13 @@ func TestInt8KernelMatchesReference(t *testing.T) {
 			v[5*cols+i] = 0 // a zero row
 		}
 		w := intTensor(t, dt, []int64{rows, cols}, v)
-		s, err := ScalingFactorFromWeight(w, 0, DivIEEE)
+		s, err := scalingFactorFromWeight(w, 0, DivIEEE)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sv, _ := Float32s(s)
 		wv, _ := Float32s(w)
-		q, err := QuantizeInt8(w, s)
+		q, err := quantizeInt8(w, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,11 +210,11 @@ func TestInt8KernelMatchesReference(t *testing.T) {
 		// Row ranges are independent: two halves give the same bytes.
 		es := dt.Size()
 		half := rows / 2
-		part, err := AppendInt8Rows(nil, w.Data[:half*cols*es], dt, cols, sv[:half])
+		part, err := appendInt8Rows(nil, w.Data[:half*cols*es], dt, cols, sv[:half])
 		if err != nil {
 			t.Fatal(err)
 		}
-		if part, err = AppendInt8Rows(part, w.Data[half*cols*es:], dt, cols, sv[half:]); err != nil {
+		if part, err = appendInt8Rows(part, w.Data[half*cols*es:], dt, cols, sv[half:]); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(part, q.Data) {
@@ -232,13 +232,13 @@ func TestInt4KernelMatchesReference(t *testing.T) {
 			v[3*cols+64+i] = 0 // a zero block
 		}
 		w := intTensor(t, dt, []int64{rows, cols}, v)
-		s, err := ScalingFactorFromWeight(w, block, DivIEEE)
+		s, err := scalingFactorFromWeight(w, block, DivIEEE)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sv, _ := Float32s(s)
 		wv, _ := Float32s(w)
-		p, err := PackInt4InUint8(w, s)
+		p, err := packInt4InUint8(w, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,11 +246,11 @@ func TestInt4KernelMatchesReference(t *testing.T) {
 			t.Fatalf("%v: kernel differs from reference", dt)
 		}
 		es, sc := dt.Size(), cols/block
-		part, err := AppendInt4RowPairs(nil, w.Data[:4*cols*es], dt, cols, sv[:4*sc], sc)
+		part, err := appendInt4RowPairs(nil, w.Data[:4*cols*es], dt, cols, sv[:4*sc], sc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if part, err = AppendInt4RowPairs(part, w.Data[4*cols*es:], dt, cols, sv[4*sc:], sc); err != nil {
+		if part, err = appendInt4RowPairs(part, w.Data[4*cols*es:], dt, cols, sv[4*sc:], sc); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(part, p.Data) {
@@ -268,11 +268,11 @@ func TestInt4Pack3DMatchesPerExpert(t *testing.T) {
 	var want []byte
 	for x := 0; x < e; x++ {
 		we := Tensor{DType: BF16, Shape: []int64{rows, cols}, Data: w.Data[x*rows*cols*2 : (x+1)*rows*cols*2]}
-		s, err := ScalingFactorFromWeight(we, block, DivIEEE)
+		s, err := scalingFactorFromWeight(we, block, DivIEEE)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := PackInt4InUint8(we, s)
+		p, err := packInt4InUint8(we, s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,7 +281,7 @@ func TestInt4Pack3DMatchesPerExpert(t *testing.T) {
 		want = append(want, p.Data...)
 	}
 	s3 := intTensor(t, F32, []int64{e, rows, cols / block}, scales)
-	p3, err := PackInt4InUint8(w, s3)
+	p3, err := packInt4InUint8(w, s3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,21 +293,21 @@ func TestInt4Pack3DMatchesPerExpert(t *testing.T) {
 func TestIntPackErrors(t *testing.T) {
 	w := intTensor(t, BF16, []int64{3, 4}, make([]float32, 12))
 	s := intTensor(t, F32, []int64{3, 1}, []float32{1, 1, 1})
-	if _, err := PackInt4InUint8(w, s); !errors.Is(err, ErrAssertion) {
+	if _, err := packInt4InUint8(w, s); !errors.Is(err, ErrAssertion) {
 		t.Errorf("odd rows: err %v, want ErrAssertion", err)
 	}
 	w2 := intTensor(t, BF16, []int64{2, 4}, make([]float32, 8))
 	s3 := intTensor(t, F32, []int64{2, 3}, make([]float32, 6))
-	if _, err := PackInt4InUint8(w2, s3); !errors.Is(err, ErrShape) {
+	if _, err := packInt4InUint8(w2, s3); !errors.Is(err, ErrShape) {
 		t.Errorf("4 columns in 3 blocks: err %v, want ErrShape", err)
 	}
-	if _, err := QuantizeInt8(w2, intTensor(t, F32, []int64{}, []float32{1})); !errors.Is(err, ErrShape) {
+	if _, err := quantizeInt8(w2, intTensor(t, F32, []int64{}, []float32{1})); !errors.Is(err, ErrShape) {
 		t.Errorf("0-dim int8 scale: err %v, want ErrShape", err)
 	}
-	if _, err := AppendInt8Rows(nil, []byte{1, 2, 3}, BF16, 2, []float32{1}); !errors.Is(err, ErrShape) {
+	if _, err := appendInt8Rows(nil, []byte{1, 2, 3}, BF16, 2, []float32{1}); !errors.Is(err, ErrShape) {
 		t.Errorf("short row data: err %v, want ErrShape", err)
 	}
-	if _, _, _, err := ResmoothAndGetScale(w2, []Tensor{intTensor(t, BF16, []int64{4}, []float32{1, 1, 1, 1})}, 1, 2, nil, "nvfp4_awq", DivIEEE); err == nil {
+	if _, _, _, err := resmoothAndGetScale(w2, []Tensor{intTensor(t, BF16, []int64{4}, []float32{1, 1, 1, 1})}, 1, 2, nil, "nvfp4_awq", DivIEEE); err == nil {
 		t.Error("resmooth nvfp4_awq: no error, ModelOpt raises")
 	}
 }
@@ -323,7 +323,7 @@ func TestIntRoundTrip(t *testing.T) {
 	}{{"int8_sq", 0}, {"int8_wo", 0}, {"int4_awq", 128}, {"w4a8_awq", 64}} {
 		for _, dt := range []DType{BF16, F16, F32} {
 			w := intTensor(t, dt, []int64{rows, cols}, intRandom(r, rows*cols, 0.02))
-			s, err := ScalingFactorFromWeight(w, tc.block, DivIEEE)
+			s, err := scalingFactorFromWeight(w, tc.block, DivIEEE)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -373,7 +373,7 @@ func TestMaybeTransposeIsItsOwnInverse(t *testing.T) {
 		v[i] = float32(i)
 	}
 	w := intTensor(t, BF16, []int64{2, 3, 4}, v)
-	tw, _, err := MaybeTransposeExpertWeightDimensions(w, nil, true)
+	tw, _, err := maybeTransposeExpertWeightDimensions(w, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,14 +384,14 @@ func TestMaybeTransposeIsItsOwnInverse(t *testing.T) {
 	if tv[1] != v[4] || tv[3] != v[1] || tv[12] != v[12] {
 		t.Fatalf("transposed values %v", tv[:13])
 	}
-	back, _, err := MaybeTransposeExpertWeightDimensions(tw, nil, true)
+	back, _, err := maybeTransposeExpertWeightDimensions(tw, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(back.Data, w.Data) {
 		t.Fatal("transpose twice differs from the input")
 	}
-	same, _, _ := MaybeTransposeExpertWeightDimensions(w, nil, false)
+	same, _, _ := maybeTransposeExpertWeightDimensions(w, nil, false)
 	if !bytes.Equal(same.Data, w.Data) || !slices.Equal(same.Shape, w.Shape) {
 		t.Fatal("not BMM: tensor changed")
 	}
@@ -404,11 +404,11 @@ func intBenchSetup(b *testing.B) (w Tensor, wv, sv8, sv4 []float32) {
 	const rows, cols = 4096, 4096
 	r := rand.New(rand.NewPCG(9, 10))
 	w = intTensor(b, BF16, []int64{rows, cols}, intRandom(r, rows*cols, 0.02))
-	s8, err := ScalingFactorFromWeight(w, 0, DivIEEE)
+	s8, err := scalingFactorFromWeight(w, 0, DivIEEE)
 	if err != nil {
 		b.Fatal(err)
 	}
-	s4, err := ScalingFactorFromWeight(w, 128, DivIEEE)
+	s4, err := scalingFactorFromWeight(w, 128, DivIEEE)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -427,7 +427,7 @@ func BenchmarkQuantizeInt(b *testing.B) {
 	b.Run("int8_sq", func(b *testing.B) {
 		b.SetBytes(int64(len(w.Data)))
 		for b.Loop() {
-			if _, err := AppendInt8Rows(dst[:0], w.Data, BF16, cols, sv8); err != nil {
+			if _, err := appendInt8Rows(dst[:0], w.Data, BF16, cols, sv8); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -435,7 +435,7 @@ func BenchmarkQuantizeInt(b *testing.B) {
 	b.Run("int4_awq", func(b *testing.B) {
 		b.SetBytes(int64(len(w.Data)))
 		for b.Loop() {
-			if _, err := AppendInt4RowPairs(dst[:0], w.Data, BF16, cols, sv4, cols/128); err != nil {
+			if _, err := appendInt4RowPairs(dst[:0], w.Data, BF16, cols, sv4, cols/128); err != nil {
 				b.Fatal(err)
 			}
 		}

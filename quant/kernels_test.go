@@ -188,17 +188,17 @@ var allMagnitudes = func() []uint16 {
 }()
 
 // TestInt8RowBF16Exhaustive: every BF16 input over each divisor, whole and in odd
-// pieces, through AppendInt8Rows.
+// pieces, through appendInt8Rows.
 func TestInt8RowBF16Exhaustive(t *testing.T) {
 	r := rand.New(rand.NewPCG(2, 13))
 	for _, s := range kernelDivisors(r, 40) {
 		sameAtLevels(t, fmt.Sprintf("int8 s %g", s), func() ([][]byte, error) {
-			whole, err := AppendInt8Rows(nil, allBF16, BF16, 1<<16, []float32{s})
+			whole, err := appendInt8Rows(nil, allBF16, BF16, 1<<16, []float32{s})
 			if err != nil {
 				return nil, err
 			}
 			// 13 rows of 61: every row has a tail the vector kernels leave.
-			pieces, err := AppendInt8Rows(nil, allBF16[:2*13*61], BF16, 61, []float32{s, -s, s, 1, 0, s, s, 2, s, s, s, 3, s})
+			pieces, err := appendInt8Rows(nil, allBF16[:2*13*61], BF16, 61, []float32{s, -s, s, 1, 0, s, s, 2, s, s, s, 3, s})
 			return [][]byte{whole, pieces}, err
 		})
 	}
@@ -230,7 +230,7 @@ func TestInt4PairsBF16(t *testing.T) {
 			}
 		}
 		sameAtLevels(t, fmt.Sprintf("int4 block %d", b), func() ([][]byte, error) {
-			q, err := AppendInt4RowPairs(nil, w, BF16, cols, s, sc)
+			q, err := appendInt4RowPairs(nil, w, BF16, cols, s, sc)
 			return [][]byte{q}, err
 		})
 	}
@@ -281,7 +281,7 @@ var nvfp4Globals = []float32{0.0005, 1.0 / 2688, 0.01, 1, 3e-6, 0, -0.002, float
 
 // TestNVFP4QuantizeRowsBF16: every amax magnitude as a block's amax (all-zero,
 // subnormal, saturating and NaN blocks among them), random weights and odd widths,
-// through AppendQuantizeRows, AppendRows and NVFP4Quantize.
+// through AppendQuantizeRows, AppendRows and nvfp4Quantize.
 func TestNVFP4QuantizeRowsBF16(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 13))
 	// Rows of 21 blocks: one group of 16 (8 twice, for AVX2) through the reduction
@@ -330,8 +330,8 @@ func TestNVFP4QuantizeRowsBF16(t *testing.T) {
 		}
 	}
 	w := bf16Tensor(kernelBF16(r, 32*512), 32, 512)
-	sameAtLevels(t, "NVFP4Quantize", func() ([][]byte, error) {
-		q, err := NVFP4Quantize(w, 16, nil, nil, DivIEEE)
+	sameAtLevels(t, "nvfp4Quantize", func() ([][]byte, error) {
+		q, err := nvfp4Quantize(w, 16, nil, nil, DivIEEE)
 		return [][]byte{q.Packed.Data, q.Scales.Data, q.Scale2.Data}, err
 	})
 }
@@ -376,8 +376,8 @@ func TestMXFP4BlocksBF16(t *testing.T) {
 		}
 	}
 	w := bf16Tensor(kernelBF16(r, 64*4096), 64, 4096)
-	sameAtLevels(t, "MXFP4Quantize", func() ([][]byte, error) {
-		p, sc, err := MXFP4Quantize(w, 32, DivIEEE)
+	sameAtLevels(t, "mxfp4Quantize", func() ([][]byte, error) {
+		p, sc, err := mxfp4Quantize(w, 32, DivIEEE)
 		return [][]byte{p.Data, sc.Data}, err
 	})
 }
@@ -390,11 +390,11 @@ func TestMXFP8RowsBF16(t *testing.T) {
 	rows := int(w.Shape[0])
 	for _, mode := range []DivMode{DivIEEE, DivCUDA} {
 		sameAtLevels(t, fmt.Sprintf("mxfp8 amax %v", mode), func() ([][]byte, error) {
-			q, sc, err := AppendMXFP8QuantizeRows(nil, nil, w, 0, rows, mode)
+			q, sc, err := appendMXFP8QuantizeRows(nil, nil, w, 0, rows, mode)
 			if err != nil {
 				return nil, err
 			}
-			q1, sc1, err := AppendMXFP8QuantizeRows(make([]byte, 5), nil, w, 7, rows-3, mode)
+			q1, sc1, err := appendMXFP8QuantizeRows(make([]byte, 5), nil, w, 7, rows-3, mode)
 			return [][]byte{q, sc, q1, sc1}, err
 		})
 	}
@@ -404,17 +404,17 @@ func TestMXFP8RowsBF16(t *testing.T) {
 	}
 	r.Shuffle(len(given), func(i, j int) { given[i], given[j] = given[j], given[i] })
 	sameAtLevels(t, "mxfp8 given scales", func() ([][]byte, error) {
-		q, err := AppendMXFP8Rows(nil, w, given, 0, rows)
+		q, err := appendMXFP8Rows(nil, w, given, 0, rows)
 		if err != nil {
 			return nil, err
 		}
-		q1, err := AppendMXFP8Rows(nil, w, given, 100, 101)
+		q1, err := appendMXFP8Rows(nil, w, given, 100, 101)
 		return [][]byte{q, q1}, err
 	})
 	for _, shape := range [][]int64{{16, 4096}, {3, 48}, {5, 32}, {2, 3, 64}} {
 		w := bf16Tensor(kernelBF16(r, int(Numel(shape))), shape...)
-		sameAtLevels(t, fmt.Sprintf("MXFP8Quantize %v", shape), func() ([][]byte, error) {
-			q, sc, err := MXFP8Quantize(w, nil, DivIEEE)
+		sameAtLevels(t, fmt.Sprintf("mxfp8Quantize %v", shape), func() ([][]byte, error) {
+			q, sc, err := mxfp8Quantize(w, nil, DivIEEE)
 			return [][]byte{q.Data, sc.Data}, err
 		})
 	}
@@ -439,32 +439,32 @@ func TestFP8FormatsBF16(t *testing.T) {
 		}
 		var cases []struct {
 			name string
-			d    func() (*FP8Divider, error)
+			d    func() (*fp8Divider, error)
 		}
-		add := func(name string, d func() (*FP8Divider, error)) {
+		add := func(name string, d func() (*fp8Divider, error)) {
 			cases = append(cases, struct {
 				name string
-				d    func() (*FP8Divider, error)
+				d    func() (*fp8Divider, error)
 			}{name, d})
 		}
 		s0 := scale(F32)
-		add("per tensor 0-dim", func() (*FP8Divider, error) { return NewFP8PerTensor(w, s0, DivIEEE) })
-		add("per tensor 0-dim cuda", func() (*FP8Divider, error) { return NewFP8PerTensor(w, s0, DivCUDA) })
+		add("per tensor 0-dim", func() (*fp8Divider, error) { return newFP8PerTensor(w, s0, DivIEEE) })
+		add("per tensor 0-dim cuda", func() (*fp8Divider, error) { return newFP8PerTensor(w, s0, DivCUDA) })
 		s1 := scale(F32, 1)
-		add("per tensor (1,)", func() (*FP8Divider, error) { return NewFP8PerTensor(w, s1, DivIEEE) })
+		add("per tensor (1,)", func() (*fp8Divider, error) { return newFP8PerTensor(w, s1, DivIEEE) })
 		sb := scale(BF16)
-		add("per tensor bf16 scale", func() (*FP8Divider, error) { return NewFP8PerTensor(w, sb, DivIEEE) })
+		add("per tensor bf16 scale", func() (*fp8Divider, error) { return newFP8PerTensor(w, sb, DivIEEE) })
 		if len(shape) == 2 {
 			sc := scale(F32, shape[0])
-			add("per channel", func() (*FP8Divider, error) { return NewFP8PerChannel(w, sc) })
+			add("per channel", func() (*fp8Divider, error) { return newFP8PerChannel(w, sc) })
 			for _, b := range []int{128, 16, 5} {
 				grid := fp8BlockScaleShape(shape, []int{b, b})
 				sg := scale(F32, grid...)
-				add(fmt.Sprintf("blocks %d", b), func() (*FP8Divider, error) { return NewFP8Block(w, sg, FP8Blocks{-1: b, -2: b}) })
+				add(fmt.Sprintf("blocks %d", b), func() (*fp8Divider, error) { return newFP8Block(w, sg, fp8Blocks{-1: b, -2: b}) })
 			}
 		} else {
 			se := scale(F32, shape[0])
-			add("per expert", func() (*FP8Divider, error) { return NewFP8PerChannel(w, se) })
+			add("per expert", func() (*fp8Divider, error) { return newFP8PerChannel(w, se) })
 		}
 		for _, c := range cases {
 			sameAtLevels(t, fmt.Sprintf("fp8 %v %s", shape, c.name), func() ([][]byte, error) {
@@ -682,7 +682,7 @@ func FuzzIntKernels(f *testing.F) {
 				for i := range s {
 					s[i] = []float32{sa, sb}[i%2]
 				}
-				q, err := AppendInt8Rows(nil, x[:2*rows*cols], BF16, cols, s)
+				q, err := appendInt8Rows(nil, x[:2*rows*cols], BF16, cols, s)
 				if err != nil {
 					return nil, err
 				}
@@ -694,7 +694,7 @@ func FuzzIntKernels(f *testing.F) {
 				for i := range s {
 					s[i] = []float32{sa, sb, sa * 3}[i%3]
 				}
-				q, err := AppendInt4RowPairs(nil, x[:2*rows*cols], BF16, cols, s, cols/b)
+				q, err := appendInt4RowPairs(nil, x[:2*rows*cols], BF16, cols, s, cols/b)
 				if err != nil {
 					return nil, err
 				}
@@ -794,11 +794,11 @@ func FuzzMXKernels(f *testing.F) {
 				given[i] = x[i%len(x)] ^ sel
 			}
 			sameAtLevels(t, "mxfp8", func() ([][]byte, error) {
-				q, sc, err := AppendMXFP8QuantizeRows(nil, nil, w, 0, rows, mode)
+				q, sc, err := appendMXFP8QuantizeRows(nil, nil, w, 0, rows, mode)
 				if err != nil {
 					return nil, err
 				}
-				qg, err := AppendMXFP8Rows(nil, w, given, 0, rows)
+				qg, err := appendMXFP8Rows(nil, w, given, 0, rows)
 				return [][]byte{q, sc, qg}, err
 			})
 		}

@@ -1,8 +1,6 @@
 package quant
 
-import (
-	"fmt"
-)
+import "fmt"
 
 // The KV-cache rules: the cache dtype of the bmm quantizers and the k/v scales.
 
@@ -38,11 +36,11 @@ func KVCacheDType(quantizers []*Quantizer, hasBias []bool) string {
 	return ""
 }
 
-// KVCacheScalingFactor is get_kv_cache_scaling_factor (the TRT-LLM rule): the
-// ScalingFactor of the k and v bmm quantizers, each replaced by max(scale, 1.0) (shape
+// kvCacheScalingFactor is get_kv_cache_scaling_factor (the TRT-LLM rule): the
+// scalingFactor of the k and v bmm quantizers, each replaced by max(scale, 1.0) (shape
 // broadcast with (1,)) when kvDType is "FP8". Both are nil unless both quantizers exist.
 // The Hugging Face export uses KVCacheScaleHF instead.
-func KVCacheScalingFactor(k, v *Quantizer, kAmax, vAmax *Tensor, kvDType string, mode DivMode) (kScale, vScale *Tensor, err error) {
+func kvCacheScalingFactor(k, v *Quantizer, kAmax, vAmax *Tensor, kvDType string, mode DivMode) (kScale, vScale *Tensor, err error) {
 	if k == nil || v == nil {
 		return nil, nil, nil
 	}

@@ -138,7 +138,7 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 			}
 			mm := *m
 			mm.InputAmax = &a32
-			s, err := ActivationScalingFactor(&mm, mode)
+			s, err := activationScalingFactor(&mm, mode)
 			if err != nil {
 				return nil, err
 			}
@@ -163,7 +163,7 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 				return nil, err
 			}
 		default:
-			if ex.WeightScale, err = WeightScalingFactor(m, mode); err != nil {
+			if ex.WeightScale, err = weightScalingFactor(m, mode); err != nil {
 				return nil, err
 			}
 		}
@@ -173,7 +173,7 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 				return nil, err
 			}
 			if a != nil {
-				s, err := ActivationScalingFactor(m, mode)
+				s, err := activationScalingFactor(m, mode)
 				if err != nil {
 					return nil, err
 				}
@@ -186,7 +186,7 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 	}
 	switch format {
 	case "nvfp4_awq", "nvfp4_svdquant", "nvfp4", "w4a16_nvfp4", "w4a8_awq", "w4a8_nvfp4_fp8":
-		s2, err := WeightScalingFactor2(m, mode)
+		s2, err := weightScalingFactor2(m, mode)
 		if err != nil {
 			return nil, err
 		}
@@ -198,13 +198,13 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 
 	// NVFP4 weights, and fp8_pc_pt weights of BMM experts, are quantized with the
 	// expert dimensions transposed and transposed back (with the NVFP4 block scales);
-	// MaybeTransposeExpertWeightDimensions leaves non-BMM weights as they are.
+	// maybeTransposeExpertWeightDimensions leaves non-BMM weights as they are.
 	bmm := isBMMExpert(m)
 	nvfp4 := format == "nvfp4" || format == "nvfp4_awq" || format == "nvfp4_svdquant" || format == "w4a16_nvfp4"
 	transpose := nvfp4 || (format == "fp8_pc_pt" && bmm)
 	w := m.Weight
 	if transpose {
-		if w, _, err = MaybeTransposeExpertWeightDimensions(w, nil, bmm); err != nil {
+		if w, _, err = maybeTransposeExpertWeightDimensions(w, nil, bmm); err != nil {
 			return nil, err
 		}
 	}
@@ -222,9 +222,9 @@ func ExportQuantizedWeight(m *Module, dtype DType, mode DivMode) (*Exported, err
 	}
 	switch {
 	case nvfp4:
-		ex.Weight, ex.WeightScale, err = MaybeTransposeExpertWeightDimensions(ex.Weight, ex.WeightScale, bmm)
+		ex.Weight, ex.WeightScale, err = maybeTransposeExpertWeightDimensions(ex.Weight, ex.WeightScale, bmm)
 	case transpose:
-		ex.Weight, _, err = MaybeTransposeExpertWeightDimensions(ex.Weight, nil, bmm)
+		ex.Weight, _, err = maybeTransposeExpertWeightDimensions(ex.Weight, nil, bmm)
 	}
 	if err != nil {
 		return nil, err

@@ -41,7 +41,7 @@ func nvfp4ScaleFromQuantizer(m *Module, scale2 Tensor, w Tensor, mode DivMode) (
 			// per_block_scale.view(expected_shape) fails.
 			return nil, fmt.Errorf("%w: %s: %d block amaxes for weight %v with block %d", ErrShape, m.Name, len(amax), w.Shape, block)
 		}
-		codes := NVFP4StaticBlockScales(make([]byte, 0, len(amax)), amax, ga, fp8MaxForNormalization(wq), mode)
+		codes := nvfp4StaticBlockScales(make([]byte, 0, len(amax)), amax, ga, fp8MaxForNormalization(wq), mode)
 		return &Tensor{DType: F8E4M3, Shape: shape, Data: codes}, nil
 	}
 	if in%int64(block) != 0 {
@@ -61,7 +61,7 @@ func nvfp4ScaleFromQuantizer(m *Module, scale2 Tensor, w Tensor, mode DivMode) (
 
 // mxfp4WeightScale is MXFP4QTensor.quantize(w, block)[1] reshaped to (*w.shape[:-1], -1).
 func mxfp4WeightScale(w Tensor, block int, mode DivMode) (*Tensor, error) {
-	_, s, err := MXFP4Quantize(w, block, mode)
+	_, s, err := mxfp4Quantize(w, block, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func mxfp8WeightScale(w Tensor, scaleBuf *Tensor, mode DivMode) (*Tensor, error)
 		}
 		return cloneTensor(scaleBuf), nil
 	}
-	_, s, err := MXFP8Quantize(w, nil, mode)
+	_, s, err := mxfp8Quantize(w, nil, mode)
 	if err != nil {
 		return nil, err
 	}

@@ -251,11 +251,11 @@ func TestExportAmax(t *testing.T) {
 
 func TestScalingFactorAssertsPositive(t *testing.T) {
 	q := &Quantizer{Enabled: true, NumBits: BitsE2M1, BlockSizes: modBlocks(16, "dynamic", &mbE4M3)}
-	if _, err := ScalingFactor(q, modF32(t, F32, []int64{}, 0), DivIEEE); !errors.Is(err, ErrAssertion) {
+	if _, err := scalingFactor(q, modF32(t, F32, []int64{}, 0), nil, DivIEEE); !errors.Is(err, ErrAssertion) {
 		t.Fatalf("zero NVFP4 amax: err %v, want ErrAssertion", err)
 	}
 	q8 := &Quantizer{Enabled: true, NumBits: BitsInt8}
-	s, err := ScalingFactor(q8, modF32(t, BF16, []int64{}, 0), DivIEEE)
+	s, err := scalingFactor(q8, modF32(t, BF16, []int64{}, 0), nil, DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestScalingFactorAssertsPositive(t *testing.T) {
 		t.Fatalf("zero int8 amax: scale %v %v, want 1 of shape (1,)", v, s.Shape)
 	}
 	q8.Enabled = false
-	if s, err := ScalingFactor(q8, modF32(t, BF16, []int64{}, 3), DivIEEE); s != nil || err != nil {
+	if s, err := scalingFactor(q8, modF32(t, BF16, []int64{}, 3), nil, DivIEEE); s != nil || err != nil {
 		t.Fatalf("disabled: %v, %v; want None", s, err)
 	}
 }
@@ -306,7 +306,7 @@ func TestKVCacheScaleHF(t *testing.T) {
 	}
 	// The TRT-LLM rule raises FP8 scales to at least 1.
 	fp8 := &Quantizer{Enabled: true, NumBits: BitsE4M3}
-	k, v, err := KVCacheScalingFactor(fp8, fp8, modF32(t, F32, []int64{}, 4), modF32(t, F32, []int64{}, 896), "FP8", DivIEEE)
+	k, v, err := kvCacheScalingFactor(fp8, fp8, modF32(t, F32, []int64{}, 4), modF32(t, F32, []int64{}, 896), "FP8", DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,21 +376,21 @@ func ExampleQuantizationFormat() {
 	// Output: int4_awq 128 <nil>
 }
 
-// ExamplePackInt4InUint8 packs two output rows into one row of bytes.
-func ExamplePackInt4InUint8() {
+// ExampleReference_PackInt4InUint8 packs two output rows into one row of bytes.
+func ExampleReference_PackInt4InUint8() {
 	w, _ := FromFloat32(BF16, []int64{2, 4}, []float32{0.5, 1.5, -1, 7, 3, -8, 2.5, 7.5})
 	s, _ := FromFloat32(F32, []int64{2, 1}, []float32{1, 1})
-	p, _ := PackInt4InUint8(w, s)
+	p, _ := Reference{}.PackInt4InUint8(w, s)
 	fmt.Printf("%v % x\n", p.Shape, p.Data)
 	// Output: [1 4] 30 82 2f 77
 }
 
-// ExampleScalingFactorFromWeight is a hand-checked vector for
+// ExampleReference_ScalingFactorFromWeight is a hand-checked vector for
 // quant_utils.get_scaling_factor_from_weight: groups of two,
 // amax / 7, a zero group gets 1.
-func ExampleScalingFactorFromWeight() {
+func ExampleReference_ScalingFactorFromWeight() {
 	w, _ := FromFloat32(F32, []int64{2, 4}, []float32{0, 0.35, 0.28, 7, 0.49, 0.84, -0.77, 0.07})
-	s, _ := ScalingFactorFromWeight(w, 2, DivIEEE)
+	s, _ := Reference{}.ScalingFactorFromWeight(w, 2, DivIEEE)
 	v, _ := Float32s(s)
 	fmt.Println(s.Shape, v)
 	// Output: [2 2] [0.05 1 0.12 0.11]

@@ -86,9 +86,9 @@ func AppendMXFP4Blocks(dst, scales []byte, w Tensor, block, b0, b1 int, mode Div
 	return dst, scales, nil
 }
 
-// MXFP4Quantize is MXFP4QTensor.quantize(w, block): packed U8 with the last
+// mxfp4Quantize is MXFP4QTensor.quantize(w, block): packed U8 with the last
 // dimension halved and E8M0 scales of shape (numel/block, 1).
-func MXFP4Quantize(w Tensor, block int, mode DivMode) (packed, scales Tensor, err error) {
+func mxfp4Quantize(w Tensor, block int, mode DivMode) (packed, scales Tensor, err error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
 		return Tensor{}, Tensor{}, err
 	}
@@ -108,10 +108,10 @@ func MXFP4Quantize(w Tensor, block int, mode DivMode) (packed, scales Tensor, er
 	return Tensor{DType: U8, Shape: shape, Data: data}, Tensor{DType: U8, Shape: []int64{int64(nblk), 1}, Data: sc}, nil
 }
 
-// MXFP4Dequantize is MXFP4QTensor.dequantize(dtype, scale, block_sizes={-1: block}):
+// mxfp4Dequantize is MXFP4QTensor.dequantize(dtype, scale, block_sizes={-1: block}):
 // ±magnitude (a zero with the sign bit is −0) times 2^(scale−127) in float32, cast
 // to dtype. packed has the original shape with the last dimension halved.
-func MXFP4Dequantize(packed, scales Tensor, block int, dtype DType) (Tensor, error) {
+func mxfp4Dequantize(packed, scales Tensor, block int, dtype DType) (Tensor, error) {
 	if err := packed.Check(); err != nil {
 		return Tensor{}, fmt.Errorf("quantized: %w", err)
 	}
@@ -153,10 +153,10 @@ func MXFP8BlockExponent(amax float32, mode DivMode) float32 {
 // mxfp8Block is MXFP8's fixed block size.
 const mxfp8Block = 32
 
-// AppendMXFP8Scales appends the E8M0 scales of rows [r0, r1) of w
+// appendMXFP8Scales appends the E8M0 scales of rows [r0, r1) of w
 // (MXFP8QTensor.get_weights_scaling_factor): one per 32 elements of the last
 // dimension, which must be a multiple of 32.
-func AppendMXFP8Scales(dst []byte, w Tensor, r0, r1 int, mode DivMode) ([]byte, error) {
+func appendMXFP8Scales(dst []byte, w Tensor, r0, r1 int, mode DivMode) ([]byte, error) {
 	rows, cols, err := mxfp8Layout(w)
 	if err != nil {
 		return dst, err
@@ -215,13 +215,13 @@ func mxfp8Layout(w Tensor) (rows, cols int, err error) {
 	return rows, cols, nil
 }
 
-// AppendMXFP8Rows appends the E4M3 codes of rows [r0, r1) of w given the E8M0 scales
+// appendMXFP8Rows appends the E4M3 codes of rows [r0, r1) of w given the E8M0 scales
 // of all rows (MXFP8QTensor.quantize_with_scale): fp8(clamp(f32(x·2^(127−u)), ±448)).
 // A last dimension that is not a multiple of 32 is zero-padded and the codes
 // cropped, as MXFP8QTensor.quantize does; scales then has ceil(cols/32) per row.
 //
 // Reference loop: dst[i] = F32ToE4M3(clamp(w[i] * 2^(127-scales[i/32]), -448, 448)).
-func AppendMXFP8Rows(dst []byte, w Tensor, scales []byte, r0, r1 int) ([]byte, error) {
+func appendMXFP8Rows(dst []byte, w Tensor, scales []byte, r0, r1 int) ([]byte, error) {
 	rows, cols, nb, err := mxfp8PaddedLayout(w)
 	if err != nil {
 		return dst, err
@@ -255,12 +255,12 @@ func mxfp8Block32(o []byte, x []float32, u uint8) {
 	}
 }
 
-// AppendMXFP8QuantizeRows computes the E8M0 scales of rows [r0, r1) and encodes
+// appendMXFP8QuantizeRows computes the E8M0 scales of rows [r0, r1) and encodes
 // them in one pass (MXFP8QTensor.quantize without a scale): codes go to dst, scales
-// to scales. Equal to AppendMXFP8Scales followed by AppendMXFP8Rows; a last
+// to scales. Equal to appendMXFP8Scales followed by appendMXFP8Rows; a last
 // dimension that is not a multiple of 32 is zero-padded for the scales and the
 // codes cropped.
-func AppendMXFP8QuantizeRows(dst, scales []byte, w Tensor, r0, r1 int, mode DivMode) ([]byte, []byte, error) {
+func appendMXFP8QuantizeRows(dst, scales []byte, w Tensor, r0, r1 int, mode DivMode) ([]byte, []byte, error) {
 	rows, cols, nb, err := mxfp8PaddedLayout(w)
 	if err != nil {
 		return dst, scales, err
@@ -290,10 +290,10 @@ func AppendMXFP8QuantizeRows(dst, scales []byte, w Tensor, r0, r1 int, mode DivM
 	return dst, scales, nil
 }
 
-// MXFP8Quantize is MXFP8QTensor.quantize(w, scales): a nil scales is computed from
+// mxfp8Quantize is MXFP8QTensor.quantize(w, scales): a nil scales is computed from
 // w. The last dimension is zero-padded to whole blocks of 32 and the codes cropped,
 // so scales have ceil(I/32) blocks per row.
-func MXFP8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err error) {
+func mxfp8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err error) {
 	rows, cols, nb, err := mxfp8PaddedLayout(w)
 	if err != nil {
 		return Tensor{}, Tensor{}, err
@@ -303,7 +303,7 @@ func MXFP8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err err
 	var data []byte
 	if scales == nil {
 		var sc []byte
-		data, sc, err = AppendMXFP8QuantizeRows(make([]byte, 0, rows*cols), make([]byte, 0, rows*nb), w, 0, rows, mode)
+		data, sc, err = appendMXFP8QuantizeRows(make([]byte, 0, rows*cols), make([]byte, 0, rows*nb), w, 0, rows, mode)
 		if err != nil {
 			return Tensor{}, Tensor{}, err
 		}
@@ -319,16 +319,16 @@ func MXFP8Quantize(w Tensor, scales *Tensor, mode DivMode) (q, s Tensor, err err
 		if !slices.Equal(s.Shape, sshape) && !(len(s.Shape) == 1 && len(w.Shape) == 1) {
 			return Tensor{}, Tensor{}, fmt.Errorf("%w: MXFP8 scale %v for weight %v", ErrShape, s.Shape, w.Shape)
 		}
-		if data, err = AppendMXFP8Rows(make([]byte, 0, rows*cols), w, s.Data, 0, rows); err != nil {
+		if data, err = appendMXFP8Rows(make([]byte, 0, rows*cols), w, s.Data, 0, rows); err != nil {
 			return Tensor{}, Tensor{}, err
 		}
 	}
 	return Tensor{DType: F8E4M3, Shape: append([]int64(nil), w.Shape...), Data: data}, s, nil
 }
 
-// MXFP8Dequantize is MXFP8QTensor.dequantize(dtype, scale): code · 2^(u−127) in
+// mxfp8Dequantize is MXFP8QTensor.dequantize(dtype, scale): code · 2^(u−127) in
 // float32, cast to dtype; scales have ceil(I/32) blocks per row.
-func MXFP8Dequantize(q, scales Tensor, dtype DType) (Tensor, error) {
+func mxfp8Dequantize(q, scales Tensor, dtype DType) (Tensor, error) {
 	if err := q.Check(); err != nil {
 		return Tensor{}, fmt.Errorf("quantized: %w", err)
 	}

@@ -13,9 +13,9 @@ import (
 // nvfp4MinScale is the lower clamp of block scales, 2^-9, the smallest E4M3 subnormal.
 const nvfp4MinScale = 1.0 / 512
 
-// NVFP4GlobalScale is ModelOpt's weights_scaling_factor_2 from an amax:
+// nvfp4GlobalScale is ModelOpt's weights_scaling_factor_2 from an amax:
 // amax ÷scalar (6·fp8Max), fp8Max = 448, or 256 in four-over-six mode.
-func NVFP4GlobalScale(amax, fp8Max float32, mode DivMode) float32 {
+func nvfp4GlobalScale(amax, fp8Max float32, mode DivMode) float32 {
 	return DivScalar(amax, E2M1Max*fp8Max, mode)
 }
 
@@ -283,23 +283,23 @@ func (n NVFP4) AppendRows(dst []byte, w Tensor, scales []float32, r0, r1 int) ([
 	return dst, nil
 }
 
-// NVFP4StaticBlockScales is the static path of
+// nvfp4StaticBlockScales is the static path of
 // get_weights_scaling_factor_from_quantizer: s = amax ÷scalar 6 (0 → 1),
 // smax = globalAmax ÷scalar 6, scale = fp8(clamp(f32(f32(s·fp8Max) / smax), 2^-9, 448)).
 // amax holds one value per block, row-major; dst gets one E4M3 code per block.
-func NVFP4StaticBlockScales(dst []byte, amax []float32, globalAmax, fp8Max float32, mode DivMode) []byte {
+func nvfp4StaticBlockScales(dst []byte, amax []float32, globalAmax, fp8Max float32, mode DivMode) []byte {
 	smax := DivScalar(globalAmax, E2M1Max, mode)
 	for _, a := range amax {
-		dst = append(dst, NVFP4CastBlockScale(nvfp4StaticScale(a, mode), smax, fp8Max, true))
+		dst = append(dst, nvfp4CastBlockScale(nvfp4StaticScale(a, mode), smax, fp8Max, true))
 	}
 	return dst
 }
 
-// NVFP4StaticBlockScalesF32 is the static path of
+// nvfp4StaticBlockScalesF32 is the static path of
 // get_weights_scaling_factor_from_quantizer with keep_high_precision: the block
 // scales before normalisation and the FP8 cast, s = amax ÷scalar 6 (0 → 1).
 // amax holds one value per block, row-major; dst gets one value per block.
-func NVFP4StaticBlockScalesF32(dst, amax []float32, mode DivMode) []float32 {
+func nvfp4StaticBlockScalesF32(dst, amax []float32, mode DivMode) []float32 {
 	for _, a := range amax {
 		dst = append(dst, nvfp4StaticScale(a, mode))
 	}
@@ -316,10 +316,10 @@ func nvfp4StaticScale(amax float32, mode DivMode) float32 {
 	return s
 }
 
-// NVFP4CastBlockScale is nvfp4_tensor._cast_per_block_scale_to_fp8: with
+// nvfp4CastBlockScale is nvfp4_tensor._cast_per_block_scale_to_fp8: with
 // normalize, s becomes f32(f32(s·fp8Max) / smax) first; then clamp to [2^-9, 448]
 // and cast to E4M3.
-func NVFP4CastBlockScale(s, smax, fp8Max float32, normalize bool) uint8 {
+func nvfp4CastBlockScale(s, smax, fp8Max float32, normalize bool) uint8 {
 	if normalize {
 		p := float32(s * fp8Max)
 		s = p / smax
@@ -363,34 +363,34 @@ func (n NVFP4) AppendDequantRows(dst []float32, packed []byte, scales []float32,
 // e2m1NVValue is NVFP4QTensor's e2m1_values table (nibble 8 is +0).
 var e2m1NVValue = [16]float32{0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6}
 
-// NVFP4Quantized is the result of NVFP4QTensor.quantize.
-type NVFP4Quantized struct {
+// nvfp4Quantized is the result of NVFP4QTensor.quantize.
+type nvfp4Quantized struct {
 	Packed Tensor // U8 [..., padded/2]
 	Scales Tensor // F8_E4M3 [..., padded/B]
 	Scale2 Tensor // F32, as given (or 0-dim when computed)
 }
 
-// NVFP4Quantize is NVFP4QTensor.quantize(w, B, scales, scale2): w is padded to whole
+// nvfp4Quantize is NVFP4QTensor.quantize(w, B, scales, scale2): w is padded to whole
 // blocks; a nil scale2 is computed as amax(w) ÷scalar 2688 (0-dim), a nil scales
 // as get_weights_scaling_factor. A non-0-dim scale2 for a 3-D weight holds one value
 // per expert (to_quantized_weight views it as (-1,1,1)).
-func NVFP4Quantize(w Tensor, block int, scales, scale2 *Tensor, mode DivMode) (NVFP4Quantized, error) {
+func nvfp4Quantize(w Tensor, block int, scales, scale2 *Tensor, mode DivMode) (nvfp4Quantized, error) {
 	if err := fqCheckWeight(w, "weight"); err != nil {
-		return NVFP4Quantized{}, err
+		return nvfp4Quantized{}, err
 	}
 	var s2t Tensor
 	if scale2 == nil {
 		a, err := TensorAmax(w)
 		if err != nil {
-			return NVFP4Quantized{}, err
+			return nvfp4Quantized{}, err
 		}
-		s2t, _ = FromFloat32(F32, nil, []float32{NVFP4GlobalScale(a, E4M3Max, mode)})
+		s2t, _ = FromFloat32(F32, nil, []float32{nvfp4GlobalScale(a, E4M3Max, mode)})
 	} else {
 		s2t = *scale2
 	}
 	s2, err := fqValues(s2t, "weights_scaling_factor_2")
 	if err != nil {
-		return NVFP4Quantized{}, err
+		return nvfp4Quantized{}, err
 	}
 	for i := range s2 {
 		s2[i] = RoundTo(s2t.DType, s2[i]) // values are already in their dtype
@@ -398,7 +398,7 @@ func NVFP4Quantize(w Tensor, block int, scales, scale2 *Tensor, mode DivMode) (N
 	n := NVFP4{Block: block, Scale2: s2}
 	rows, _, padded, err := n.layout(w)
 	if err != nil {
-		return NVFP4Quantized{}, err
+		return nvfp4Quantized{}, err
 	}
 	nb := padded / block
 	outer := append([]int64(nil), w.Shape[:len(w.Shape)-1]...)
@@ -408,35 +408,35 @@ func NVFP4Quantize(w Tensor, block int, scales, scale2 *Tensor, mode DivMode) (N
 		var codes []byte
 		data, codes, err = n.AppendQuantizeRows(make([]byte, 0, rows*padded/2), make([]byte, 0, rows*nb), w, 0, rows)
 		if err != nil {
-			return NVFP4Quantized{}, err
+			return nvfp4Quantized{}, err
 		}
 		st = Tensor{DType: F8E4M3, Shape: append(append([]int64(nil), outer...), int64(nb)), Data: codes}
 	} else {
 		st = *scales
 		if err := st.Check(); err != nil {
-			return NVFP4Quantized{}, fmt.Errorf("weights_scaling_factor: %w", err)
+			return nvfp4Quantized{}, fmt.Errorf("weights_scaling_factor: %w", err)
 		}
 		if st.Numel() != int64(rows*nb) {
-			return NVFP4Quantized{}, fmt.Errorf("%w: weights_scaling_factor %v for weight %v with block %d", ErrShape, st.Shape, w.Shape, block)
+			return nvfp4Quantized{}, fmt.Errorf("%w: weights_scaling_factor %v for weight %v with block %d", ErrShape, st.Shape, w.Shape, block)
 		}
 		sv, err := fqValues(st, "weights_scaling_factor")
 		if err != nil {
-			return NVFP4Quantized{}, err
+			return nvfp4Quantized{}, err
 		}
 		if data, err = n.AppendRows(make([]byte, 0, rows*padded/2), w, sv, 0, rows); err != nil {
-			return NVFP4Quantized{}, err
+			return nvfp4Quantized{}, err
 		}
 	}
-	return NVFP4Quantized{
+	return nvfp4Quantized{
 		Packed: Tensor{DType: U8, Shape: append(append([]int64(nil), outer...), int64(padded/2)), Data: data},
 		Scales: st,
 		Scale2: s2t,
 	}, nil
 }
 
-// NVFP4Dequantize is NVFP4QTensor.dequantize(dtype, scale, double_scale, block):
+// nvfp4Dequantize is NVFP4QTensor.dequantize(dtype, scale, double_scale, block):
 // packed U8 [..., I/2], scales F8_E4M3 [..., I/B], scale2 F32 (0-dim or one per expert).
-func NVFP4Dequantize(packed, scales, scale2 Tensor, block int, dtype DType) (Tensor, error) {
+func nvfp4Dequantize(packed, scales, scale2 Tensor, block int, dtype DType) (Tensor, error) {
 	if err := packed.Check(); err != nil {
 		return Tensor{}, fmt.Errorf("quantized: %w", err)
 	}

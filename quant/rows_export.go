@@ -125,7 +125,7 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 	switch format {
 	case "fp8", "int8_sq", "int8_wo", "fp8_pc_pt":
 	case "int4_awq", "w4a8_awq":
-		// PackInt4InUint8 takes the block from the scale's shape: one column per block.
+		// packInt4InUint8 takes the block from the scale's shape: one column per block.
 		if block <= 0 || cols%block != 0 {
 			return nil, nil, false
 		}
@@ -197,15 +197,15 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 	}
 	switch format {
 	case "fp8", "fp8_pc_pt", "fp8_pb_wo":
-		var d *FP8Divider
+		var d *fp8Divider
 		var err error
 		switch format {
 		case "fp8":
-			d, err = NewFP8PerTensor(w, *ex.WeightScale, mode)
+			d, err = newFP8PerTensor(w, *ex.WeightScale, mode)
 		case "fp8_pc_pt":
-			d, err = NewFP8PerChannel(w, *ex.WeightScale)
+			d, err = newFP8PerChannel(w, *ex.WeightScale)
 		default:
-			d, err = NewFP8Block(w, *ex.WeightScale, FP8Blocks{-1: block, -2: block})
+			d, err = newFP8Block(w, *ex.WeightScale, fp8Blocks{-1: block, -2: block})
 		}
 		if err != nil {
 			return nil, err
@@ -225,7 +225,7 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 		}
 		re.Outs, re.outUnit = []Tensor{{DType: I8, Shape: shape}}, []int{cols}
 		re.fill = func(dst [][]byte, u0, u1 int) error {
-			q, err := AppendInt8Rows(re.part(dst, 0, u0, u1), w.Data[u0*cols*es:u1*cols*es], w.DType, cols, sv[u0:u1])
+			q, err := appendInt8Rows(re.part(dst, 0, u0, u1), w.Data[u0*cols*es:u1*cols*es], w.DType, cols, sv[u0:u1])
 			if err != nil {
 				return err
 			}
@@ -244,7 +244,7 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 		re.Units, re.UnitBytes = rows/2, int64(2*cols*es)
 		re.Outs, re.outUnit = []Tensor{{DType: U8, Shape: []int64{int64(rows / 2), int64(cols)}}}, []int{cols}
 		re.fill = func(dst [][]byte, u0, u1 int) error {
-			q, err := AppendInt4RowPairs(re.part(dst, 0, u0, u1), w.Data[2*u0*cols*es:2*u1*cols*es], w.DType, cols, sv[2*u0*sc:2*u1*sc], sc)
+			q, err := appendInt4RowPairs(re.part(dst, 0, u0, u1), w.Data[2*u0*cols*es:2*u1*cols*es], w.DType, cols, sv[2*u0*sc:2*u1*sc], sc)
 			if err != nil {
 				return err
 			}
@@ -280,7 +280,7 @@ func newRowExport(w Tensor, ex *Exported, format string, block int, mode DivMode
 		re.Outs = []Tensor{{DType: F8E4M3, Shape: shape}, {DType: U8, Shape: lastDim(nb)}}
 		re.outUnit = []int{cols, nb}
 		re.fill = func(dst [][]byte, u0, u1 int) error {
-			q, sc, err := AppendMXFP8QuantizeRows(re.part(dst, 0, u0, u1), re.part(dst, 1, u0, u1), w, u0, u1, mode)
+			q, sc, err := appendMXFP8QuantizeRows(re.part(dst, 0, u0, u1), re.part(dst, 1, u0, u1), w, u0, u1, mode)
 			if err != nil {
 				return err
 			}

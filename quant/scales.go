@@ -1,8 +1,6 @@
 package quant
 
-import (
-	"fmt"
-)
+import "fmt"
 
 // The scale getters of quant_utils (get_scaling_factor, get_weight_scaling_factor,
 // get_weight_scaling_factor_2, get_activation_scaling_factor,
@@ -30,10 +28,10 @@ func divScalarTensor(t Tensor, d float32, mode DivMode) (*Tensor, error) {
 	return &out, err
 }
 
-// NVFP4Scale2FromQuantizer is NVFP4QTensor.get_weights_scaling_factor_2_from_quantizer: the
+// nvfp4Scale2FromQuantizer is NVFP4QTensor.get_weights_scaling_factor_2_from_quantizer: the
 // static global amax when given, else the raw amax (no export_amax fix), as float32
 // ÷scalar 6·448 (6·256 in four-over-six mode). The shape is the buffer's.
-func NVFP4Scale2FromQuantizer(q *Quantizer, amax, globalAmax *Tensor, mode DivMode) (*Tensor, error) {
+func nvfp4Scale2FromQuantizer(q *Quantizer, amax, globalAmax *Tensor, mode DivMode) (*Tensor, error) {
 	src := globalAmax
 	if src == nil {
 		src = amax
@@ -58,16 +56,13 @@ func assertPositive(t *Tensor, what string) error {
 	return nil
 }
 
-// ScalingFactor is get_scaling_factor(q) with q's amax buffer: nil when q is disabled or
+// scalingFactor is get_scaling_factor(q) with q's amax buffer (and, for a static NVFP4
+// quantizer, its global amax): nil when q is disabled or
 // has no amax; for E2M1 the NVFP4 global scale of the raw amax; otherwise
 // ExportAmax(amax).float() ÷scalar maxbound. Every element must be > 0 (ModelOpt asserts).
 // It knows no weight, so a static-block quantizer needs AmaxShape set to get the
-// (O, I/B) shape; WeightScalingFactor infers it from the weight. For a static NVFP4
-// quantizer (with a global amax) use WeightScalingFactor2.
-func ScalingFactor(q *Quantizer, amax *Tensor, mode DivMode) (*Tensor, error) {
-	return scalingFactor(q, amax, nil, mode)
-}
-
+// (O, I/B) shape; weightScalingFactor infers it from the weight. For a static NVFP4
+// quantizer (with a global amax) use weightScalingFactor2.
 func scalingFactor(q *Quantizer, amax, globalAmax *Tensor, mode DivMode) (*Tensor, error) {
 	if q == nil || !q.Enabled {
 		return nil, nil
@@ -78,7 +73,7 @@ func scalingFactor(q *Quantizer, amax, globalAmax *Tensor, mode DivMode) (*Tenso
 	}
 	var s *Tensor
 	if q.NumBits == BitsE2M1 {
-		s, err = NVFP4Scale2FromQuantizer(q, amax, globalAmax, mode)
+		s, err = nvfp4Scale2FromQuantizer(q, amax, globalAmax, mode)
 	} else {
 		mb, ok := MaxBound(q)
 		if !ok {
@@ -119,7 +114,7 @@ func withAmaxShape(q *Quantizer, w Tensor) *Quantizer {
 }
 
 // weightScale2NVFP4 is the NVFP4-family global weight scale of get_weight_scaling_factor
-// and _2: amax/448 for w4a8_nvfp4_fp8, else NVFP4GlobalScale.
+// and _2: amax/448 for w4a8_nvfp4_fp8, else nvfp4GlobalScale.
 func weightScale2NVFP4(m *Module, format string, mode DivMode) (*Tensor, error) {
 	if format == "w4a8_nvfp4_fp8" {
 		if m.WeightAmax == nil {
@@ -127,13 +122,13 @@ func weightScale2NVFP4(m *Module, format string, mode DivMode) (*Tensor, error) 
 		}
 		return divScalarTensor(*m.WeightAmax, 448, mode)
 	}
-	return NVFP4Scale2FromQuantizer(m.WeightQuantizer, m.WeightAmax, m.GlobalAmax, mode)
+	return nvfp4Scale2FromQuantizer(m.WeightQuantizer, m.WeightAmax, m.GlobalAmax, mode)
 }
 
-// WeightScalingFactor is get_weight_scaling_factor(module): nil without a weight
+// weightScalingFactor is get_weight_scaling_factor(module): nil without a weight
 // quantizer; a chain's first element's scale (W4A8); the NVFP4 per-block E4M3 scales
-// of the stored weight; the MXFP4 / MXFP8 E8M0 scales; otherwise ScalingFactor.
-func WeightScalingFactor(m *Module, mode DivMode) (*Tensor, error) {
+// of the stored weight; the MXFP4 / MXFP8 E8M0 scales; otherwise scalingFactor.
+func weightScalingFactor(m *Module, mode DivMode) (*Tensor, error) {
 	wq := m.WeightQuantizer
 	if wq == nil {
 		return nil, nil
@@ -171,10 +166,10 @@ func seqAmax(m *Module, i int) *Tensor {
 	return nil
 }
 
-// WeightScalingFactor2 is get_weight_scaling_factor_2(module): the NVFP4-family global
-// scale, or for a chain whose last element is enabled that element's ScalingFactor
+// weightScalingFactor2 is get_weight_scaling_factor_2(module): the NVFP4-family global
+// scale, or for a chain whose last element is enabled that element's scalingFactor
 // ((1,) = amax/448); nil otherwise.
-func WeightScalingFactor2(m *Module, mode DivMode) (*Tensor, error) {
+func weightScalingFactor2(m *Module, mode DivMode) (*Tensor, error) {
 	wq := m.WeightQuantizer
 	if wq == nil {
 		return nil, nil
@@ -195,10 +190,10 @@ func WeightScalingFactor2(m *Module, mode DivMode) (*Tensor, error) {
 	return scalingFactor(wq.Sequential[1], seqAmax(m, 1), nil, mode)
 }
 
-// ActivationScalingFactor is get_activation_scaling_factor(module): nil without an input
+// activationScalingFactor is get_activation_scaling_factor(module): nil without an input
 // quantizer; for nvfp4 / nvfp4_awq / nvfp4_svdquant modules amax ÷scalar (maxbound·448)
-// (2688 for an NVFP4 input), asserted > 0; otherwise ScalingFactor of the input quantizer.
-func ActivationScalingFactor(m *Module, mode DivMode) (*Tensor, error) {
+// (2688 for an NVFP4 input), asserted > 0; otherwise scalingFactor of the input quantizer.
+func activationScalingFactor(m *Module, mode DivMode) (*Tensor, error) {
 	iq := m.InputQuantizer
 	if iq == nil {
 		return nil, nil
@@ -232,9 +227,9 @@ func ActivationScalingFactor(m *Module, mode DivMode) (*Tensor, error) {
 	return scalingFactor(iq, m.InputAmax, nil, mode)
 }
 
-// PrequantScalingFactor is get_prequant_scaling_factor(module): the pre_quant_scale with
+// prequantScalingFactor is get_prequant_scaling_factor(module): the pre_quant_scale with
 // every size-1 dim squeezed (same dtype), nil when there is none; asserted > 0.
-func PrequantScalingFactor(m *Module) (*Tensor, error) {
+func prequantScalingFactor(m *Module) (*Tensor, error) {
 	if m.InputQuantizer == nil || m.PreQuantScale == nil {
 		return nil, nil
 	}
