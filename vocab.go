@@ -2,6 +2,7 @@ package quantstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -105,6 +106,14 @@ type Stage interface {
 	// Process converts one layer; see the ownership rules above.
 	Process(ctx context.Context, l *Layer) (*Layer, error)
 }
+
+// ErrPlanMismatch is returned when a layer differs from what its plan promised: one a
+// Source yields or a Stage returns against the headers it listed or planned (checked
+// by package pipeline), or a step inside a stage against the plan it made from
+// headers (package stages). Output files are laid out and memory budgeted from the
+// plan, so the run stops. pipeline.ErrPlanMismatch and stages.ErrPlanMismatch are
+// this value, so errors.Is matches whichever name a caller uses.
+var ErrPlanMismatch = errors.New("quantstream: layer does not match the plan")
 
 // Sink consumes converted layers.
 type Sink interface {

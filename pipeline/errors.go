@@ -19,8 +19,9 @@ var (
 
 	// ErrPlanMismatch is returned when a layer read from the source or returned by a
 	// stage differs from what the plan promised. The budget and any writer laid out
-	// from the plan rely on the promise, so the run stops.
-	ErrPlanMismatch = errors.New("pipeline: layer does not match plan")
+	// from the plan rely on the promise, so the run stops. It is
+	// quantstream.ErrPlanMismatch, the one value stages also returns.
+	ErrPlanMismatch = quantstream.ErrPlanMismatch
 
 	// ErrPanic is returned, wrapped with the stage and layer, when a stage, the
 	// source, the sink or the progress callback panics, or a task that a stage

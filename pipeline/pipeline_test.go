@@ -178,7 +178,7 @@ func TestRunStopsCleanly(t *testing.T) {
 			setup: func(f *fixture, _ context.CancelCauseFunc) {
 				f.src.hook = failAt(3, io.EOF)
 			},
-			wantIs: pipeline.ErrPlanMismatch, wantMsg: "source: layer 3: pipeline: layer does not match plan: source ended after 3 of 10 layers",
+			wantIs: pipeline.ErrPlanMismatch, wantMsg: "source: layer 3: quantstream: layer does not match the plan: source ended after 3 of 10 layers",
 		},
 		{
 			name: "stage output differs from plan",

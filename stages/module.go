@@ -21,7 +21,7 @@ var (
 	ErrDType         = errors.New("stages: unsupported dtype")
 	ErrUnsupported   = errors.New("stages: unsupported quantizer")
 	ErrIncomplete    = errors.New("stages: incomplete module group")
-	ErrPlanMismatch  = errors.New("stages: layer does not match the plan")
+	ErrPlanMismatch  = quantstream.ErrPlanMismatch // the one value pipeline also returns
 	ErrKVCacheFormat = errors.New("stages: unsupported kv cache format")
 )
 
