@@ -7,12 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 )
 
 // TensorRef is a tensor's header, where its bytes lie, and the open file that
@@ -144,9 +143,6 @@ func (c *Checkpoint) openDir(dir string, k int) (map[string]TensorRef, error) {
 	return refs, nil
 }
 
-// layerRE finds the first "layers.N." component of a tensor name.
-var layerRE = regexp.MustCompile(`(?:^|\.)layers\.(\d{1,9})\.`)
-
 // group is a layer being formed from tensor refs.
 type group struct {
 	index   int
@@ -184,19 +180,19 @@ func (g *group) info() quantstream.LayerInfo {
 // not tie them and lm_head has its own weight: a tied lm_head's quantizer is
 // calibrated on the embedding weight, so it must travel with it.
 func groupLayers(names []string, refs map[string]TensorRef, untied bool) ([]quantstream.LayerInfo, error) {
-	type match struct{ base, prefix string }
+	type match struct {
+		base, prefix string
+		index        int
+	}
 	matches := make([]match, len(names))
 	count := map[string]int{}
 	for i, n := range names {
-		m := layerRE.FindStringSubmatchIndex(n)
-		if m == nil {
+		idx, prefix := arch.LayerOf(n)
+		if idx < 0 {
 			continue
 		}
-		base := n[:m[0]]
-		if m[0] > 0 {
-			base += "."
-		}
-		matches[i] = match{base: base, prefix: n[:m[1]]}
+		base := arch.LayerBase(idx, prefix)
+		matches[i] = match{base: base, prefix: prefix, index: idx}
 		count[base]++
 	}
 	decoder := ""
@@ -220,7 +216,7 @@ func groupLayers(names []string, refs map[string]TensorRef, untied bool) ([]quan
 			g.tensors = append(g.tensors, refs[n])
 			continue
 		}
-		idx, _ := strconv.Atoi(m.prefix[len(m.base)+len("layers.") : len(m.prefix)-1]) // at most 9 digits
+		idx := m.index
 		g := byIndex[idx]
 		if g == nil {
 			g = &group{index: idx, prefix: m.prefix}

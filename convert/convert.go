@@ -73,6 +73,10 @@ type Options struct {
 	Rules []modelopt.Rule
 	// DivMode reproduces exports made on CPU (DivIEEE, default) or CUDA (DivCUDA).
 	DivMode quant.DivMode
+	// Arch lists family files (convert --arch; format in docs/arch-rules.md) read
+	// before planning: each adds a model family, or replaces the built-in one of the
+	// model types it names. A malformed file is refused, naming file and key.
+	Arch []string
 	// Engine, when set ("vllm", "sglang", "trtllm": verify.Engines), refuses the
 	// conversion before any data is read if that engine's ModelOpt loader would not
 	// load the output (ErrEngine).

@@ -62,6 +62,7 @@ type Job struct {
 	done      bool
 
 	recipeSHA256 string              // the resolved data-free recipe's JSON, for the fingerprint
+	archSHA256   string              // the --arch family files' contents, for the fingerprint
 	prov         *arrowio.Provenance // computed once (provenance)
 }
 

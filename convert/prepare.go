@@ -1,13 +1,17 @@
 package convert
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/modelopt"
 	"github.com/quantstream/quantstream/stages"
@@ -35,6 +39,12 @@ var inputOnlyFiles = map[string]bool{
 // table, or a passthrough) and fills in the job's mode, stages and side files.
 func (j *Job) prepare() error {
 	opt, mem := j.opt, j.mem
+	// The user's family files first: a bad one is refused whatever the mode.
+	fams, archSum, err := loadFamilies(opt.Arch)
+	if err != nil {
+		return err
+	}
+	j.archSHA256 = archSum
 	side := j.ck.SideFiles()
 	src, err := openSource(j.ck, side, opt)
 	if err != nil {
@@ -121,7 +131,7 @@ func (j *Job) prepare() error {
 	}
 	infos = append(infos, extra...)
 	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
-	plan, err := stages.NewPlan(infos, cfg, qs, stages.Options{Div: opt.DivMode})
+	plan, err := stages.NewPlan(infos, cfg, qs, stages.Options{Div: opt.DivMode, Families: fams})
 	if err != nil {
 		return fmt.Errorf("%w:\n%w", ErrPlan, err)
 	}
@@ -160,6 +170,35 @@ func (j *Job) prepare() error {
 		return checkEngine(opt.Engine, planOutputs(plan), hq, outCfg)
 	}
 	return nil
+}
+
+// loadFamilies is the built-in model families with the user's family files added
+// (Options.Arch), and the sha256 of those files' contents in order for the
+// fingerprint ("" without any).
+func loadFamilies(files []string) (*arch.Registry, string, error) {
+	if len(files) == 0 {
+		return arch.Builtin(), "", nil
+	}
+	var fams []*arch.Family
+	h := sha256.New()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: --arch: %v", arch.ErrFamily, err)
+		}
+		fam, err := arch.Parse(f, b)
+		if err != nil {
+			return nil, "", err
+		}
+		fams = append(fams, fam)
+		s := sha256.Sum256(b)
+		h.Write(s[:])
+	}
+	r, err := arch.Builtin().With(fams...)
+	if err != nil {
+		return nil, "", err
+	}
+	return r, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func summarizePlan(p *stages.Plan) Summary {

@@ -118,6 +118,10 @@ func (j *Job) provenance() (*arrowio.Provenance, error) {
 		// names stand for.
 		conv["recipe_sha256"] = j.recipeSHA256
 	}
+	if j.archSHA256 != "" {
+		// The user's model rules decide the output as much as the recipe.
+		conv["arch_sha256"] = j.archSHA256
+	}
 	if o.Dequantize {
 		conv["dequantize"] = "true"
 	}

@@ -310,7 +310,7 @@ func TestFingerprint(t *testing.T) {
 func TestFingerprintCoversOptions(t *testing.T) {
 	fingerprinted := map[string]bool{
 		"Inputs": true, "MaxShardSize": true, "Recipe": true, "KVCache": true, "Rules": true, "DivMode": true,
-		"Dequantize": true, "CastMXFP4ToNVFP4": true,
+		"Dequantize": true, "CastMXFP4ToNVFP4": true, "Arch": true,
 	}
 	bytesIndependent := map[string]string{
 		"Out":         "where the output goes",

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/quantstream/quantstream/arch"
 )
 
 // ErrModel is returned when the checkpoint's structure cannot be mapped to the modules
@@ -114,6 +116,13 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 			fused[mod] = true
 		}
 	}
+	// Batched-matmul experts (GptOssExperts, Llama4TextExperts: [E, in, out]) have one
+	// weight and one input quantizer per projection, not one per expert; only the
+	// family tells the two 3-D layouts apart (a square expert would fit both).
+	bmm := false
+	if fam, err := arch.Builtin().Detect(&arch.Config{ModelType: cfg.ModelType, Architectures: cfg.Architectures, TextConfig: textConfig(cfg.TextConfig)}); err == nil {
+		bmm = fam.Allows(arch.BMM) && !fam.Allows(arch.Fused3D)
+	}
 	seen := map[string]bool{}
 	add := func(s Slot) error {
 		if seen[s.Name] {
@@ -144,6 +153,17 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 		}
 		shape := shapes[n]
 		switch {
+		case bmm && fused[mod] && (param == "gate_up_proj" || param == "down_proj"):
+			cls := "hf." + prefix + "Experts"
+			for _, s := range []Slot{
+				{Name: mod + "." + param + "_weight_quantizer", Kind: WeightSlot, Weight: n, WeightShape: shape},
+				{Name: mod + "." + param + "_input_quantizer", Kind: InputSlot},
+			} {
+				s.ParentClass, s.Expert = cls, -1
+				if err := add(s); err != nil {
+					return nil, err
+				}
+			}
 		case fused[mod] && (param == "gate_up_proj" || param == "down_proj"):
 			if len(shape) != 3 || shape[0] <= 0 || shape[0] > 1<<16 {
 				return nil, fmt.Errorf("%w: fused experts %s has shape %v", ErrModel, n, shape)
@@ -220,6 +240,14 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 	}
 	sort.Slice(m.Slots, func(i, j int) bool { return m.Slots[i].Name < m.Slots[j].Name })
 	return m, nil
+}
+
+// textConfig is the text config's model type, for family detection.
+func textConfig(c *ModelConfig) *arch.Config {
+	if c == nil {
+		return nil
+	}
+	return &arch.Config{ModelType: c.ModelType, Architectures: c.Architectures}
 }
 
 // cut splits "a.b.c" into "a.b" and "c".

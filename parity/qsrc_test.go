@@ -8,13 +8,11 @@ import (
 	"testing"
 )
 
-// pendingArch are the golden-qsrc cases that need issue 8's data-free fix still
-// being made on branch archfix: gpt-oss experts are batched-matmul experts kept
-// fused. They fail here with the known difference until it is merged; the test
-// fails as soon as one passes, so that the entry is removed.
-var pendingArch = map[string]string{
-	"e2e/gpt_oss_mxfp4-df_w4a16_nvfp4": "mlp.experts.",
-}
+// pendingArch are golden-qsrc cases known to fail with the given difference until a
+// fix lands; the test fails as soon as one passes, so that the entry is removed. None
+// today: issue 8's data-free fixes (per-channel gate/up rows of experts fused in
+// memory, batched-matmul experts kept fused) made the last ones pass.
+var pendingArch = map[string]string{}
 
 // TestGoldenQsrc runs every list of the quantized-sources set through convert, as
 // `quantstream parity testdata/golden-qsrc` does: the e2e cases (data-free on the

@@ -23,8 +23,9 @@
 //	            scales by quant's rules, weight rows on all cores into the output)
 //	         ─► postprocess_state_dict (drop buffers, KV scales, squeeze) ─► layer out
 //
-// One file per step: moe.go, fusion.go, export.go, postprocess.go, config.go; arch.go
-// holds the per-family name rules that stand in for ModelOpt's dummy forward.
+// One file per step: moe.go, fusion.go, export.go, postprocess.go, config.go. The
+// per-family rules that stand in for ModelOpt's dummy forward are package arch's
+// (families as data); layout.go refuses experts in a layout the family does not list.
 // Everything but the config is local to a layer: the only cross-layer inputs are the
 // model-level format and the KV cache format, both fixed by the plan. Within a layer,
 // everything is local to a module, or to one expert's gate and up projections, except

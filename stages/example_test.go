@@ -44,7 +44,7 @@ func ExampleNewPlan_calibrated() {
 		fmt.Println(err) // every problem of the inputs, one per line
 		return
 	}
-	fmt.Println("family:", plan.Arch.Family, "format:", plan.ModelFormat, "modules:", len(plan.Modules["fp8"]))
+	fmt.Println("family:", plan.Arch.Name, "format:", plan.ModelFormat, "modules:", len(plan.Modules["fp8"]))
 	lp := plan.Layer(0)
 	for _, t := range lp.Outputs {
 		if strings.HasPrefix(t.Name, "model.layers.0.self_attn.q_proj.") {

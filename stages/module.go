@@ -9,13 +9,15 @@ import (
 	"strings"
 
 	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/quant"
 )
 
 // Errors a caller can act on.
 var (
-	ErrUnknownArch   = errors.New("stages: unknown architecture")
-	ErrConfig        = errors.New("stages: bad model config")
+	// ErrUnknownArch and ErrConfig are the model rules' (package arch owns them).
+	ErrUnknownArch   = arch.ErrUnknown
+	ErrConfig        = arch.ErrConfig
 	ErrMissingAmax   = errors.New("stages: missing amax")
 	ErrShape         = errors.New("stages: bad shape")
 	ErrDType         = errors.New("stages: unsupported dtype")
@@ -23,6 +25,10 @@ var (
 	ErrIncomplete    = errors.New("stages: incomplete module group")
 	ErrPlanMismatch  = quantstream.ErrPlanMismatch // the one value pipeline also returns
 	ErrKVCacheFormat = errors.New("stages: unsupported kv cache format")
+	// ErrStructure: the checkpoint holds a structure its family's rules do not
+	// describe (an experts layout, a 3-D experts weight without quantizers); the
+	// message names the tensors and the rule to add (docs/arch-rules.md).
+	ErrStructure = errors.New("stages: structure not in the family's rules")
 )
 
 // Quantizers is where quantizer attributes come from: modelopt.Table satisfies it, and
@@ -66,22 +72,6 @@ type Module struct {
 	// Fused is ModelOpt's fused_with_prequant: its pre_quant_scale went into a norm or
 	// another linear (an NVFP4 module then stays nvfp4_awq).
 	Fused bool
-}
-
-var layerRe = regexp.MustCompile(`^(.*?(?:^|\.)layers\.(\d+)\.)`)
-
-// LayerOf returns the decoder layer index and prefix of a tensor name
-// ("model.layers.3.mlp.up_proj.weight" -> 3, "model.layers.3."), or NonDecoder (-1).
-func LayerOf(name string) (int, string) {
-	m := layerRe.FindStringSubmatch(name)
-	if m == nil {
-		return -1, ""
-	}
-	n, err := strconv.Atoi(m[2])
-	if err != nil {
-		return -1, ""
-	}
-	return n, m[1]
 }
 
 func hasQuant(q *quant.Quantizer) bool { return q != nil && q.Enabled }

@@ -428,7 +428,7 @@ func maxOf(v []float32) float32 {
 // syncGateUpAmax is sync_moe_gate_up_amax: for iterable experts with a separate gate
 // and up projection, differing weight amaxes both become their element-wise max.
 //
-// fusedInMemory (Arch.ExpertsFusedInMemory): the per-expert modules stand for one
+// fusedInMemory (arch.Experts.FusedInMemory): the per-expert modules stand for one
 // quantizer over the expert's fused gate_up_proj, so only a per-tensor amax is shared
 // (the fused tensor's maximum); per-row and per-block amaxes stay each projection's
 // own rows. Blocks along the rows that cross from gate into up cannot be reproduced

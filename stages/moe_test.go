@@ -226,10 +226,12 @@ func TestPerChannelGateUpOwnRows(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !p.Arch.ExpertsFusedInMemory {
+		if !p.Arch.FusedInMemory() {
 			t.Fatal("transformers 5 fuses Qwen3-MoE experts in memory")
 		}
-		p.Arch.ExpertsFusedInMemory = tc.fusedInMemory
+		e := *p.Arch.Experts // the plan's family is a copy; its experts rules are shared
+		e.FusedInMemory = tc.fusedInMemory
+		p.Arch.Experts = &e
 		out := processLayer(t, p, sd, 0)
 		s, err := quant.Float32s(out["model.layers.0.mlp.experts.0.gate_proj.weight_scale"])
 		if err != nil {

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -22,6 +22,9 @@ type Options struct {
 	Div quant.DivMode
 	// ProducerVersion goes into hf_quant_config.json; "" means ModelOptVersion.
 	ProducerVersion string
+	// Families are the model rules to detect the family from (nil: arch.Builtin(),
+	// the built-in families; convert --arch adds a user's).
+	Families *arch.Registry
 }
 
 // LayerPlan is the export of one layer, from headers only.
@@ -73,26 +76,30 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 	if opts.ProducerVersion == "" {
 		p.opts.ProducerVersion = ModelOptVersion
 	}
-	cfg, err := ParseModelConfig(configJSON)
+	cfg, err := arch.ParseConfig(configJSON)
 	if err != nil {
 		return p, err
 	}
-	if p.Arch, err = DetectArch(cfg); err != nil {
+	reg := opts.Families
+	if reg == nil {
+		reg = arch.Builtin()
+	}
+	if p.Arch, err = reg.Detect(cfg); err != nil {
 		return p, err
 	}
-	if p.qs, err = hubQuantizers(qs, inputs, p.Arch.renamer); err != nil {
+	if p.qs, err = hubQuantizers(qs, inputs, p.Arch); err != nil {
 		return p, err
 	}
 	qs = p.qs
-	p.numExperts = configExperts(cfg)
+	p.numExperts = cfg.Experts()
 	p.dtype = opts.DType
 	if p.dtype == quant.Invalid {
 		p.dtype = configDType(cfg)
 	}
 	decoder := decoderBase(inputs)
 	for _, t := range inputs {
-		idx, prefix := LayerOf(t.Name)
-		if idx != quantstream.NonDecoder && layerBase(idx, prefix) != decoder {
+		idx, prefix := arch.LayerOf(t.Name)
+		if idx != quantstream.NonDecoder && arch.LayerBase(idx, prefix) != decoder {
 			idx, prefix = quantstream.NonDecoder, ""
 		}
 		lp := p.layers[idx]
@@ -127,7 +134,7 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		cmods = append(cmods, configModules(mods)...)
 		routers = append(routers, p.routers(lp, ts, mods)...)
 	}
-	p.tiedHead = cfg.tiedEmbeddings()
+	p.tiedHead = cfg.Tied()
 	if m, err := tiedHeadModule(inputs, qs, p.tiedHead); err != nil {
 		p.Problems = append(p.Problems, err)
 	} else if m != nil {
@@ -171,7 +178,7 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		sort.Strings(v)
 	}
 	qc := QuantConfig(cmods, routers, p.KVFormat, p.opts.ProducerVersion)
-	if err := hubQuantConfig(qc, p.Arch.renamer); err != nil {
+	if err := hubQuantConfig(qc, p.Arch); err != nil {
 		p.Problems = append(p.Problems, err)
 	}
 	q, _ := qc.Get("quantization")
@@ -188,8 +195,8 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 func decoderBase(inputs []quantstream.TensorInfo) string {
 	count := map[string]int{}
 	for _, t := range inputs {
-		if idx, prefix := LayerOf(t.Name); idx != quantstream.NonDecoder {
-			count[layerBase(idx, prefix)]++
+		if idx, prefix := arch.LayerOf(t.Name); idx != quantstream.NonDecoder {
+			count[arch.LayerBase(idx, prefix)]++
 		}
 	}
 	best, n := "", -1
@@ -199,10 +206,6 @@ func decoderBase(inputs []quantstream.TensorInfo) string {
 		}
 	}
 	return best
-}
-
-func layerBase(idx int, prefix string) string {
-	return strings.TrimSuffix(prefix, "layers."+strconv.Itoa(idx)+".")
 }
 
 // Layer returns the plan of a layer index, or nil.
@@ -226,20 +229,7 @@ func (p *Plan) ConfigJSON(configJSON []byte) ([]byte, error) {
 	return WriteConfigJSON(configJSON, p.QuantConfig)
 }
 
-// configExperts is config.json's num_experts or num_local_experts (also under
-// text_config), 0 when absent.
-func configExperts(c *ModelConfig) int64 {
-	for ; c != nil; c = c.TextConfig {
-		for _, n := range []*int64{c.NumExperts, c.NumLocalExperts} {
-			if n != nil && *n > 0 {
-				return *n
-			}
-		}
-	}
-	return 0
-}
-
-func configDType(c *ModelConfig) quant.DType {
+func configDType(c *arch.Config) quant.DType {
 	s := c.Dtype
 	if s == "" {
 		s = c.TorchDtype
@@ -285,6 +275,7 @@ func infos(ts *tensorSet) []quantstream.TensorInfo {
 // discover expands fused experts and finds the layer's modules.
 func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 	ov := &overlay{Quantizers: p.qs, extra: map[string]*quant.Quantizer{}}
+	perExpert := firstPerExpert(ts)
 	fused, err := findFused(ts, p.qs, p.numExperts)
 	if err != nil {
 		return nil, nil, err
@@ -297,7 +288,7 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 	mods, err := discoverModules(ts.hdr, ov)
 	bmm, berr := discoverBMM(ts.hdr, p.qs)
 	mods = append(mods, bmm...)
-	err = errors.Join(err, berr, checkZeroDims(ts, mods))
+	err = errors.Join(err, berr, checkZeroDims(ts, mods), p.checkExpertLayout(ts, perExpert, fused, bmm))
 	for _, m := range mods {
 		for _, f := range fused {
 			if strings.HasPrefix(m.Name, f.name+".") {
@@ -359,8 +350,8 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 			if len(fused) > 0 {
 				errs = append(errs, fmt.Errorf("%w: %s: %s export with fused experts (ModelOpt fails: experts has no len())", ErrUnsupported, fused[0].name, p.ModelFormat))
 			}
-			if len(expertBatches(mods)) > 0 && !p.Arch.AWQExperts {
-				errs = append(errs, fmt.Errorf("%w: %s export of %s experts (ModelOpt's get_experts_list raises NotImplementedError)", ErrUnsupported, p.ModelFormat, p.Arch.Family))
+			if len(expertBatches(mods)) > 0 && !p.Arch.AWQExperts() {
+				errs = append(errs, fmt.Errorf("%w: %s export of %s experts (ModelOpt's get_experts_list raises NotImplementedError)", ErrUnsupported, p.ModelFormat, p.Arch.Name))
 			}
 			for _, batch := range expertBatches(mods) {
 				if batch[0].PQS == "" {
@@ -382,7 +373,7 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 		}
 	}
 	if len(prefixes) > 0 {
-		errs = append(errs, syncGateUpAmax(ts, mods, p.Arch.GateUp, p.Arch.ExpertsFusedInMemory))
+		errs = append(errs, syncGateUpAmax(ts, mods, p.Arch.GateUp(), p.Arch.FusedInMemory()))
 	}
 	for _, m := range mods {
 		if m.Format == "" {
@@ -421,7 +412,7 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 		ts.del(tiedHeadName + ".weight")
 	}
 	// Last, as ModelOpt reverts the conversion mapping on the exported state dict.
-	if err := p.Arch.renamer.renameOutputs(ts); err != nil {
+	if err := renameOutputs(ts, p.Arch); err != nil {
 		return nil, nil, err
 	}
 	return mods, filled, nil
@@ -567,9 +558,6 @@ func configModules(mods []*Module) []ConfigModule {
 	return out
 }
 
-// routerAttrs are the MoE router attributes _get_unquantized_moe_router_names checks.
-var routerAttrs = []string{"gate", "router", "shared_expert_gate"}
-
 // routers lists the layer's unquantized MoE routers (_get_unquantized_moe_router_names):
 // for every block with an "experts" child, its gate / router / shared_expert_gate
 // that owns a weight and is not quantized.
@@ -588,7 +576,7 @@ func (p *Plan) routers(lp *LayerPlan, ts *tensorSet, mods []*Module) []string {
 	}
 	var out []string
 	for _, b := range sortedKeys(blocks) {
-		for _, r := range routerAttrs {
+		for _, r := range p.Arch.Routers() {
 			name := r
 			if b != "" {
 				name = b + "." + r
@@ -646,41 +634,4 @@ func kvFormat(qs Quantizers, inputs []quantstream.TensorInfo) (string, error) {
 		}
 	}
 	return kv, nil
-}
-
-// rank orders module name components as Hugging Face registers them, standing in for
-// named_modules() order (which only matters for MIXED_PRECISION group numbering and
-// the model-level format).
-var rank = map[string]int{
-	"model": 0, "embed_tokens": 0, "layers": 1, "norm": 2, "lm_head": 9,
-	"self_attn": 0, "attn": 0, "mlp": 1, "block_sparse_moe": 1, "feed_forward": 1,
-	"q_proj": 0, "q_a_proj": 0, "q_b_proj": 1, "k_proj": 2, "kv_a_proj_with_mqa": 2, "kv_b_proj": 3,
-	"v_proj": 4, "o_proj": 5,
-	"gate": 0, "router": 0, "experts": 1, "shared_expert": 2, "shared_experts": 2, "shared_expert_gate": 3,
-	"gate_proj": 0, "up_proj": 1, "down_proj": 2, "w1": 0, "w2": 1, "w3": 2, "gate_up_proj": 0,
-}
-
-func moduleLess(a, b string) bool {
-	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(pa) && i < len(pb); i++ {
-		x, y := pa[i], pb[i]
-		if x == y {
-			continue
-		}
-		nx, ex := strconv.Atoi(x)
-		ny, ey := strconv.Atoi(y)
-		if ex == nil && ey == nil {
-			return nx < ny
-		}
-		rx, okx := rank[x]
-		ry, oky := rank[y]
-		if okx && oky && rx != ry {
-			return rx < ry
-		}
-		if okx != oky {
-			return okx
-		}
-		return x < y
-	}
-	return len(pa) < len(pb)
 }

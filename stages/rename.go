@@ -2,7 +2,6 @@ package stages
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -10,89 +9,16 @@ import (
 	"github.com/quantstream/quantstream/quant"
 )
 
-// RenameRule maps an in-memory (transformers ≥ 5, post-conversion) name to the name
-// the model hub checkpoint uses: Go regexp Pattern replaced by Replace ($1, ${1} for
-// groups), on every match. It is the reverse of one transformers conversion_mapping
-// entry, as ModelOpt's quant_aware_conversion.build_reverse_name_mapper derives it:
-// ModelOpt applies these rules to every exported tensor name and to the module names
-// of hf_quant_config.json (exclude_modules, quantized_layers), so an export of a model
-// loaded with in-memory names (a state dict, a save_pretrained(save_original_format=
-// False) folder) writes the hub names engines load.
-//
-// Rules are applied in order, each to the result of the previous one. A tensor name
-// is the module name plus a leaf (".weight", ".weight_scale", ...); a module name is
-// matched as name + ".\x00" so that a pattern ending in "\." also matches a module
-// at the end of the name (ModelOpt's sentinel). Rules must leave hub names unchanged
-// (they are applied to checkpoints that have hub names already, the data-free input).
-type RenameRule struct {
-	Pattern string
-	Replace string
-}
-
-// renamer is a compiled list of rename rules.
-type renamer []compiledRename
-
-type compiledRename struct {
-	re   *regexp.Regexp
-	repl string
-	src  RenameRule
-}
-
-// compileRenames compiles rules; a bad pattern is an ErrConfig naming the family.
-func compileRenames(family string, rules []RenameRule) (renamer, error) {
-	var out renamer
-	for _, r := range rules {
-		re, err := regexp.Compile(r.Pattern)
-		if err != nil {
-			return nil, fmt.Errorf("%w: family %s: rename pattern %q: %v", ErrConfig, family, r.Pattern, err)
-		}
-		out = append(out, compiledRename{re, r.Replace, r})
-	}
-	return out, nil
-}
-
-// tensor maps a tensor name.
-func (rn renamer) tensor(name string) string {
-	for _, r := range rn {
-		name = r.re.ReplaceAllString(name, r.repl)
-	}
-	return name
-}
-
-// moduleSentinel ends a module name while the rules run (see RenameRule).
-const moduleSentinel = ".\x00"
-
-// module maps a module name or an exclude_modules pattern: a trailing "*" or ".*"
-// is kept aside, the rest mapped with the sentinel appended. A rule that eats the
-// sentinel would write a corrupt name (ModelOpt's nemotron_h defect): an error.
-func (rn renamer) module(name string) (string, error) {
-	if len(rn) == 0 {
-		return name, nil
-	}
-	base, suffix := name, ""
-	if b, ok := strings.CutSuffix(name, ".*"); ok {
-		base, suffix = b, ".*"
-	} else if b, ok := strings.CutSuffix(name, "*"); ok {
-		base, suffix = b, "*"
-	}
-	m := rn.tensor(base + moduleSentinel)
-	out, ok := strings.CutSuffix(m, moduleSentinel)
-	if !ok || strings.Contains(out, "\x00") {
-		return "", fmt.Errorf("%w: the rename rules map module %q to %q: a rule matches across the end of the name; anchor its pattern", ErrConfig, name, m)
-	}
-	return out + suffix, nil
-}
-
-// renameOutputs applies the rules to every tensor of ts. Two tensors mapped to one
+// renameOutputs applies the family's rename rules (arch.Rename) to every tensor of ts. Two tensors mapped to one
 // name are an error (ModelOpt: "rename collision").
-func (rn renamer) renameOutputs(ts *tensorSet) error {
-	if len(rn) == 0 {
+func renameOutputs(ts *tensorSet, a *Arch) error {
+	if len(a.Renames) == 0 {
 		return nil
 	}
 	moves := map[string]string{}
 	dest := map[string]string{}
 	for _, n := range sortedKeys(ts.hdr) {
-		h := rn.tensor(n)
+		h := a.HubName(n)
 		if other, dup := dest[h]; dup {
 			return fmt.Errorf("%w: the rename rules map both %s and %s to %s", ErrPlanMismatch, other, n, h)
 		}
@@ -119,8 +45,8 @@ func (rn renamer) renameOutputs(ts *tensorSet) error {
 // hubQuantConfig is revert_quant_config_names: the module names of exclude_modules
 // (kept in their order, sorted on in-memory names) and the keys of quantized_layers
 // mapped to hub names, in place.
-func hubQuantConfig(qc Obj, rn renamer) error {
-	if len(rn) == 0 {
+func hubQuantConfig(qc Obj, a *Arch) error {
+	if len(a.Renames) == 0 {
 		return nil
 	}
 	qv, _ := qc.Get("quantization")
@@ -132,7 +58,7 @@ func hubQuantConfig(qc Obj, rn renamer) error {
 		if ex, ok := ev.([]string); ok {
 			out := make([]string, len(ex))
 			for i, e := range ex {
-				m, err := rn.module(e)
+				m, err := a.HubModule(e)
 				if err != nil {
 					return err
 				}
@@ -145,7 +71,7 @@ func hubQuantConfig(qc Obj, rn renamer) error {
 		if layers, ok := lv.(Obj); ok {
 			out := make(Obj, 0, len(layers))
 			for _, f := range layers {
-				m, err := rn.module(f.K)
+				m, err := a.HubModule(f.K)
 				if err != nil {
 					return err
 				}
@@ -163,8 +89,8 @@ func hubQuantConfig(qc Obj, rn renamer) error {
 // model.language_model.* in the state). A quantizer whose module no input tensor is
 // under, while its hub name's module is, is looked up under its hub name. Mapping
 // two quantizers to one name is an error.
-func hubQuantizers(qs Quantizers, inputs []quantstream.TensorInfo, rn renamer) (Quantizers, error) {
-	if len(rn) == 0 || qs == nil {
+func hubQuantizers(qs Quantizers, inputs []quantstream.TensorInfo, a *Arch) (Quantizers, error) {
+	if len(a.Renames) == 0 || qs == nil {
 		return qs, nil
 	}
 	modules := map[string]bool{}
@@ -182,7 +108,7 @@ func hubQuantizers(qs Quantizers, inputs []quantstream.TensorInfo, rn renamer) (
 		have[n] = true
 	}
 	for _, n := range names {
-		h := rn.tensor(n)
+		h := a.HubName(n)
 		if h == n || modules[quantizerOwner(n)] || !modules[quantizerOwner(h)] {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -52,20 +53,20 @@ func TestMixtralHubNames(t *testing.T) {
 // A rule that matches across the end of a module name (ModelOpt's nemotron_h defect,
 // an unanchored "." eating the sentinel) is refused, not written.
 func TestRenameEatsSentinel(t *testing.T) {
-	rn, err := compileRenames("x", []RenameRule{{`embed.`, "embedding"}})
+	a, err := arch.Parse("x.json", []byte(`{"name": "x", "model_types": ["x"], "renames": [{"pattern": "embed.", "replace": "embedding"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rn.module("lm_head"); err != nil {
+	if _, err := a.HubModule("lm_head"); err != nil {
 		t.Fatalf("lm_head: %v", err)
 	}
-	if got, err := rn.module("model.embed"); err == nil {
+	if got, err := a.HubModule("model.embed"); err == nil {
 		t.Fatalf("model.embed mapped to %q, want an error", got)
-	} else if !errors.Is(err, ErrConfig) {
-		t.Fatalf("error %v, want ErrConfig", err)
+	} else if !errors.Is(err, arch.ErrFamily) {
+		t.Fatalf("error %v, want arch.ErrFamily", err)
 	}
-	if _, err := compileRenames("x", []RenameRule{{`(`, ""}}); !errors.Is(err, ErrConfig) {
-		t.Fatalf("bad pattern: %v, want ErrConfig", err)
+	if _, err := arch.Parse("x.json", []byte(`{"name": "x", "model_types": ["x"], "renames": [{"pattern": "(", "replace": ""}]}`)); !errors.Is(err, arch.ErrFamily) {
+		t.Fatalf("bad pattern: %v, want arch.ErrFamily", err)
 	}
 }
 
@@ -76,7 +77,7 @@ func TestRenameOutputs(t *testing.T) {
 	ts.set("model.layers.0.mlp.experts.0.gate_proj.weight_scale", bf16Tensor([]int64{1}, []float32{3}))
 	job := &rowJob{outs: []string{"model.layers.0.mlp.experts.0.gate_proj.weight"}, outBytes: []int64{4}}
 	ts.setLater(job.outs[0], quant.U8, []int64{4}, job, 0)
-	if err := a.renamer.renameOutputs(ts); err != nil {
+	if err := renameOutputs(ts, a); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
@@ -95,7 +96,7 @@ func TestRenameOutputs(t *testing.T) {
 	}
 	// A hub-named tensor beside the in-memory one of the same module: a collision.
 	ts.set("model.layers.0.mlp.gate.weight", bf16Tensor([]int64{2}, []float32{1, 2}))
-	if err := a.renamer.renameOutputs(ts); !errors.Is(err, ErrPlanMismatch) {
+	if err := renameOutputs(ts, a); !errors.Is(err, ErrPlanMismatch) {
 		t.Fatalf("collision: %v, want ErrPlanMismatch", err)
 	}
 }

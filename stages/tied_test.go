@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 )
 
 const tiedLlamaConfig = `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "dtype": "bfloat16", "tie_word_embeddings": true}`
@@ -66,7 +67,7 @@ func TestTiedLMHead(t *testing.T) {
 // family's rename rules (Gemma 3 saved checkpoints); when the in-memory names match
 // tensors, nothing moves; two quantizers mapped onto one name are refused.
 func TestHubQuantizers(t *testing.T) {
-	rn, err := compileRenames("gemma3", []RenameRule{{`^model\.language_model\.`, "language_model.model."}})
+	rn, err := arch.Parse("gemma3.json", []byte(`{"name": "gemma3", "model_types": ["gemma3"], "renames": [{"pattern": "^model\\.language_model\\.", "replace": "language_model.model."}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -336,15 +336,16 @@ func (a *analysis) fusion(r *Report) {
 			}
 		}
 	}
-	if arch.GateUp[0] == "" {
+	gateUp := arch.GateUp()
+	if gateUp[0] == "" {
 		return
 	}
 	for _, m := range quantized {
 		parent, proj := splitLast(m.Name)
-		if m.Expert < 0 || proj != arch.GateUp[0] {
+		if m.Expert < 0 || proj != gateUp[0] {
 			continue
 		}
-		if up := a.byID[parent+"."+arch.GateUp[1]]; up != nil && up.Format == m.Format {
+		if up := a.byID[parent+"."+gateUp[1]]; up != nil && up.Format == m.Format {
 			a.pairs = append(a.pairs, [2]*module{m, up})
 		}
 	}

@@ -64,6 +64,7 @@ type convertFlags struct {
 	report       string
 	quiet        bool
 	shard        string
+	arch         multiFlag
 }
 
 // newConvertFlags defines convert's flags; plan takes the same ones.
@@ -82,6 +83,7 @@ func newConvertFlags(name string) *convertFlags {
 	fs.Var(&f.maxShardSize, "max-shard-size", "split output shards at this size, e.g. 5GB (decimal) or 4GiB (binary)")
 	fs.StringVar(&f.recipe, "recipe", "", "ModelOpt preset (e.g. W4A16_NVFP4_CFG) or recipe YAML file, for data-free conversion")
 	fs.StringVar(&f.kvCache, "kv-cache", "", "KV-cache preset to combine with --recipe: fp8_cast or nvfp4_cast (hf_ptq's cast modes, data-free), or FP8_KV_CFG / NVFP4_KV_CFG, which need calibration data")
+	fs.Var(&f.arch, "arch", "model family `FILE` (JSON, see docs/arch-rules.md) for a model the built-in families do not describe, or to replace a built-in family's rules; repeatable")
 	fs.StringVar(&f.divMode, "div-mode", "ieee", "scalar division as PyTorch does it on cpu (ieee) or on cuda (cuda)")
 	fs.StringVar(&f.engine, "engine", "", "refuse, before reading data, an output this engine's ModelOpt loader would not load: "+strings.Join(verify.Engines(), ", "))
 	fs.BoolVar(&f.dequantize, "dequantize", false, "write a block-FP8 or MXFP4 source as the BF16 checkpoint it stores (source names and shards, no scales)")
@@ -139,6 +141,7 @@ func (f *convertFlags) parse(args []string, usage string, stdout, stderr io.Writ
 		Dequantize:       f.dequantize,
 		CastMXFP4ToNVFP4: f.castMXFP4,
 		Share:            share,
+		Arch:             f.arch,
 	}, nil
 }
 

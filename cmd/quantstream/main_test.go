@@ -69,6 +69,8 @@ func TestRun(t *testing.T) {
 		{name: "convert missing --out", args: []string{"convert", "--in", tinyLlama}, code: 2, stderr: []string{"--out is required"}},
 		{name: "convert stray argument", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "x"), "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}, absent: filepath.Join(tmp, "x")},
 		{name: "plan missing --in", args: []string{"plan"}, code: 2, stderr: []string{"--in is required"}},
+		{name: "convert bad --arch", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "x"), "--arch", filepath.Join(tmp, "none.json")}, code: 1, stderr: []string{"arch: bad family file", "none.json"}, absent: filepath.Join(tmp, "x")},
+		{name: "plan bad --arch", args: []string{"plan", "--in", tinyLlama, "--arch", filepath.Join(tmp, "none.json")}, code: 1, stdout: []string{"arch: bad family file", "none.json"}},
 		{name: "dump-arrow missing --out", args: []string{"dump-arrow", "--in", tinyLlama}, code: 2, stderr: []string{"--in and --out are required"}},
 		{
 			name: "convert passthrough", args: []string{"convert", "--in", tinyLlama, "--out", filepath.Join(tmp, "pass")}, code: 0,

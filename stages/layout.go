@@ -1,0 +1,94 @@
+package stages
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/quantstream/quantstream/arch"
+)
+
+// perExpertRE finds a per-expert module's tensor: "<block>.experts.<e>.<proj>.<x>".
+var perExpertRE = regexp.MustCompile(`(?:^|\.)experts\.\d{1,9}\.`)
+
+// checkExpertLayout refuses experts stored in a layout the family does not list
+// (arch.Experts.Layouts), and a 3-D experts weight the quantizer table knows in
+// neither form: the layout decides which axis holds what, and a guess cuts the
+// tensor along the wrong one. It runs on headers, before any tensor is read.
+// perExpert is a per-expert tensor of the layer as read (before fused experts were
+// expanded into per-expert names), "" when none.
+func (p *Plan) checkExpertLayout(ts *tensorSet, perExpert string, fused []*fusedExperts, bmm []*Module) error {
+	var found []arch.Layout
+	example := map[arch.Layout]string{}
+	note := func(l arch.Layout, name string) {
+		if _, ok := example[l]; !ok {
+			found = append(found, l)
+			example[l] = name
+		}
+	}
+	if perExpert != "" {
+		note(arch.PerExpert, perExpert)
+	}
+	for _, f := range fused {
+		note(arch.Fused3D, f.name+"."+f.first)
+	}
+	for _, m := range bmm {
+		note(arch.BMM, m.Weight)
+	}
+	var errs []string
+	for _, l := range found {
+		if !p.Arch.Allows(l) {
+			have := "no experts"
+			if p.Arch.Experts != nil {
+				have = fmt.Sprintf("experts in %v", p.Arch.Experts.Layouts)
+			}
+			errs = append(errs, fmt.Sprintf("tensor %s holds experts in the %s layout, but family %s (%s) has %s: add the layout to a family file (experts.layouts) and pass it with --arch, see docs/arch-rules.md",
+				example[l], l, p.Arch.Name, p.Arch.Source, have))
+		}
+	}
+	// A 3-D experts weight neither fused (plural quantizers) nor batched (singular).
+	claimed := map[string]bool{}
+	for _, f := range fused {
+		claimed[f.name] = true
+	}
+	for _, m := range bmm {
+		claimed[m.Name] = true
+	}
+	for _, n := range sortedKeys(ts.hdr) {
+		container, attr := splitLast(n)
+		if len(ts.hdr[n].Shape) != 3 || !strings.HasSuffix(container, "experts") || claimed[container] {
+			continue
+		}
+		if attr != "gate_up_proj" && attr != "up_proj" && attr != "down_proj" {
+			continue
+		}
+		if p.hasQuantizerUnder(container + "." + attr + "_") {
+			continue
+		}
+		errs = append(errs, fmt.Sprintf("tensor %s is a 3-D experts weight %v with no quantizer in the table (neither %s_weight_quantizers.<e> nor %s_weight_quantizer): the calibration state does not describe it",
+			n, ts.hdr[n].Shape, container+"."+attr, container+"."+attr))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrStructure, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// firstPerExpert is the first per-expert tensor name of ts (quantizer buffers aside).
+func firstPerExpert(ts *tensorSet) string {
+	for _, n := range sortedKeys(ts.hdr) {
+		if !strings.Contains(n, "_quantizer") && perExpertRE.MatchString(n) {
+			return n
+		}
+	}
+	return ""
+}
+
+func (p *Plan) hasQuantizerUnder(prefix string) bool {
+	for _, s := range []string{"weight_quantizer", "weight_quantizers.0", "input_quantizer"} {
+		if _, ok := p.qs.Get(prefix + s); ok {
+			return true
+		}
+	}
+	return false
+}
