@@ -83,10 +83,33 @@ func (b FP8Block) DequantRows(dst, q []byte, r0, r1 int) error {
 	if len(q) != n || len(dst) != 2*n {
 		return fmt.Errorf("%w: FP8 block rows [%d,%d) of %d columns: %d codes, %d output bytes", ErrShape, r0, r1, b.Cols, len(q), len(dst))
 	}
+	nbj := ceilDivInt(b.Cols, b.BlockCols)
+	if b.vector() {
+		// The vector kernel decodes each row's whole 16-code chunks and marks NaN
+		// codes on the way; the few codes after them (a row width not a multiple
+		// of 16) go through the portable expression.
+		nan := false
+		for r := r0; r < r1 && !nan; r++ {
+			br := r / b.BlockRows
+			sc := b.Scale[br*nbj : (br+1)*nbj]
+			src := q[(r-r0)*b.Cols : (r-r0+1)*b.Cols]
+			out := dst[2*(r-r0)*b.Cols : 2*(r-r0+1)*b.Cols]
+			var n int
+			n, nan = fp8RowBF16(out, src, sc, b.BlockCols)
+			for c := n; c < b.Cols; c++ {
+				nan = nan || src[c]&0x7F == 0x7F
+				binary.LittleEndian.PutUint16(out[2*c:], F32ToBF16(e4m3Table[src[c]]*sc[c/b.BlockCols]))
+			}
+		}
+		if nan {
+			i := fp8NaNIndex(q)
+			return fmt.Errorf("%w: element [%d][%d] is an E4M3 NaN (0x%02X)", ErrNonFinite, r0+i/b.Cols, i%b.Cols, q[i])
+		}
+		return nil
+	}
 	if i := fp8NaNIndex(q); i >= 0 {
 		return fmt.Errorf("%w: element [%d][%d] is an E4M3 NaN (0x%02X)", ErrNonFinite, r0+i/b.Cols, i%b.Cols, q[i])
 	}
-	nbj := ceilDivInt(b.Cols, b.BlockCols)
 	tables := make([][256]uint16, nbj)
 	band := -1
 	for r := r0; r < r1; r++ {
@@ -105,6 +128,10 @@ func (b FP8Block) DequantRows(dst, q []byte, r0, r1 int) error {
 	}
 	return nil
 }
+
+// vector reports whether DequantRows runs the vector kernel (fp8RowBF16): on a
+// CPU that has it, for column blocks of a multiple of 16.
+func (b FP8Block) vector() bool { return kernels != kernelPortable && b.BlockCols%16 == 0 }
 
 // fp8LookupBF16 writes t[src[k]] as little-endian uint16 at dst[2k], four codes
 // per 8-byte store.

@@ -3,8 +3,11 @@ package quant
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -252,4 +255,164 @@ func BenchmarkFP8BlockToNVFP4(b *testing.B) {
 			}
 		}
 	}
+}
+
+// TestFP8RowBF16Levels: the vector decode at every kernel level equals the
+// portable expression on every code (and reports the NaN codes) under every kind of scale (zero, subnormal products, overflow to
+// infinity, NaN, and random bit patterns), on rows with partial last blocks and
+// lengths that leave a tail of fewer than 16 codes.
+func TestFP8RowBF16Levels(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	scales := kernelDivisors(r, 64)
+	for _, l := range kernelLevels() {
+		setKernels(t, l)
+		for _, tc := range []struct{ cols, block int }{{256, 128}, {448, 128}, {576, 128}, {7168, 128}, {48, 16}, {64, 32}, {16, 128}, {80, 48}} {
+			for trial := range 8 {
+				src := make([]byte, tc.cols)
+				for i := range src {
+					src[i] = byte(i*7 + trial*31 + r.IntN(3))
+				}
+				nb := ceilDivInt(tc.cols, tc.block)
+				sc := make([]float32, nb)
+				for j := range sc {
+					sc[j] = scales[r.IntN(len(scales))]
+				}
+				dst := make([]byte, 2*tc.cols)
+				n, nan := fp8RowBF16(dst, src, sc, tc.block)
+				if l == kernelPortable && n != 0 {
+					t.Fatalf("portable level took %d codes", n)
+				}
+				if l != kernelPortable && n != tc.cols&^15 {
+					t.Fatalf("%v %v: took %d codes", l, tc, n)
+				}
+				wantNaN := false
+				for k := range n {
+					if src[k]&0x7F == 0x7F {
+						wantNaN = true // reported; its output is meaningless
+						continue
+					}
+					want := F32ToBF16(E4M3ToF32(src[k]) * sc[k/tc.block])
+					if g := binary.LittleEndian.Uint16(dst[2*k:]); g != want {
+						t.Fatalf("%v %v: code 0x%02X scale %v (0x%08X): got 0x%04X, want 0x%04X", l, tc, src[k], sc[k/tc.block], math.Float32bits(sc[k/tc.block]), g, want)
+					}
+				}
+				if nan != wantNaN {
+					t.Fatalf("%v %v: NaN reported %v, want %v", l, tc, nan, wantNaN)
+				}
+			}
+		}
+	}
+}
+
+// TestFP8BlockDequantLevels: DequantRows at every kernel level equals the
+// reference loop on weights with partial edge blocks, odd widths (tails after the
+// vector chunks) and zero scales, and names the first NaN code wherever it is
+// (in a vector chunk or in a tail).
+func TestFP8BlockDequantLevels(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, l := range kernelLevels() {
+		setKernels(t, l)
+		for _, tc := range []struct{ rows, cols, bi, bj int }{{130, 200, 128, 128}, {33, 7169, 128, 128}, {5, 35, 4, 32}, {17, 100, 16, 16}, {3, 5, 2, 3}} {
+			b := FP8Block{Rows: tc.rows, Cols: tc.cols, BlockRows: tc.bi, BlockCols: tc.bj}
+			ss := b.ScaleShape()
+			for k := range ss[0] * ss[1] {
+				s := float32(math.Ldexp(1+r.Float64(), r.IntN(80)-60))
+				if k%5 == 2 {
+					s = 0
+				}
+				b.Scale = append(b.Scale, s)
+			}
+			q := make([]byte, tc.rows*tc.cols)
+			for i := range q {
+				if q[i] = byte(r.IntN(256)); q[i]&0x7F == 0x7F {
+					q[i] ^= 1
+				}
+			}
+			want := naiveFP8BlockDequant(b, q)
+			got := make([]byte, 2*len(q))
+			if err := b.DequantRows(got, q, 0, tc.rows); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range want {
+				if g := binary.LittleEndian.Uint16(got[2*i:]); g != w {
+					t.Fatalf("%v %v: element %d (code 0x%02X): got 0x%04X, want 0x%04X", l, tc, i, q[i], g, w)
+				}
+			}
+			for _, at := range []int{0, len(q) / 2, len(q) - 1, tc.cols - 1} {
+				bad := append([]byte(nil), q...)
+				bad[at] = 0xFF
+				err := b.DequantRows(got, bad, 0, tc.rows)
+				if want := fmt.Sprintf("element [%d][%d]", at/tc.cols, at%tc.cols); !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), want) {
+					t.Fatalf("%v %v: NaN at %d: %v, want ErrNonFinite naming %s", l, tc, at, err, want)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkFP8BlockToNVFP4Fused is BenchmarkFP8BlockToNVFP4 without the BF16
+// weight: the amax from the codes (absMaxBF16), then appendNVFP4Rows in pieces of
+// 64 rows, on 128 rows (one band, cache-resident) and 2048 rows (a DeepSeek expert
+// weight) of normal-looking codes; MB/s of FP8 input. "unfused" is the same
+// weight decoded and exported as BenchmarkFP8BlockToNVFP4 does, with the amax
+// pass (TensorAmax) the calibration adds.
+func BenchmarkFP8BlockToNVFP4Fused(b *testing.B) {
+	for _, rows := range []int{128, 2048} {
+		b.Run(strconv.Itoa(rows), func(b *testing.B) { benchFP8BlockToNVFP4Fused(b, rows) })
+	}
+}
+
+func benchFP8BlockToNVFP4Fused(b *testing.B, rows int) {
+	const cols = 7168
+	blk := FP8Block{Rows: rows, Cols: cols, BlockRows: 128, BlockCols: 128}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range blk.ScaleShape()[0] * blk.ScaleShape()[1] {
+		blk.Scale = append(blk.Scale, float32(r.Float64()*1e-3))
+	}
+	q := make([]byte, rows*cols)
+	for i := range q {
+		// Codes of a weight whose FP8 blocks use the E4M3 range, as DeepSeek's do.
+		if q[i] = F32ToE4M3(float32(r.NormFloat64() * 100)); q[i]&0x7F == 0x7F {
+			q[i] = 0x7E | q[i]&0x80
+		}
+	}
+	packed, scales := make([]byte, 0, rows*cols/2), make([]byte, 0, rows*cols/16)
+	b.Run("fused", func(b *testing.B) {
+		b.SetBytes(int64(len(q)))
+		for b.Loop() {
+			a, err := blk.absMaxBF16(q, 0, rows)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s2 := nvfp4GlobalScale(BF16ToF32(a), E4M3Max, DivIEEE)
+			p, s := packed[:0], scales[:0]
+			for r0 := 0; r0 < rows; r0 += 64 {
+				if p, s, err = blk.appendNVFP4Rows(p, s, q[r0*cols:(r0+64)*cols], r0, r0+64, 16, s2); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("unfused", func(b *testing.B) {
+		w := Tensor{DType: BF16, Shape: []int64{int64(rows), cols}, Data: make([]byte, 2*rows*cols)}
+		b.SetBytes(int64(len(q)))
+		for b.Loop() {
+			for r0 := 0; r0 < rows; r0 += 128 {
+				if err := blk.DequantRows(w.Data[2*r0*cols:2*(r0+128)*cols], q[r0*cols:(r0+128)*cols], r0, r0+128); err != nil {
+					b.Fatal(err)
+				}
+			}
+			a, err := TensorAmax(w)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := NVFP4{Block: 16, Scale2: []float32{nvfp4GlobalScale(a, E4M3Max, DivIEEE)}}
+			p, s := packed[:0], scales[:0]
+			for r0 := 0; r0 < rows; r0 += 64 {
+				if p, s, err = n.AppendQuantizeRows(p, s, w, r0, r0+64); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 }
