@@ -171,9 +171,47 @@ type calibrateStage struct {
 	// globals maps the _global_amax of each static NVFP4 weight quantizer to the
 	// _amax buffers it is the maximum of (modelopt.Quantized.StaticGlobals).
 	globals map[string][]string
+	// headsChain says the stage is the first of the conversion's chain, so its
+	// layers come from arrowio's reader with quantstream.DefaultAppendRoom (set by
+	// the Job before it plans or runs; read-only while a pipeline runs).
+	headsChain bool
 }
 
-var _ quantstream.Stage = (*calibrateStage)(nil)
+var (
+	_ quantstream.Stage     = (*calibrateStage)(nil)
+	_ pipeline.BufferReuser = (*calibrateStage)(nil)
+)
+
+// NewBytes is the pipeline's charge for what Process allocates: nothing for a layer
+// without amax buffers (handed on), only the buffers when they fit the append room
+// of a layer straight from the reader (Layer.Extend, in place), else the copy.
+func (s *calibrateStage) NewBytes(in quantstream.LayerInfo, out []quantstream.TensorInfo) int64 {
+	want := s.added(in.Tensors)
+	if len(want) == 0 {
+		return 0
+	}
+	added, err := infosBytes(want)
+	if err == nil && s.headsChain && added <= quantstream.DefaultAppendRoom {
+		return added
+	}
+	all, err := infosBytes(out)
+	if err != nil {
+		return math.MaxInt64 // Plan validated these headers; never reached
+	}
+	return all
+}
+
+func infosBytes(ts []quantstream.TensorInfo) (int64, error) {
+	var n int64
+	for _, t := range ts {
+		b, err := t.DataBytes()
+		if err != nil {
+			return 0, err
+		}
+		n += b
+	}
+	return n, nil
+}
 
 func (s *calibrateStage) Name() string { return "calibrate" }
 

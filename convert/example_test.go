@@ -106,8 +106,8 @@ func ExampleMakePlan() {
 	// layer  2 "model.layers.2."  9 tensors in, 16 out,  369152 bytes in, 189696 out
 	// layer -1 ""                3 tensors in,  3 out,  262400 bytes in, 262400 out
 	// model.safetensors 51 tensors
-	// needs MaxMemory >= 740736
-	// problem: pipeline: layer exceeds memory budget: layer 0 needs 740736 bytes in flight (data bytes per step [369152 371584 189696]), over the memory budget of 262144 bytes; the largest layer needs 740736; the smallest memory budget that runs this conversion is 723.38 KiB: --max-memory 724KiB
+	// needs MaxMemory >= 561280
+	// problem: pipeline: layer exceeds memory budget: layer 0 needs 561280 bytes in flight (data bytes per step [369152 371584 189696]), over the memory budget of 262144 bytes; the largest layer needs 561280; the smallest memory budget that runs this conversion is 548.12 KiB: --max-memory 549KiB
 }
 
 // Prepare a conversion, put a stage of your own into it just before the export,

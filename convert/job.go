@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -176,6 +177,7 @@ func (j *Job) stageNames() []string {
 func (j *Job) grouping() *grouping { return j.groupingFor(j.opt.MaxMemory) }
 
 func (j *Job) groupingFor(maxMemory int64) *grouping {
+	j.markHead()
 	return newGrouping(j.ck).splitForBudget(len(j.chain), maxMemory).
 		splitExperts(j.export, j.added, maxMemory)
 }
@@ -183,6 +185,7 @@ func (j *Job) groupingFor(maxMemory int64) *grouping {
 // pipeline returns the pipeline over layers (g's, or some of them) with the job's
 // chain (no sink yet).
 func (j *Job) pipeline(layers []quantstream.LayerInfo, mem memory.Allocator) *pipeline.Pipeline {
+	j.markHead()
 	return &pipeline.Pipeline{
 		Source:    j.ck.Source(mem, layers),
 		Stages:    slices.Clone(j.chain),
@@ -190,6 +193,16 @@ func (j *Job) pipeline(layers []quantstream.LayerInfo, mem memory.Allocator) *pi
 		MaxMemory: j.opt.MaxMemory,
 		MaxLayers: maxLayers(j.opt),
 		Progress:  j.opt.Progress,
+	}
+}
+
+// markHead tells the calibration stage whether it heads the chain (its layers then
+// come from the reader with append room: calibrateStage.NewBytes).
+func (j *Job) markHead() {
+	for _, st := range j.chain {
+		if cs, ok := st.(*calibrateStage); ok {
+			cs.headsChain = st == j.chain[0]
+		}
 	}
 }
 
@@ -208,7 +221,7 @@ func (j *Job) Plan() (*PlanReport, error) {
 	g := j.grouping()
 	p := j.pipeline(g.layers, nil)
 	// Not p.Plan: the budget is checked below, with the reason a layer was kept whole.
-	plan, err := pipeline.NewPlan(p.Source.Layers(), p.Stages...)
+	plan, _, err := j.newPlan(p.Source.Layers())
 	if err != nil {
 		r.Problems = append(r.Problems, err.Error())
 		return r, nil
@@ -306,7 +319,7 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 	}
 	runStart := time.Now()
 	g := j.grouping()
-	plan, err := pipeline.NewPlan(g.layers, slices.Clone(j.chain)...)
+	plan, direct, err := j.newPlan(g.layers)
 	if err != nil {
 		return nil, err
 	}
@@ -357,15 +370,20 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	st := w.Status()
-	// Only the groups with a tensor in a shard this run writes are read.
-	var todo []quantstream.LayerInfo
+	// Only the groups with a tensor in a shard this run writes are read; the
+	// direct ones are copied instead.
+	var todo, copies []quantstream.LayerInfo
 	for i, lp := range plan.Layers {
 		if slices.ContainsFunc(lp.Steps[len(lp.Steps)-1], func(t quantstream.TensorInfo) bool { return w.Wants(t.Name) }) {
-			todo = append(todo, g.layers[i])
+			if direct[i] {
+				copies = append(copies, g.layers[i])
+			} else {
+				todo = append(todo, g.layers[i])
+			}
 			s.BytesIn += lp.Bytes[0]
 		}
 	}
-	if err := j.write(ctx, g, todo, w); err != nil {
+	if err := j.write(ctx, g, todo, copies, w); err != nil {
 		if kept := w.Release(); kept > 0 {
 			return nil, &IncompleteError{Err: err, Kept: kept, Shards: len(sp.Shards), WorkDir: st.WorkDir}
 		}
@@ -391,18 +409,47 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 	return &s, nil
 }
 
-// write streams todo through the chain into w and completes w: Commit for the
-// whole output, Finish for a share.
-func (j *Job) write(ctx context.Context, g *grouping, todo []quantstream.LayerInfo, w *arrowio.Writer) error {
-	if len(todo) > 0 {
+// write streams todo through the chain into w while it copies the direct groups
+// copies beside it, and completes w: Commit for the whole output, Finish for a share.
+func (j *Job) write(ctx context.Context, g *grouping, todo, copies []quantstream.LayerInfo, w *arrowio.Writer) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pr := newProgress(j.opt.Progress, copies)
+	var copyErr error
+	var wg sync.WaitGroup
+	if len(copies) > 0 {
+		// Copying is the kernel's work (or a read and a write of a small buffer):
+		// beside the pipeline, the disk and the cores work at once.
+		wg.Go(func() {
+			if copyErr = j.copyDirect(ctx, copies, w, pr); copyErr != nil {
+				cancel(copyErr)
+			}
+		})
+	}
+	err := func() error {
+		if len(todo) == 0 {
+			return nil
+		}
 		if err := g.readExpertFill(ctx, j.ck, j.mem, j.export); err != nil {
 			return err
 		}
 		p := j.pipeline(todo, j.mem)
 		p.Sink = w
-		if err := p.Run(ctx); err != nil {
-			return err
+		if j.opt.Progress != nil {
+			p.Progress = pr.pipeline
 		}
+		return p.Run(ctx)
+	}()
+	if err != nil {
+		cancel(err)
+	}
+	wg.Wait()
+	// The first failure: a copy's stops the pipeline with it as the cause.
+	if copyErr != nil && (err == nil || errors.Is(err, copyErr)) {
+		return copyErr
+	}
+	if err != nil {
+		return err
 	}
 	// The last shards complete after the last write; a cancellation meanwhile
 	// stops the run before it publishes.

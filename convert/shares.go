@@ -59,10 +59,10 @@ func shardCosts(plan *pipeline.Plan, sp *arrowio.Plan) []int64 {
 // other layer. The result is exact to 1/4096.
 func (j *Job) minMemory(plan *pipeline.Plan) int64 {
 	fitsAll := func(b int64) bool {
-		p, err := pipeline.NewPlan(j.groupingFor(b).layers, j.chain...)
+		p, _, err := j.newPlan(j.groupingFor(b).layers)
 		return err == nil && p.Check(b) == nil
 	}
-	whole, err := pipeline.NewPlan(j.ck.Layers(), j.chain...)
+	whole, _, err := j.newPlan(j.ck.Layers())
 	if err != nil {
 		return plan.MaxCharge
 	}
@@ -80,7 +80,7 @@ func (j *Job) minMemory(plan *pipeline.Plan) int64 {
 		}
 		fits := func(b int64) bool {
 			g := (&grouping{layers: layers[i : i+1]}).splitForBudget(len(j.chain), b).splitExperts(j.export, j.added, b)
-			p, err := pipeline.NewPlan(g.layers, j.chain...)
+			p, _, err := j.newPlan(g.layers)
 			return err == nil && p.Check(b) == nil
 		}
 		if best > 0 && fits(best) {

@@ -23,12 +23,14 @@
 // # Memory bound
 //
 // Let B[i][0] be the data bytes of layer i as read, B[i][k] its planned data bytes
-// after stage k, n the number of stages, and B[i][n+1] = 0. Layer i is charged
+// after stage k, N[i][k] ≤ B[i][k] the bytes of those stage k allocates anew
+// (B[i][k] unless the stage is a BufferReuser that hands on its input's buffer),
+// n the number of stages, and N[i][n+1] = 0. Layer i is charged
 //
-//	C[i][k] = max over j = k … n of (B[i][j] + B[i][j+1])
+//	C[i][k] = max over j = k … n of (B[i][j] + N[i][j+1])
 //
 // while it waits for or runs through stage k+1 (k = n: at the sink, its reorder
-// buffer included), since a stage holds its input and its whole output until it
+// buffer included), since a stage holds its input and what it allocates until it
 // releases the input. The source charges C[i][0] before calling Next, blocking until
 // it fits; after each stage the charge falls to C[i][k+1] (never rising, because it
 // is a maximum over what is left); the last of it is returned after the sink's Write

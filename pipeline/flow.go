@@ -147,9 +147,16 @@ func (f *StageFlow) handle(v any) any {
 func (f *StageFlow) handleEnvelope(e *envelope) any {
 	in := e.layer
 	e.layer = nil // Process owns it now, whatever happens
+	// Where the input's bytes are, to check a stage planned to hand them on does
+	// (only compared, never dereferenced after Process released the input).
+	name, first := firstData(in)
 	out, err := f.process(in)
 	if err == nil {
-		if err = e.plan.check(f.step+1, out); err != nil {
+		err = e.plan.check(f.step+1, out)
+		if err == nil {
+			err = e.plan.checkReuse(f.step+1, name, first, out)
+		}
+		if err != nil {
 			out.Release()
 		}
 	}

@@ -25,19 +25,37 @@ type Plan struct {
 // LayerPlan is one layer's plan. Steps[0] and Bytes[0] describe the layer as the
 // source yields it; Steps[k] and Bytes[k] describe it after stage k (1-based).
 //
+// New[k] (k ≥ 1) is how many of Bytes[k] stage k allocates anew: Bytes[k] unless
+// the stage is a BufferReuser handing on its input's buffer (New[0] is Bytes[0]).
 // Charge[k] is what the layer holds of the budget while it waits for or runs
 // through stage k+1 (0-based k), and Charge[len(Stages)] what it holds at the sink:
 //
 //	Charge[n] = Bytes[n]
-//	Charge[k] = max(Bytes[k] + Bytes[k+1], Charge[k+1])
+//	Charge[k] = max(Bytes[k] + New[k+1], Charge[k+1])
 //
-// because a stage holds its input and its output at once until it releases the input,
-// and a charge, once lowered, must never need to rise again.
+// because a stage holds its input and what it allocates at once until it releases
+// the input, and a charge, once lowered, must never need to rise again.
 type LayerPlan struct {
 	quantstream.LayerInfo
 	Steps  [][]quantstream.TensorInfo
 	Bytes  []int64
+	New    []int64
 	Charge []int64
+}
+
+// BufferReuser is an optional capability of a Stage that hands on its input's data
+// buffer rather than copying it: the input layer itself when it leaves a layer
+// unchanged, or a layer sharing its buffer (quantstream.Layer.Extend) when it only
+// appends small tensors. Such a layer is charged only for what the stage adds, so
+// a tensor that no stage changes is counted once, not once per stage.
+//
+// NewBytes returns how many of the data bytes of out (what Plan returned for in)
+// Process allocates anew; the rest must be bytes of the input's buffer. The
+// pipeline checks it: a stage that claims to reuse its input's buffer and returns
+// a layer that does not share it fails the run with ErrPlanMismatch, since the
+// budget would no longer bound what is in memory.
+type BufferReuser interface {
+	NewBytes(in quantstream.LayerInfo, out []quantstream.TensorInfo) int64
 }
 
 // NewPlan plans layers through stages by calling each stage's Plan. Errors are
@@ -50,13 +68,14 @@ func NewPlan(layers []quantstream.LayerInfo, stages ...quantstream.Stage) (*Plan
 		lp.LayerInfo = li
 		lp.Steps = make([][]quantstream.TensorInfo, n+1)
 		lp.Bytes = make([]int64, n+1)
+		lp.New = make([]int64, n+1)
 		lp.Charge = make([]int64, n+1)
 		lp.Steps[0] = li.Tensors
 		b, err := planBytes(li.Tensors)
 		if err != nil {
 			return nil, &StageError{Stage: sourceName, Layer: li.Index, Err: err}
 		}
-		lp.Bytes[0] = b
+		lp.Bytes[0], lp.New[0] = b, b
 		for k, s := range stages {
 			var out []quantstream.TensorInfo
 			err := protect(func() (err error) {
@@ -70,11 +89,23 @@ func NewPlan(layers []quantstream.LayerInfo, stages ...quantstream.Stage) (*Plan
 			if err != nil {
 				return nil, &StageError{Stage: s.Name(), Layer: li.Index, Err: err}
 			}
-			lp.Steps[k+1], lp.Bytes[k+1] = out, b
+			lp.Steps[k+1], lp.Bytes[k+1], lp.New[k+1] = out, b, b
+			if r, ok := s.(BufferReuser); ok {
+				var nb int64
+				err := protect(func() error {
+					nb = r.NewBytes(quantstream.LayerInfo{Index: li.Index, Prefix: li.Prefix, Tensors: cloneInfos(lp.Steps[k])}, cloneInfos(out))
+					return nil
+				})
+				if err != nil {
+					return nil, &StageError{Stage: s.Name(), Layer: li.Index, Err: err}
+				}
+				// What the stage reuses is at most its input and at most its output.
+				lp.New[k+1] = min(max(nb, b-lp.Bytes[k], 0), b)
+			}
 		}
 		lp.Charge[n] = lp.Bytes[n]
 		for k := n - 1; k >= 0; k-- {
-			c, ok := addBytes(lp.Bytes[k], lp.Bytes[k+1])
+			c, ok := addBytes(lp.Bytes[k], lp.New[k+1])
 			if !ok {
 				return nil, &StageError{Stage: stages[k].Name(), Layer: li.Index,
 					Err: fmt.Errorf("%w: input and output size overflow", ErrBadPlan)}
@@ -160,6 +191,32 @@ func addBytes(a, b int64) (int64, bool) {
 		return 0, false
 	}
 	return a + b, true
+}
+
+// reuses reports whether stage k (1-based) planned to hand on bytes of its input.
+func (lp *LayerPlan) reuses(k int) bool { return lp.New[k] < lp.Bytes[k] }
+
+// firstData is the first byte of l's first non-empty tensor, or nil.
+func firstData(l *quantstream.Layer) (string, *byte) {
+	for i := range l.Len() {
+		if t := l.Tensor(i); len(t.Data) > 0 {
+			return t.Name, &t.Data[0]
+		}
+	}
+	return "", nil
+}
+
+// checkReuse verifies that out, the output of stage k (1-based), shares the buffer
+// whose first byte was at p (the input's tensor name) when the plan charged the
+// stage only for what it adds.
+func (lp *LayerPlan) checkReuse(k int, name string, p *byte, out *quantstream.Layer) error {
+	if p == nil || !lp.reuses(k) {
+		return nil
+	}
+	if t, ok := out.Lookup(name); ok && len(t.Data) > 0 && &t.Data[0] == p {
+		return nil
+	}
+	return fmt.Errorf("%w: the stage allocated its output anew, where it planned (NewBytes) to allocate %d of %d bytes and hand on the rest of its input's buffer", ErrPlanMismatch, lp.New[k], lp.Bytes[k])
 }
 
 // check verifies that l is what step k of the plan promised.

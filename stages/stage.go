@@ -101,6 +101,27 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	return b.Finish()
 }
 
+// NewBytes is what Process allocates for a layer whose headers are in and planned
+// output out (the pipeline's BufferReuser, for its memory budget): nothing when
+// out is in, tensor for tensor in the same order (an excluded lm_head, the
+// embeddings, a norm), since Process then hands the input on (unchanged); otherwise
+// the whole output. The pipeline checks the claim on every layer.
+func (s *Stage) NewBytes(in quantstream.LayerInfo, out []quantstream.TensorInfo) int64 {
+	same := len(in.Tensors) == len(out)
+	var n int64
+	for i, t := range out {
+		if same && (t.Name != in.Tensors[i].Name || t.DType != in.Tensors[i].DType || !slices.Equal(t.Shape, in.Tensors[i].Shape)) {
+			same = false
+		}
+		b, _ := t.DataBytes() // validated by the pipeline's plan
+		n += b
+	}
+	if same {
+		return 0
+	}
+	return n
+}
+
 // unchanged reports whether the output is the input: the same tensors in the same
 // order, each still the input's own bytes.
 func unchanged(ts *tensorSet, got []quantstream.TensorInfo, in []quantstream.Tensor) bool {
