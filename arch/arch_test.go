@@ -96,6 +96,7 @@ func TestParseRefuses(t *testing.T) {
 		{"no name", `{"model_types": ["x"]}`, `"name" is missing`},
 		{"never chosen", `{"name": "x"}`, `"model_types" is empty`},
 		{"one member", `{` + ok + `, "fusion": [{"parent": "mlp", "members": ["a"]}]}`, `"fusion"[0] "members"`},
+		{"no member", `{` + ok + `, "fusion": [{"parent": "mlp", "members": [], "norm": "n"}]}`, `"fusion"[0] "members"`},
 		{"twice", `{` + ok + `, "fusion": [{"parent": "mlp", "members": ["a", "a"]}]}`, `lists "a" twice`},
 		{"bad parent", `{` + ok + `, "fusion": [{"parent": "mlp.*.x", "members": ["a", "b"]}]}`, `"parent" "mlp.*.x"`},
 		{"bad layout", `{` + ok + `, "experts": {"layouts": ["stacked"]}}`, `"layouts"[0] "stacked"`},

@@ -247,8 +247,8 @@ func (f *Family) validate() error {
 		if !namePart.MatchString(parent) || strings.Contains(parent, "*") {
 			bad(`%s "parent" %q: want a module path relative to the layer, optionally ending in ".*" (every numbered child)`, at, r.Parent)
 		}
-		if len(r.Members) < 2 {
-			bad(`%s "members" %q: a group needs at least two modules`, at, r.Members)
+		if len(r.Members) == 0 || (len(r.Members) == 1 && r.Norm == "") {
+			bad(`%s "members" %q: a group needs at least two modules, or one and the "norm" it reads`, at, r.Members)
 		}
 		for j, m := range r.Members {
 			if !namePart.MatchString(m) {

@@ -18,8 +18,10 @@ type FusedGroup struct {
 // FusedGroups instantiates the family's fusion rules in the decoder layer whose
 // tensors start with prefix ("model.layers.3.") over the given module names (full
 // names, "model.layers.3.self_attn.q_proj"; names of other layers are ignored): one
-// group per rule and parent that has at least two of the names, rules in order and,
-// for a wildcard parent ("mlp.experts.*"), parents in registration order.
+// group per rule and parent that has at least two of the names (or one, when the rule
+// names a norm: a lone reader of a norm's output still has its AWQ scale folded into
+// the norm), rules in order and, for a wildcard parent ("mlp.experts.*"), parents in
+// registration order.
 //
 // This is the grouping the export fuses (ModelOpt's requantize_resmooth_fused_llm_layers
 // finds it with a dummy forward); verify uses it to check exported checkpoints, so both
@@ -53,7 +55,7 @@ func (f *Family) FusedGroups(prefix string, modules []string) []FusedGroup {
 					g = append(g, par+"."+mem)
 				}
 			}
-			if len(g) < 2 {
+			if len(g) == 0 || (len(g) == 1 && r.Norm == "") {
 				continue
 			}
 			norm := ""

@@ -363,9 +363,15 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 	}
 	for _, prefix := range prefixes {
 		for _, g := range p.fusionGroups(prefix, byName) {
-			if err := preprocessLinearFusion(ts, g.mods, false, p.opts.Div); err != nil {
-				errs = append(errs, err)
-				continue
+			// A single module reading a norm's output is not fused with anything, but
+			// under AWQ its pre_quant_scale still goes into the norm (ModelOpt's
+			// requantize_resmooth_fused_llm_layers folds every hooked input that is a
+			// norm's output, whatever the number of readers).
+			if len(g.mods) > 1 {
+				if err := preprocessLinearFusion(ts, g.mods, false, p.opts.Div); err != nil {
+					errs = append(errs, err)
+					continue
+				}
 			}
 			if strings.Contains(g.mods[0].Format, "awq") && g.norm != "" && ts.has(g.norm+".weight") {
 				errs = append(errs, fusePrequantLayernorm(ts, g.norm, p.Arch.OnePlusNorm, g.mods))
