@@ -36,6 +36,12 @@ type Family struct {
 	// OnePlusNorm: the norms scale by (1 + w) (Gemma), which the AWQ norm fold
 	// must know.
 	OnePlusNorm bool `json:"one_plus_norm,omitempty"`
+	// ScaledEmbedding: the token embedding (embed_tokens) is an nn.Embedding subclass
+	// with its own forward (Gemma 2/3's ScaledWordEmbedding). QuantModuleRegistry only
+	// converts subclasses that keep the registered class's forward
+	// (_get_registered_nn_class), so it gets no quantizers and is not listed in
+	// exclude_modules; a plain nn.Embedding (Llama's) is.
+	ScaledEmbedding bool `json:"scaled_embedding,omitempty"`
 	// Fusion lists the module groups that read one input tensor.
 	Fusion []FusionRule `json:"fusion,omitempty"`
 	// Prequant lists fuse_prequant_to_linear's folds (nvfp4_awq only).
@@ -102,6 +108,10 @@ type Experts struct {
 	// GateUp is the (gate, up) expert projection pair whose weight amax
 	// sync_moe_gate_up_amax makes equal; empty when the experts have none.
 	GateUp []string `json:"gate_up,omitempty"`
+	// Class is the QuantModuleRegistry name of a fused or batched-matmul experts
+	// module ("hf.GptOssExperts"), which recipes' parent_class rules match; ""
+	// derives "hf.<Arch>Experts" from the architecture's class name.
+	Class string `json:"class,omitempty"`
 	// Routers are the router attribute names of an MoE block
 	// (_get_unquantized_moe_router_names: gate, router, shared_expert_gate); an
 	// unquantized one is listed in exclude_modules.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,8 +121,21 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 	// weight and one input quantizer per projection, not one per expert; only the
 	// family tells the two 3-D layouts apart (a square expert would fit both).
 	bmm := false
-	if fam, err := arch.Builtin().Detect(&arch.Config{ModelType: cfg.ModelType, Architectures: cfg.Architectures, TextConfig: textConfig(cfg.TextConfig)}); err == nil {
+	fam, err := arch.Builtin().Detect(&arch.Config{ModelType: cfg.ModelType, Architectures: cfg.Architectures, TextConfig: textConfig(cfg.TextConfig)})
+	if err != nil {
+		fam = nil // stages' plan refuses the unknown family, naming it
+	}
+	if fam != nil {
 		bmm = fam.Allows(arch.BMM) && !fam.Allows(arch.Fused3D)
+		for _, mod := range sortedSet(fused) {
+			if err := checkExpertsShapes(mod, shapes, bmm, fam.Name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	expertsClass := "hf." + prefix + "Experts"
+	if fam != nil && fam.Experts != nil && fam.Experts.Class != "" {
+		expertsClass = fam.Experts.Class
 	}
 	seen := map[string]bool{}
 	add := func(s Slot) error {
@@ -154,7 +168,7 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 		shape := shapes[n]
 		switch {
 		case bmm && fused[mod] && (param == "gate_up_proj" || param == "down_proj"):
-			cls := "hf." + prefix + "Experts"
+			cls := expertsClass
 			for _, s := range []Slot{
 				{Name: mod + "." + param + "_weight_quantizer", Kind: WeightSlot, Weight: n, WeightShape: shape},
 				{Name: mod + "." + param + "_input_quantizer", Kind: InputSlot},
@@ -171,7 +185,7 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 			if e := cfg.experts(); e > 0 && shape[0] != int64(e) {
 				return nil, fmt.Errorf("%w: fused experts %s has %d experts, config.json says %d", ErrModel, n, shape[0], e)
 			}
-			cls := "hf." + prefix + "Experts"
+			cls := expertsClass
 			if err := add(Slot{Name: mod + "." + param + "_input_quantizer", Kind: InputSlot, ParentClass: cls, Expert: -1}); err != nil {
 				return nil, err
 			}
@@ -190,6 +204,9 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 			}
 			parent, _, _ := cut(mod)
 			switch {
+			case last == "embed_tokens" && fam != nil && fam.ScaledEmbedding:
+				// An nn.Embedding subclass with its own forward, which
+				// QuantModuleRegistry does not convert: no quantizers.
 			case embeddingNames[last]:
 				for _, s := range []Slot{
 					{Name: mod + ".weight_quantizer", Kind: WeightSlot, Weight: n, WeightShape: shape},
@@ -201,9 +218,11 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 						return nil, err
 					}
 				}
-			case last == "gate" && fused[parent+".experts"]:
+			case fused[parent+".experts"] && (last == "gate" || fam != nil && slices.Contains(fam.Routers(), last)):
 				// transformers ≥ 5 routers of fused MoE blocks are TopKRouter modules
-				// holding a weight parameter, not nn.Linear: ModelOpt leaves them alone.
+				// holding a weight parameter, not nn.Linear, and those of batched-matmul
+				// experts (GptOssTopKRouter; Llama4Router, an nn.Linear with its own
+				// forward) are not converted either: ModelOpt leaves them alone.
 			default:
 				if err := linear(mod, n, shape); err != nil {
 					return nil, err
@@ -218,14 +237,20 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 	if cfg.TieWordEmbeddings == nil && cfg.TextConfig != nil && cfg.TextConfig.TieWordEmbeddings != nil {
 		tied = *cfg.TextConfig.TieWordEmbeddings
 	}
-	if _, ok := shapes["lm_head.weight"]; !ok && tied && strings.HasSuffix(m.Arch, "ForCausalLM") {
+	if _, ok := shapes["lm_head.weight"]; !ok && tied && (strings.HasSuffix(m.Arch, "ForCausalLM") || strings.HasSuffix(m.Arch, "ForConditionalGeneration")) {
 		// A tied lm_head is still an nn.Linear module of its own (its weight is the
 		// embedding's), so it has quantizers even though the checkpoint has no tensor.
 		var emb string
 		for _, n := range names {
 			if strings.HasSuffix(n, "embed_tokens.weight") {
+				if emb != "" {
+					return nil, fmt.Errorf("%w: lm_head is tied (tie_word_embeddings) to the embedding, and both %s and %s are one", ErrModel, emb, n)
+				}
 				emb = n
 			}
+		}
+		if emb == "" {
+			return nil, fmt.Errorf("%w: lm_head is tied (tie_word_embeddings), but no tensor is an embed_tokens.weight to tie it to", ErrModel)
 		}
 		if err := linear("lm_head", emb, shapes[emb]); err != nil {
 			return nil, err
@@ -240,6 +265,40 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 	}
 	sort.Slice(m.Slots, func(i, j int) bool { return m.Slots[i].Name < m.Slots[j].Name })
 	return m, nil
+}
+
+// checkExpertsShapes checks a 3-D experts container against the layout its family
+// gives it. Gated experts tell the layouts apart by shape: fused gate_up_proj
+// [E, 2I, H] goes with down_proj [E, H, I], batched-matmul [E, H, 2I] with
+// [E, I, H]; a pair that fits neither, or not the family's, would be cut along the
+// wrong axis, so it is refused.
+func checkExpertsShapes(mod string, shapes map[string][]int64, bmm bool, family string) error {
+	gu, dn := shapes[mod+".gate_up_proj"], shapes[mod+".down_proj"]
+	if gu == nil || dn == nil {
+		return nil // up_proj-only experts, or a lone tensor: NewModel's own checks
+	}
+	if len(gu) == 3 && len(dn) == 3 && gu[0] == dn[0] {
+		if bmm && gu[1] == dn[2] && gu[2] == 2*dn[1] {
+			return nil
+		}
+		if !bmm && gu[2] == dn[1] && gu[1] == 2*dn[2] {
+			return nil
+		}
+	}
+	want := "fused experts [E, 2I, H] / [E, H, I]"
+	if bmm {
+		want = "batched-matmul experts [E, H, 2I] / [E, I, H]"
+	}
+	return fmt.Errorf("%w: %s: gate_up_proj %v and down_proj %v are not %s, the layout family %s gives them; fix the family's experts.layouts (--arch FILE, docs/arch-rules.md) or the checkpoint", ErrModel, mod, gu, dn, want, family)
+}
+
+func sortedSet(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // textConfig is the text config's model type, for family detection.

@@ -33,6 +33,9 @@ func discoverBMM(names map[string]quantstream.TensorInfo, qs Quantizers) ([]*Mod
 		if len(names[n].Shape) != 3 {
 			return nil, fmt.Errorf("%w: batched-matmul expert weight %s is %v, want 3-D", ErrShape, n, names[n].Shape)
 		}
+		if err := checkBMMShapes(container, names); err != nil {
+			return nil, err
+		}
 		m := &Module{Name: container, Attr: attr, Weight: n, BMM: true, Expert: -1}
 		m.Parent, m.Proj = splitLast(container)
 		if okW {
@@ -48,6 +51,38 @@ func discoverBMM(names map[string]quantstream.TensorInfo, qs Quantizers) ([]*Mod
 		mods = append(mods, m)
 	}
 	return mods, nil
+}
+
+// checkBMMShapes checks that a batched-matmul experts container's gate_up_proj and
+// down_proj are [E, H, 2I] and [E, I, H] (input dimension before output): the
+// transformers-5 fused layout [E, 2I, H] / [E, H, I] under singular quantizers, or
+// anything else, would be quantized along the wrong axis.
+func checkBMMShapes(container string, names map[string]quantstream.TensorInfo) error {
+	gu, okG := names[container+".gate_up_proj"]
+	dn, okD := names[container+".down_proj"]
+	if !okG || !okD {
+		return nil // a container of one projection: nothing to pair
+	}
+	g, d := gu.Shape, dn.Shape
+	if len(g) == 3 && len(d) == 3 && g[0] == d[0] && g[1] == d[2] && g[2] == 2*d[1] {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: gate_up_proj %v and down_proj %v are not batched-matmul experts [E, H, 2I] / [E, I, H], though their quantizers are (<attr>_weight_quantizer); transformers-5 fused experts [E, 2I, H] have one quantizer per expert (<attr>_weight_quantizers.<e>): check the quantizer table against the checkpoint", ErrShape, container, g, d)
+}
+
+// checkBMMPerChannel refuses a per-channel FP8 batched-matmul expert weight whose
+// amax is not one per expert ([E, 1, 1], axis 0 of [E, in, out]): the export
+// quantizes the transposed weight, and another axis would pair scales with the
+// wrong rows.
+func checkBMMPerChannel(ts *tensorSet, m *Module) error {
+	if !m.BMM || m.Format != "fp8_pc_pt" || m.WAmax == "" {
+		return nil
+	}
+	w, a := ts.hdr[m.Weight].Shape, ts.hdr[m.WAmax].Shape
+	if len(w) == 3 && len(a) == 3 && a[0] == w[0] && a[1] == 1 && a[2] == 1 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: per-channel FP8 amax %v of batched-matmul experts %v; only one amax per expert (axis 0, [E, 1, 1]) is supported", ErrUnsupported, m.ID(), a, w)
 }
 
 // fillBMMAmax is _export_bmm_experts' set_expert_quantizer_amax, once over the weight
@@ -162,6 +197,11 @@ func bmmExportHeaders(m *Module, w quantstream.TensorInfo) (map[string]quantstre
 	case "fp8":
 		out["weight"] = header(quant.F8E4M3, []int64{E, A, B})
 		out["weight_scale"] = scalar
+	case "fp8_pc_pt":
+		// Per channel along axis 0 of the 3-D weight: one amax per expert
+		// ([E, 1, 1], checkBMMPerChannel), exported squeezed.
+		out["weight"] = header(quant.F8E4M3, []int64{E, A, B})
+		out["weight_scale"] = header(quant.F32, squeezed([]int64{E}))
 	case "nvfp4", "nvfp4_awq", "w4a16_nvfp4":
 		if bk <= 0 || bk%2 != 0 || A%bk != 0 {
 			return nil, fmt.Errorf("%w: %s: input size %d not divisible by block %d", ErrShape, m.Weight, A, bk)

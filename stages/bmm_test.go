@@ -2,8 +2,10 @@ package stages
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/quantstream/quantstream/quant"
@@ -169,4 +171,37 @@ func itoa(d int64) string {
 		d /= 10
 	}
 	return string(buf[i:])
+}
+
+// TestBMMLayoutRefused: singular (batched-matmul) quantizers on experts tensors of
+// the transformers-5 fused layout [E, 2I, H] / [E, H, I] are refused before any
+// tensor is read, naming the container and the check to make; a per-channel FP8
+// amax other than one per expert is refused too.
+func TestBMMLayoutRefused(t *testing.T) {
+	sd, qs := bmmLayer(nvfp4Q, true)
+	p := "model.layers.0.mlp.experts."
+	// E=2, H=32, I=16: the fused layout of the same sizes.
+	sd[p+"gate_up_proj"] = bf16Tensor([]int64{2, 32, 32}, make([]float32, 2*32*32))
+	sd[p+"down_proj"] = bf16Tensor([]int64{2, 32, 16}, make([]float32, 2*32*16))
+	_, err := NewPlan(infosOf(sd), []byte(gptOSSConfig), qs, Options{})
+	if !errors.Is(err, ErrShape) || !strings.Contains(err.Error(), "model.layers.0.mlp.experts: gate_up_proj [2 32 32] and down_proj [2 32 16]") || !strings.Contains(err.Error(), "check the quantizer table") {
+		t.Fatalf("err %v, want ErrShape naming the experts and the fix", err)
+	}
+
+	pc := func(enabled bool) *quant.Quantizer {
+		return &quant.Quantizer{Class: "TensorQuantizer", Enabled: enabled, NumBits: quant.BitsE4M3, Axis: []int{0}}
+	}
+	sd, qs = bmmLayer(pc, false)
+	for _, a := range bmmAttrs {
+		qs[p+a+"_input_quantizer"] = &quant.Quantizer{Class: "TensorQuantizer", NumBits: quant.BitsE4M3}
+		sd[p+a+"_weight_quantizer._amax"] = bf16Tensor([]int64{2, 1, 1}, []float32{1, 2})
+	}
+	if _, err := NewPlan(infosOf(sd), []byte(gptOSSConfig), qs, Options{}); err != nil {
+		t.Fatalf("per-expert FP8 amax: %v", err)
+	}
+	sd[p+"down_proj_weight_quantizer._amax"] = bf16Tensor([]int64{1, 1, 32}, make([]float32, 32))
+	_, err = NewPlan(infosOf(sd), []byte(gptOSSConfig), qs, Options{})
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "experts.down_proj: per-channel FP8 amax [1 1 32]") {
+		t.Fatalf("per-column FP8 amax: %v, want ErrUnsupported naming it", err)
+	}
 }

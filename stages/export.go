@@ -220,6 +220,9 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 	if err != nil {
 		return err
 	}
+	if err := checkBMMPerChannel(ts, m); err != nil {
+		return err
+	}
 	if err := checkStaticNVFP4(ts, m); err != nil {
 		return err
 	}
