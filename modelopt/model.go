@@ -197,6 +197,20 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 					return nil, err
 				}
 			}
+		case param == "weight" && len(shape) == 3:
+			// An nn.Conv1d (Mamba's mixer.conv1d, a gated delta net's linear_attn.conv1d):
+			// ModelOpt's QuantConv1d has the quantizers of a linear layer (default
+			// recipes disable them by name, so they are listed in exclude_modules).
+			for _, s := range []Slot{
+				{Name: mod + ".weight_quantizer", Kind: WeightSlot, Weight: n, WeightShape: shape},
+				{Name: mod + ".input_quantizer", Kind: InputSlot},
+				{Name: mod + ".output_quantizer", Kind: OutputSlot},
+			} {
+				s.ParentClass, s.Expert = "nn.Conv1d", -1
+				if err := add(s); err != nil {
+					return nil, err
+				}
+			}
 		case param == "weight" && len(shape) == 2:
 			_, last, _ := cut(mod)
 			if last == "" {

@@ -74,6 +74,27 @@ func (p *Plan) checkExpertLayout(ts *tensorSet, perExpert string, fused []*fused
 	return nil
 }
 
+// checkWeightRanks refuses a quantized module whose weight is not a matrix (a
+// convolution: Mamba's mixer.conv1d, a gated delta net's conv1d) when it is not a
+// batched-matmul expert: the export's scales are computed on [out, in] rows, and a
+// guessed flattening would write scales no engine reads back. ModelOpt's default
+// recipes leave these modules unquantized (they are excluded by name).
+func checkWeightRanks(ts *tensorSet, mods []*Module) error {
+	var errs []string
+	for _, m := range mods {
+		if m.BMM || m.Format == "" {
+			continue
+		}
+		if sh := ts.hdr[m.Weight].Shape; len(sh) != 2 {
+			errs = append(errs, fmt.Sprintf("module %s is quantized as %s, but its weight %s is %d-D %v (a convolution?): quantstream exports matrices only; disable its quantizers (e.g. a recipe rule for *%s*)", m.Name, m.Format, m.Weight, len(sh), sh, m.Proj))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrStructure, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
 // firstPerExpert is the first per-expert tensor name of ts (quantizer buffers aside).
 func firstPerExpert(ts *tensorSet) string {
 	for _, n := range sortedKeys(ts.hdr) {

@@ -68,3 +68,16 @@ func TestPlanRefusesUnknownExpertLayout(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanRefusesQuantizedConv: an enabled quantizer on a convolution weight (3-D) is
+// a plan problem naming the module; a disabled one is listed as unquantized.
+func TestPlanRefusesQuantizedConv(t *testing.T) {
+	in := []quantstream.TensorInfo{{Name: "model.layers.0.mixer.conv1d.weight", DType: quant.BF16, Shape: []int64{64, 1, 4}}}
+	_, err := NewPlan(in, []byte(`{"model_type": "llama"}`), table{"model.layers.0.mixer.conv1d.weight_quantizer": fp8Q(true)}, Options{})
+	if !errors.Is(err, ErrStructure) || !strings.Contains(err.Error(), "model.layers.0.mixer.conv1d") || !strings.Contains(err.Error(), "3-D") {
+		t.Fatalf("got %v, want ErrStructure naming the conv1d", err)
+	}
+	if _, err := NewPlan(in, []byte(`{"model_type": "llama"}`), table{"model.layers.0.mixer.conv1d.weight_quantizer": fp8Q(false)}, Options{}); err != nil {
+		t.Fatalf("disabled: %v", err)
+	}
+}
