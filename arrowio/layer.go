@@ -25,6 +25,10 @@ import (
 //
 // ReadLayer is safe to call concurrently (on the same or different layers).
 func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li quantstream.LayerInfo) (*quantstream.Layer, error) {
+	return c.readLayer(ctx, mem, li, quantstream.DefaultAppendRoom)
+}
+
+func (c *Checkpoint) readLayer(ctx context.Context, mem memory.Allocator, li quantstream.LayerInfo, room int64) (*quantstream.Layer, error) {
 	refs := make([]TensorRef, len(li.Tensors))
 	for i, t := range li.Tensors {
 		ref, ok := c.tensors[t.Name]
@@ -36,7 +40,7 @@ func (c *Checkpoint) ReadLayer(ctx context.Context, mem memory.Allocator, li qua
 		}
 		refs[i] = ref
 	}
-	b, err := quantstream.NewLayerBuilder(mem, li, quantstream.BuildOptions{AppendRoom: quantstream.DefaultAppendRoom})
+	b, err := quantstream.NewLayerBuilder(mem, li, quantstream.BuildOptions{AppendRoom: int(room)})
 	if err != nil {
 		return nil, fmt.Errorf("arrowio: %w", err)
 	}
@@ -83,6 +87,17 @@ type Source struct {
 	mem    memory.Allocator
 	layers []quantstream.LayerInfo
 	next   int
+	room   func(quantstream.LayerInfo) int64
+}
+
+// WithAppendRoom makes the Source leave room(li) bytes of append room after layer
+// li's tensors (at least quantstream.DefaultAppendRoom) instead of the default: for
+// a first stage that appends more than that to some layers (the per-block amax of a
+// data-free calibration), which can then append in place (Layer.Extend) rather
+// than copy the layer. It returns s; call it before the first Next.
+func (s *Source) WithAppendRoom(room func(quantstream.LayerInfo) int64) *Source {
+	s.room = room
+	return s
 }
 
 var _ quantstream.Source = (*Source)(nil)
@@ -97,7 +112,11 @@ func (s *Source) Next(ctx context.Context) (*quantstream.Layer, error) {
 	}
 	li := s.layers[s.next]
 	s.next++
-	return s.ck.ReadLayer(ctx, s.mem, li)
+	room := int64(quantstream.DefaultAppendRoom)
+	if s.room != nil {
+		room = max(room, s.room(li))
+	}
+	return s.ck.readLayer(ctx, s.mem, li, room)
 }
 
 // checkShape reports whether data's length matches dtype and shape.

@@ -183,15 +183,16 @@ var (
 )
 
 // NewBytes is the pipeline's charge for what Process allocates: nothing for a layer
-// without amax buffers (handed on), only the buffers when they fit the append room
-// of a layer straight from the reader (Layer.Extend, in place), else the copy.
+// without amax buffers (handed on), only the buffers for a layer straight from the
+// reader, which leaves room for them (appendRoom; Layer.Extend appends in place),
+// else the copy.
 func (s *calibrateStage) NewBytes(in quantstream.LayerInfo, out []quantstream.TensorInfo) int64 {
 	want := s.added(in.Tensors)
 	if len(want) == 0 {
 		return 0
 	}
 	added, err := infosBytes(want)
-	if err == nil && s.headsChain && added <= quantstream.DefaultAppendRoom {
+	if err == nil && s.headsChain {
 		return added
 	}
 	all, err := infosBytes(out)
@@ -199,6 +200,16 @@ func (s *calibrateStage) NewBytes(in quantstream.LayerInfo, out []quantstream.Te
 		return math.MaxInt64 // Plan validated these headers; never reached
 	}
 	return all
+}
+
+// appendRoom is the append room the reader leaves after layer li when the stage
+// heads the chain (arrowio.Source.WithAppendRoom): the amax buffers it adds.
+func (s *calibrateStage) appendRoom(li quantstream.LayerInfo) int64 {
+	n, err := infosBytes(s.added(li.Tensors))
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 func infosBytes(ts []quantstream.TensorInfo) (int64, error) {

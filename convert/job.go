@@ -186,8 +186,14 @@ func (j *Job) groupingFor(maxMemory int64) *grouping {
 // chain (no sink yet).
 func (j *Job) pipeline(layers []quantstream.LayerInfo, mem memory.Allocator) *pipeline.Pipeline {
 	j.markHead()
+	src := j.ck.Source(mem, layers)
+	if len(j.chain) > 0 {
+		if cs, ok := j.chain[0].(*calibrateStage); ok {
+			src.WithAppendRoom(cs.appendRoom)
+		}
+	}
 	return &pipeline.Pipeline{
-		Source:    j.ck.Source(mem, layers),
+		Source:    src,
 		Stages:    slices.Clone(j.chain),
 		Workers:   j.opt.Workers,
 		MaxMemory: j.opt.MaxMemory,

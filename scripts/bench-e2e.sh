@@ -26,7 +26,8 @@
 # Env: RUNS, MEM, LARGE_MEM, BENCH_LARGE=1, MODES (default "datafree nvfp4 fp8
 # passthrough"), BENCH_DIR (keep models there and reuse them; default a temp dir,
 # removed at the end), BENCH_OUT (where outputs go, default BENCH_DIR: set
-# /dev/shm to take the disk out of the figures), WORKERS (--workers, default unset).
+# /dev/shm to take the disk out of the figures), WORKERS (--workers, default unset),
+# QS (a quantstream binary to measure instead of this tree's, e.g. an older build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ mkdir -p "$BENCH_DIR/bin" "$BENCH_OUT"
 out=$(mktemp -d "$BENCH_OUT/out.XXXXXX")
 trap 'rm -rf "$out" $tmp' EXIT
 go build -o "$BENCH_DIR/bin/" ./cmd/quantstream ./cmd/gentestdata
-qs=$BENCH_DIR/bin/quantstream
+qs=${QS:-$BENCH_DIR/bin/quantstream}
 gen=$BENCH_DIR/bin/gentestdata
 
 models=("2.25GB tinyllama $MEM")
