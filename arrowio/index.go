@@ -120,37 +120,11 @@ func validShardName(s string) bool {
 // (Python json.dumps(indent=2, sort_keys=True) plus a newline), so that our output
 // is byte-identical to a checkpoint saved by transformers.
 func (ix *Index) Marshal() []byte {
-	var b bytes.Buffer
-	b.WriteString("{\n  \"metadata\": {")
-	keys := sortedKeys(ix.Metadata)
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("\n    ")
-		pyjson.WriteString(&b, k)
-		b.WriteString(": ")
-		b.WriteString(strconv.FormatInt(ix.Metadata[k], 10))
-	}
-	if len(keys) > 0 {
-		b.WriteString("\n  ")
-	}
-	b.WriteString("},\n  \"weight_map\": {")
-	keys = sortedKeys(ix.WeightMap)
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("\n    ")
-		pyjson.WriteString(&b, k)
-		b.WriteString(": ")
-		pyjson.WriteString(&b, ix.WeightMap[k])
-	}
-	if len(keys) > 0 {
-		b.WriteString("\n  ")
-	}
-	b.WriteString("}\n}\n")
-	return b.Bytes()
+	b, _ := pyjson.Indent(pyjson.Sorted(map[string]any{ // int64 and string values always encode
+		"metadata":   pyjson.Sorted(ix.Metadata),
+		"weight_map": pyjson.Sorted(ix.WeightMap),
+	}), "  ")
+	return append(b, '\n')
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -1,11 +1,11 @@
 package convert
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"maps"
-	"slices"
+
+	"github.com/quantstream/quantstream/internal/pyjson"
+	"github.com/quantstream/quantstream/stages"
 )
 
 // generationConfigFromModel writes the generation_config.json that transformers
@@ -30,18 +30,17 @@ func generationConfigFromModel(configJSON []byte) ([]byte, error) {
 			out[k] = v
 		}
 	}
-	var b bytes.Buffer
-	b.WriteString("{\n")
-	for i, k := range slices.Sorted(maps.Keys(out)) {
-		if i > 0 {
-			b.WriteString(",\n")
-		}
-		var v bytes.Buffer
-		if err := json.Indent(&v, out[k], "  ", "  "); err != nil {
+	vals := make(map[string]any, len(out))
+	for k, raw := range out {
+		v, err := stages.ParseOrdered(raw)
+		if err != nil {
 			return nil, fmt.Errorf("convert: config.json: %s: %w", k, err)
 		}
-		fmt.Fprintf(&b, "  %q: %s", k, v.Bytes())
+		vals[k] = v
 	}
-	b.WriteString("\n}\n")
-	return b.Bytes(), nil
+	b, err := pyjson.Indent(pyjson.Sorted(vals), "  ")
+	if err != nil {
+		return nil, fmt.Errorf("convert: config.json: %w", err)
+	}
+	return append(b, '\n'), nil
 }

@@ -3,11 +3,11 @@ package modelopt
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
 
+	"github.com/quantstream/quantstream/internal/pyjson"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -28,33 +28,10 @@ func EncodeJSON(v any) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-func encodeString(b *bytes.Buffer, s string) {
-	j, _ := json.Marshal(s) // a Go string always marshals
-	b.Write(j)
-}
+func encodeString(b *bytes.Buffer, s string) { pyjson.WriteString(b, s) }
 
-// pyFloat formats f as Python's repr(float) does: the shortest round-trip digits, fixed
-// notation for decimal exponents in [-4, 16), scientific otherwise, and ".0" on
-// integral values.
-func pyFloat(f float64) string {
-	if f == 0 {
-		if math.Signbit(f) {
-			return "-0.0"
-		}
-		return "0.0"
-	}
-	e := strconv.FormatFloat(f, 'e', -1, 64)
-	i := bytes.IndexByte([]byte(e), 'e')
-	exp, _ := strconv.Atoi(e[i+1:])
-	if exp >= -4 && exp < 16 {
-		s := strconv.FormatFloat(f, 'f', -1, 64)
-		if !bytes.ContainsAny([]byte(s), ".") {
-			s += ".0"
-		}
-		return s
-	}
-	return e
-}
+// pyFloat formats f as Python's repr(float) does.
+func pyFloat(f float64) string { return pyjson.Float(f) }
 
 func encodeFloat(b *bytes.Buffer, f float64) {
 	switch {

@@ -325,5 +325,5 @@ func WriteConfigJSON(configJSON []byte, hfQuantConfig Obj) ([]byte, error) {
 		return nil, fmt.Errorf("%w: config.json is not an object", ErrConfig)
 	}
 	o.Set("quantization_config", HFQuantConfigFormat(hfQuantConfig))
-	return MarshalPython(o)
+	return marshalPython(o)
 }

@@ -132,7 +132,7 @@ func ExampleQuantConfig() {
 		{Name: "model.layers.0.self_attn.q_proj", Format: "int4_awq", Block: 128},
 		{Name: "lm_head"},
 	}, nil, "", ModelOptVersion)
-	b, _ := MarshalPython(qc)
+	b, _ := marshalPython(qc)
 	fmt.Println(string(b))
 	// Output:
 	// {

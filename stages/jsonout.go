@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/quantstream/quantstream/internal/pyjson"
 	"io"
-	"strconv"
+
+	"github.com/quantstream/quantstream/internal/pyjson"
 )
 
 // Obj is a JSON object that keeps its key order, as Python dicts do.
@@ -49,110 +49,17 @@ func (o *Obj) Delete(k string) {
 	}
 }
 
+// Len and At make an Obj a pyjson.Object, which pyjson writes.
+func (o Obj) Len() int { return len(o) }
+
+// At returns the i-th key and its value.
+func (o Obj) At(i int) (string, any) { return o[i].K, o[i].V }
+
 // MarshalJSON writes compact JSON in key order (for comparisons and tests).
-func (o Obj) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	if err := writePy(&b, o, "", ""); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
+func (o Obj) MarshalJSON() ([]byte, error) { return pyjson.Compact(o) }
 
-// MarshalPython writes v as Python's json.dump(v, indent=4) does: ", "/": "
-// separators, ASCII escapes, no trailing newline.
-func MarshalPython(v any) ([]byte, error) {
-	var b bytes.Buffer
-	if err := writePy(&b, v, "\n", "    "); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
-func writePy(w *bytes.Buffer, v any, nl, ind string) error {
-	return writeVal(w, v, nl, ind, 0)
-}
-
-func writeVal(w *bytes.Buffer, v any, nl, ind string, depth int) error {
-	newline := func(d int) {
-		if nl == "" {
-			return
-		}
-		w.WriteString(nl)
-		for range d {
-			w.WriteString(ind)
-		}
-	}
-	sep := ", "
-	if nl != "" {
-		sep = ","
-	}
-	if nl == "" && ind == "" {
-		sep = ","
-	}
-	switch x := v.(type) {
-	case nil:
-		w.WriteString("null")
-	case bool:
-		w.WriteString(strconv.FormatBool(x))
-	case int:
-		w.WriteString(strconv.Itoa(x))
-	case int64:
-		w.WriteString(strconv.FormatInt(x, 10))
-	case json.Number:
-		w.WriteString(string(x))
-	case string:
-		pyjson.WriteString(w, x)
-	case []string:
-		a := make([]any, len(x))
-		for i, s := range x {
-			a[i] = s
-		}
-		return writeVal(w, a, nl, ind, depth)
-	case []any:
-		if len(x) == 0 {
-			w.WriteString("[]")
-			return nil
-		}
-		w.WriteByte('[')
-		for i, e := range x {
-			if i > 0 {
-				w.WriteString(sep)
-			}
-			newline(depth + 1)
-			if err := writeVal(w, e, nl, ind, depth+1); err != nil {
-				return err
-			}
-		}
-		newline(depth)
-		w.WriteByte(']')
-	case Obj:
-		if len(x) == 0 {
-			w.WriteString("{}")
-			return nil
-		}
-		w.WriteByte('{')
-		for i, f := range x {
-			if i > 0 {
-				w.WriteString(sep)
-			}
-			newline(depth + 1)
-			pyjson.WriteString(w, f.K)
-			if nl == "" && ind == "" {
-				w.WriteString(":")
-			} else {
-				w.WriteString(": ")
-			}
-			if err := writeVal(w, f.V, nl, ind, depth+1); err != nil {
-				return err
-			}
-		}
-		newline(depth)
-		w.WriteByte('}')
-	default:
-		return fmt.Errorf("stages: cannot write %T as JSON", v)
-	}
-	return nil
-}
+// marshalPython writes v as ModelOpt's json.dump(v, indent=4) does.
+func marshalPython(v any) ([]byte, error) { return pyjson.Indent(v, "    ") }
 
 // ParseOrdered decodes JSON keeping object key order (as Obj) and number literals
 // (as json.Number), so a config.json can be rewritten without reordering it.

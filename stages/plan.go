@@ -217,7 +217,7 @@ func (p *Plan) HFQuantConfigJSON() ([]byte, error) {
 	if p.QuantConfig == nil {
 		return nil, nil
 	}
-	return MarshalPython(p.QuantConfig)
+	return marshalPython(p.QuantConfig)
 }
 
 // ConfigJSON returns configJSON with "quantization_config" set from the plan

@@ -1,6 +1,9 @@
-// Package pyjson writes JSON strings byte for byte as Python's json.dumps does with
-// its default ensure_ascii=True, so files that ModelOpt and transformers write
-// (hf_quant_config.json, config.json, the safetensors index) can be reproduced exactly.
+// Package pyjson is the one writer of JSON as Python's json.dumps writes it (default
+// ensure_ascii=True): strings (WriteString), floats (Float), and whole values in key
+// order, compact or indented (Compact, Indent; Object, Sorted). Files that ModelOpt and
+// transformers write (hf_quant_config.json, config.json, generation_config.json, the
+// safetensors index) are reproduced byte for byte with it, and every package that
+// writes such JSON calls it rather than formatting its own.
 package pyjson
 
 import "bytes"
