@@ -14,12 +14,6 @@ import (
 // linear's state dict (weight + quantizer buffers) and params.quantizers gives the
 // quantizer attributes.
 
-func init() {
-	Register("quant_utils.get_*_scaling_factor", "", modScalingFactors)
-	Register("unified_export_hf._export_quantized_weight", "", modExportQuantizedWeight)
-	Register("quant_utils.get_kv_cache_scaling_factor", "", modKVCacheScalingFactor)
-}
-
 // caseQuantizer is one quantizer's attributes as params.quantizers spells them.
 type caseQuantizer struct {
 	Class       string                     `json:"class"`

@@ -10,13 +10,6 @@ import (
 	"github.com/quantstream/quantstream/stages"
 )
 
-func init() {
-	Register("quant_utils.preprocess_linear_fusion", "", preprocessLinearFusionCase)
-	Register("quant_utils.fuse_prequant_layernorm", "", fusePrequantLayernormCase)
-	Register("quant_utils.adjust_attn_amax_values", "", adjustAttnAmaxCase)
-	Register("quant_utils.get_quant_config", "", getQuantConfigCase)
-}
-
 // paramQuantizer decodes a quantizer description of a module case: an attribute object,
 // or a list of them for a SequentialQuantizer.
 func paramQuantizer(raw json.RawMessage) (*quant.Quantizer, error) {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -162,7 +164,7 @@ func Summary(outcomes []Outcome) string {
 // RunCase runs one tensor case and compares its results. It recovers a handler panic
 // into a failure so one bad case does not stop the run.
 func RunCase(c *Case) (err error) {
-	h, ok := lookup(c.Function, c.Format)
+	h, ok := lookup(c.Function)
 	if !ok {
 		return fmt.Errorf("%w for function %q format %q", ErrNoHandler, c.Function, c.Format)
 	}
@@ -364,23 +366,33 @@ func compareTensors(gotDir, wantDir string) error {
 	if err != nil {
 		return err
 	}
-	var keys []string
-	for k := range w {
-		if _, ok := g[k]; !ok {
-			return fmt.Errorf("model.safetensors: tensor %q missing", k)
-		}
-		keys = append(keys, k)
+	return compareTensorSets(g, w)
+}
+
+// compareTensorSets compares the tensors of an output with the expected ones, in
+// sorted name order so that the error names the same tensor on every run: the first
+// expected name missing from got, else the first name got has in excess, else the
+// first tensor whose bytes differ.
+func compareTensorSets(got, want map[string]quant.Tensor) error {
+	keys := slices.Sorted(maps.Keys(want))
+	if missing := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { _, ok := got[k]; return ok }); len(missing) > 0 {
+		return fmt.Errorf("model.safetensors: tensor %q missing%s", missing[0], andMore(len(missing)))
 	}
-	for k := range g {
-		if _, ok := w[k]; !ok {
-			return fmt.Errorf("model.safetensors: unexpected tensor %q", k)
-		}
+	if extra := slices.DeleteFunc(slices.Sorted(maps.Keys(got)), func(k string) bool { _, ok := want[k]; return ok }); len(extra) > 0 {
+		return fmt.Errorf("model.safetensors: unexpected tensor %q%s", extra[0], andMore(len(extra)))
 	}
-	sort.Strings(keys)
 	for _, k := range keys {
-		if err := CompareExact(g[k], w[k]); err != nil {
+		if err := CompareExact(got[k], want[k]); err != nil {
 			return fmt.Errorf("tensor %q: %v", k, err)
 		}
 	}
 	return nil
+}
+
+// andMore is " (and N more)" for n > 1 names, else "".
+func andMore(n int) string {
+	if n <= 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (and %d more)", n-1)
 }

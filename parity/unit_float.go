@@ -12,23 +12,6 @@ import (
 // Handlers for the float-format functions (FP8, NVFP4, MXFP4, MXFP8) of the unit
 // group. The golden sets were produced on CPU, so ÷scalar steps use quant.DivIEEE.
 
-func init() {
-	Register("FP8QTensor.quantize", "", unitFP8QTensorQuantize)
-	Register("FP8QTensor.dequantize", "", unitFP8QTensorDequantize)
-	Register("MXFP4QTensor.quantize", "", unitMXFP4Quantize)
-	Register("MXFP8QTensor.get_weights_scaling_factor", "", unitMXFP8Scale)
-	Register("MXFP8QTensor.quantize", "", unitMXFP8Quantize)
-	Register("NVFP4QTensor._cast_fp4", "", unitNVFP4CastFP4)
-	Register("NVFP4QTensor.get_weights_scaling_factor", "", unitNVFP4Scale)
-	Register("NVFP4QTensor.get_weights_scaling_factor_from_quantizer", "", unitNVFP4ScaleFromQuantizer)
-	Register("NVFP4QTensor.quantize", "", unitNVFP4Quantize)
-	Register("nvfp4_tensor._cast_per_block_scale_to_fp8", "", unitNVFP4CastBlockScale)
-	Register("export_flow.fp8_pc_pt_bmm_experts", "", unitFP8PCBMMExperts)
-	// Every format dispatches through quant's registry, as to_quantized_weight does;
-	// a format the registry lacks fails the case with quant.ErrUnknownFormat.
-	Register("quant_utils.to_quantized_weight", "", unitToQuantizedWeight)
-}
-
 const flMode = quant.DivIEEE
 
 // ref holds the ModelOpt steps the unit and module groups check one by one.

@@ -12,14 +12,6 @@ import (
 // Handlers for the integer-format functions of quant_utils (group "unit"). The golden
 // sets were produced on CPU, so ÷scalar steps use quant.DivIEEE.
 
-func init() {
-	Register("quant_utils.get_scaling_factor_from_weight", "", unitScalingFactorFromWeight)
-	Register("quant_utils.pack_int4_in_uint8", "", unitPackInt4)
-	Register("quant_utils.from_quantized_weight", "", unitFromQuantizedWeight)
-	Register("quant_utils.resmooth_and_get_scale", "", unitResmooth)
-	Register("quant_utils.maybe_transpose_expert_weight_dimensions", "", unitMaybeTranspose)
-}
-
 // torchDType maps a manifest dtype ("bf16", "torch.float16", ...) to a quant.DType.
 func torchDType(s string) (quant.DType, error) {
 	switch strings.TrimPrefix(s, "torch.") {

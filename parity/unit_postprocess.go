@@ -9,8 +9,6 @@ import (
 	"github.com/quantstream/quantstream/stages"
 )
 
-func init() { Register("quant_utils.postprocess_state_dict", "", postprocessStateDict) }
-
 // postprocessStateDict runs stages.PostprocessStateDict on the case's state dict
 // (inputs by key; params.input_keys lists them, params.aliases the tied keys whose
 // tensor is stored once) and checks the returned key set against params.output_keys.
