@@ -541,8 +541,7 @@ func TestCalibrationBF16(t *testing.T) {
 // the same bytes at every level for every format, in uneven pieces.
 func TestRowExportLevels(t *testing.T) {
 	r := rand.New(rand.NewPCG(10, 13))
-	for _, format := range []string{"fp8", "fp8_pc_pt", "fp8_pb_wo", "int8_sq", "int8_wo", "int4_awq", "w4a8_awq",
-		"nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8", "bmm/nvfp4", "bmm/mxfp4"} {
+	for _, format := range append(rowFormats(t), "bmm/nvfp4", "bmm/mxfp4") {
 		shape := []int{64, 1024}
 		name := format
 		if f, ok := strings.CutPrefix(format, "bmm/"); ok {

@@ -59,6 +59,31 @@ func rowsPreset(format string) (wq, iq *Quantizer) {
 	panic("unknown format " + format)
 }
 
+// rowFormats is every registered format (Formats) that a calibrated fake-quant module
+// exports to, so that a format added to the registry is covered by the row-export
+// tests or fails them (rowsPreset panics) until it is, or is listed here with the
+// reason it is not.
+func rowFormats(t testing.TB) []string {
+	t.Helper()
+	notFromModule := map[string]string{
+		// The weight is already quantized: a quantizer _scale is exported as it is.
+		"fp8_pb_real": "",
+		// Classified from a quantizer attribute (svdquant_lora_a) only ModelOpt's
+		// SVDQuant class has; its export is nvfp4's, which is covered.
+		"nvfp4_svdquant": "",
+	}
+	var out []string
+	for _, f := range Formats() {
+		if _, skip := notFromModule[f]; !skip {
+			out = append(out, f)
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("registry lists %v", Formats())
+	}
+	return out
+}
+
 // rowsModule is a calibrated module of format with a random weight of dt and
 // shape [rows, cols], or [experts, rows, cols] for batched-matmul experts.
 func rowsModule(t testing.TB, r *rand.Rand, format string, dt DType, shape ...int) *Module {
@@ -132,9 +157,7 @@ func rowsModuleBlocks(t testing.TB, r *rand.Rand, format string, block int, dt D
 // TestRowExportMatchesExport: for every format, PrepareRowExport's scales and its
 // row kernels run over random row splits give ExportQuantizedWeight's bytes.
 func TestRowExportMatchesExport(t *testing.T) {
-	formats := []string{"fp8", "fp8_pc_pt", "fp8_pb_wo", "int8_sq", "int8_wo", "int4_awq", "w4a8_awq",
-		"nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8",
-		"bmm/fp8", "bmm/mxfp4", "bmm/w4a8_mxfp4_fp8", "bmm/nvfp4", "bmm/w4a16_nvfp4", "bmm/nvfp4_awq"}
+	formats := append(rowFormats(t), "bmm/fp8", "bmm/mxfp4", "bmm/w4a8_mxfp4_fp8", "bmm/nvfp4", "bmm/w4a16_nvfp4", "bmm/nvfp4_awq")
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, name := range formats {
 		format, bmm := strings.CutPrefix(name, "bmm/")
@@ -263,6 +286,29 @@ func BenchmarkRowExport(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestRegisteredFormatsClassify: for every registered format a module exports to,
+// get_quantization_format of its preset's quantizers gives the format's own name, and
+// ToQuantizedWeight finds it, so the registry and the classification name the same
+// formats.
+func TestRegisteredFormatsClassify(t *testing.T) {
+	for _, format := range rowFormats(t) {
+		t.Run(format, func(t *testing.T) {
+			wq, iq := rowsPreset(format)
+			m := &Module{Name: "x", Weight: Tensor{DType: BF16, Shape: []int64{32, 64}}, WeightQuantizer: wq, InputQuantizer: iq}
+			if format == "nvfp4_awq" {
+				m.FusedWithPrequant = true // what makes an NVFP4 module nvfp4_awq
+			}
+			got, err := QuantizationFormat(m)
+			if err != nil || got != format {
+				t.Fatalf("get_quantization_format = %q, %v; want %q", got, err, format)
+			}
+			if _, err := LookupFormat(got); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
