@@ -152,3 +152,36 @@ func TestUserFamily(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// TestNemotronHNames: NemotronH's in-memory names map to the hub's with anchored
+// rules, so the module names come out as ModelOpt meant them (its own unanchored
+// "model." rule also rewrites its name sentinel: "lm_head.\x00backbone.pt_name_sentinel").
+func TestNemotronHNames(t *testing.T) {
+	f, err := Builtin().Detect(&Config{ModelType: "nemotron_h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for mem, hub := range map[string]string{
+		"model.embeddings.weight":                       "backbone.embedding.weight",
+		"model.layers.3.mixer.experts.0.up_proj.weight": "backbone.layers.3.mixer.experts.0.up_proj.weight",
+		"backbone.layers.0.mixer.in_proj.weight":        "backbone.layers.0.mixer.in_proj.weight", // hub names stay
+		"backbone.embedding.weight":                     "backbone.embedding.weight",
+		"lm_head.weight":                                "lm_head.weight",
+	} {
+		if got := f.HubName(mem); got != hub {
+			t.Errorf("HubName(%s) = %s, want %s", mem, got, hub)
+		}
+	}
+	for _, tc := range []struct{ in, mem, hub string }{
+		{"lm_head", "lm_head", "lm_head"},
+		{"backbone.embedding", "model.embeddings", "backbone.embeddings"}, // ModelOpt renames *.weight keys only
+		{"model.embeddings", "model.embeddings", "backbone.embeddings"},
+		{"backbone.layers.3.mixer.gate", "model.layers.3.mixer.gate", "backbone.layers.3.mixer.gate"},
+	} {
+		mem := f.MemoryModule(tc.in)
+		hub, err := f.HubModule(mem)
+		if mem != tc.mem || hub != tc.hub || err != nil {
+			t.Errorf("%s: in memory %s, on the hub %s (%v); want %s, %s", tc.in, mem, hub, err, tc.mem, tc.hub)
+		}
+	}
+}

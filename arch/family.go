@@ -52,6 +52,12 @@ type Family struct {
 	// Renames map in-memory names (transformers ≥ 5, after its load-time conversion)
 	// to the names on disk ("hub names"); nil when the two agree. See Rename.
 	Renames []Rename `json:"renames,omitempty"`
+	// FromHub maps module names on disk to the in-memory ones, where the two differ
+	// beyond what Renames undoes (NemotronH's backbone.embedding is
+	// model.embeddings in memory): ModelOpt names modules in exclude_modules in memory
+	// and maps them with Renames, so a hub-named input (data-free) must name them the
+	// same way. Rules as Renames'; they must leave in-memory names unchanged.
+	FromHub []Rename `json:"from_hub,omitempty"`
 
 	// Filled in by Registry.Detect from config.json, for messages.
 	ModelType    string `json:"-"`
@@ -184,12 +190,34 @@ func (f *Family) HubName(tensor string) string {
 	return tensor
 }
 
+// MemoryModule maps a module name on disk to its in-memory name (FromHub); names no
+// rule changes are returned as they are.
+func (f *Family) MemoryModule(name string) string {
+	if len(f.FromHub) == 0 {
+		return name
+	}
+	m := name + moduleSentinel
+	for _, r := range f.FromHub {
+		m = r.re.ReplaceAllString(m, r.Replace)
+	}
+	if out, ok := strings.CutSuffix(m, moduleSentinel); ok && !strings.Contains(out, "\x00") {
+		return out
+	}
+	return name
+}
+
 // moduleSentinel ends a module name while the rules run (see Rename).
 const moduleSentinel = ".\x00"
 
 // HubModule maps a module name or an exclude_modules pattern: a trailing "*" or ".*"
 // is kept aside, the rest mapped with the sentinel appended. A rule that eats the
-// sentinel would write a corrupt name (ModelOpt's nemotron_h defect): an error.
+// sentinel would write a corrupt name: an error. That is ModelOpt's nemotron_h defect:
+// its reverse mapper's rule for NemotronH is an unanchored "model." whose "." matches
+// any character, so it rewrites the "modelo" inside its own sentinel
+// (".\x00modelopt_name_sentinel") and writes "lm_head.\x00backbone.pt_name_sentinel"
+// into exclude_modules. Our nemotron_h rules are anchored ("^model\\."), so the names
+// come out as ModelOpt meant them ("lm_head", "backbone.embeddings"), which is what
+// the golden files hold.
 func (f *Family) HubModule(name string) (string, error) {
 	if len(f.Renames) == 0 {
 		return name, nil
@@ -299,24 +327,29 @@ func (f *Family) validate() error {
 		}
 	}
 	for i := range f.Renames {
-		r := &f.Renames[i]
-		at := fmt.Sprintf(`"renames"[%d]`, i)
-		re, err := regexp.Compile(r.Pattern)
-		if err != nil {
-			bad(`%s "pattern" %q: %v`, at, r.Pattern, err)
-			continue
-		}
-		if r.Pattern == "" {
-			bad(`%s "pattern" is empty`, at)
-		}
-		r.re = re
-		for _, ref := range groupRefs.FindAllStringSubmatch(r.Replace, -1) {
-			if n := atoiSmall(ref[1] + ref[2]); n > re.NumSubexp() {
-				bad(`%s "replace" %q uses $%d, but "pattern" has %d groups`, at, r.Replace, n, re.NumSubexp())
-			}
-		}
+		errs = append(errs, f.Renames[i].compile(fmt.Sprintf(`"renames"[%d]`, i)))
+	}
+	for i := range f.FromHub {
+		errs = append(errs, f.FromHub[i].compile(fmt.Sprintf(`"from_hub"[%d]`, i)))
 	}
 	return errors.Join(errs...)
+}
+
+func (r *Rename) compile(at string) error {
+	if r.Pattern == "" {
+		return fmt.Errorf(`%s "pattern" is empty`, at)
+	}
+	re, err := regexp.Compile(r.Pattern)
+	if err != nil {
+		return fmt.Errorf(`%s "pattern" %q: %v`, at, r.Pattern, err)
+	}
+	r.re = re
+	for _, ref := range groupRefs.FindAllStringSubmatch(r.Replace, -1) {
+		if n := atoiSmall(ref[1] + ref[2]); n > re.NumSubexp() {
+			return fmt.Errorf(`%s "replace" %q uses $%d, but "pattern" has %d groups`, at, r.Replace, n, re.NumSubexp())
+		}
+	}
+	return nil
 }
 
 var groupRefs = regexp.MustCompile(`\$(?:(\d+)|\{(\d+)\})`)

@@ -85,6 +85,8 @@ func (c *ModelConfig) experts() int {
 var embeddingNames = map[string]bool{
 	"embed_tokens": true, "wte": true, "wpe": true, "word_embeddings": true,
 	"tok_embeddings": true, "embed_in": true, "embed_positions": true, "position_embeddings": true,
+	// NemotronH: backbone.embedding on disk, model.embeddings in memory.
+	"embedding": true, "embeddings": true,
 }
 
 // NewModel derives the quantizer slots from config.json and the checkpoint's tensor
@@ -130,6 +132,16 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 		for _, mod := range sortedSet(fused) {
 			if err := checkExpertsShapes(mod, shapes, bmm, fam.Name); err != nil {
 				return nil, err
+			}
+		}
+	}
+	// Blocks whose experts transformers ≥ 5 fuses on load even from per-expert hub
+	// tensors (arch.Experts.FusedInMemory): their router is a TopKRouter there too.
+	perExpert := map[string]bool{}
+	if fam != nil && fam.FusedInMemory() {
+		for _, n := range names {
+			if i := strings.Index(n, ".experts."); i >= 0 {
+				perExpert[n[:i]+".experts"] = true
 			}
 		}
 	}
@@ -232,7 +244,7 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 						return nil, err
 					}
 				}
-			case fused[parent+".experts"] && (last == "gate" || fam != nil && slices.Contains(fam.Routers(), last)):
+			case (fused[parent+".experts"] || perExpert[parent+".experts"]) && (last == "gate" || fam != nil && slices.Contains(fam.Routers(), last)):
 				// transformers ≥ 5 routers of fused MoE blocks are TopKRouter modules
 				// holding a weight parameter, not nn.Linear, and those of batched-matmul
 				// experts (GptOssTopKRouter; Llama4Router, an nn.Linear with its own

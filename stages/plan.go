@@ -177,6 +177,13 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 	for _, v := range p.Modules {
 		sort.Strings(v)
 	}
+	// ModelOpt names the modules in memory (FromHub) and maps them back (Renames).
+	for i := range cmods {
+		cmods[i].Name = p.Arch.MemoryModule(cmods[i].Name)
+	}
+	for i := range routers {
+		routers[i] = p.Arch.MemoryModule(routers[i])
+	}
 	qc := QuantConfig(cmods, routers, p.KVFormat, p.opts.ProducerVersion)
 	if err := hubQuantConfig(qc, p.Arch); err != nil {
 		p.Problems = append(p.Problems, err)
