@@ -97,7 +97,7 @@ func (j *Job) minMemory(plan *pipeline.Plan) int64 {
 			continue
 		}
 		// Does not fit at lo (or lo is 0, which would mean no budget). To 1/4096:
-		// --max-memory is written to three digits anyway (FlagSize).
+		// --max-memory is written to three digits anyway (flagSize).
 		lo := max(best, largest)
 		for hi-lo > max(1, hi>>12) {
 			mid := lo + (hi-lo)/2
@@ -123,12 +123,12 @@ func (j *Job) budgetError(g *grouping, plan *pipeline.Plan, err error) error {
 		return err
 	}
 	min := j.minMemory(plan)
-	return fmt.Errorf("%w; the smallest memory budget that runs this conversion is %s: --max-memory %s", err, HumanBytes(min), FlagSize(min))
+	return fmt.Errorf("%w; the smallest memory budget that runs this conversion is %s: --max-memory %s", err, HumanBytes(min), flagSize(min))
 }
 
-// FlagSize writes n bytes as a --max-memory value at least n: in the largest
+// flagSize writes n bytes as a --max-memory value at least n: in the largest
 // binary unit that keeps three significant digits, rounded up (361KiB, 2356MiB).
-func FlagSize(n int64) string {
+func flagSize(n int64) string {
 	for _, u := range []struct {
 		name string
 		size int64

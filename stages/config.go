@@ -58,8 +58,8 @@ func LayerQuantConfig(format string, block int) Obj {
 	return Obj{{"quant_algo", format}}
 }
 
-// ProcessLayerQuantConfig is process_layer_quant_config over modules in order.
-func ProcessLayerQuantConfig(mods []ConfigModule) Obj {
+// processLayerQuantConfig is process_layer_quant_config over modules in order.
+func processLayerQuantConfig(mods []ConfigModule) Obj {
 	var exclude []string
 	layers := Obj{}
 	var distinct []string
@@ -91,7 +91,7 @@ func ProcessLayerQuantConfig(mods []ConfigModule) Obj {
 		for i, f := range layers {
 			names[i] = f.K
 		}
-		ex := SummarizeExcludeModules(exclude, names)
+		ex := summarizeExcludeModules(exclude, names)
 		sort.Strings(ex)
 		out.Set("exclude_modules", ex)
 		out.Delete("quantized_layers")
@@ -101,10 +101,10 @@ func ProcessLayerQuantConfig(mods []ConfigModule) Obj {
 	return out
 }
 
-// SummarizeExcludeModules is quant_utils._prefix_wildcard_summarize_exclude_modules: each
+// summarizeExcludeModules is quant_utils._prefix_wildcard_summarize_exclude_modules: each
 // unquantized name is replaced by the shortest wildcard prefix that matches no
 // quantized name. The result is unsorted; callers sort it.
-func SummarizeExcludeModules(unquantized, quantized []string) []string {
+func summarizeExcludeModules(unquantized, quantized []string) []string {
 	neg := map[string]bool{}
 	for _, n := range quantized {
 		neg[n] = true
@@ -169,7 +169,7 @@ func QuantConfig(mods []ConfigModule, routers []string, kvFormat string, produce
 		}
 	}
 	q := Obj{{"quant_algo", nil}, {"kv_cache_quant_algo", nil}}
-	for _, f := range ProcessLayerQuantConfig(all) {
+	for _, f := range processLayerQuantConfig(all) {
 		q.Set(f.K, f.V)
 	}
 	if kvFormat != "" {
@@ -178,9 +178,9 @@ func QuantConfig(mods []ConfigModule, routers []string, kvFormat string, produce
 	return Obj{{"producer", Obj{{"name", "modelopt"}, {"version", producerVersion}}}, {"quantization", q}}
 }
 
-// HFQuantConfigFormat is convert_hf_quant_config_format: the config.json
+// hfQuantConfigFormat is convert_hf_quant_config_format: the config.json
 // "quantization_config" value.
-func HFQuantConfigFormat(c Obj) Obj {
+func hfQuantConfigFormat(c Obj) Obj {
 	qv, _ := c.Get("quantization")
 	q, _ := qv.(Obj)
 	algo, _ := q.Get("quant_algo")
@@ -313,9 +313,9 @@ func groupConfig(algo string, gsv any) Obj {
 	return Obj{{"quant_algo", algo}}
 }
 
-// WriteConfigJSON sets "quantization_config" in a config.json (keeping key order and
+// writeConfigJSON sets "quantization_config" in a config.json (keeping key order and
 // number literals) and returns it as json.dump(indent=4) writes it.
-func WriteConfigJSON(configJSON []byte, hfQuantConfig Obj) ([]byte, error) {
+func writeConfigJSON(configJSON []byte, hfQuantConfig Obj) ([]byte, error) {
 	v, err := ParseOrdered(configJSON)
 	if err != nil {
 		return nil, fmt.Errorf("%w: config.json: %v", ErrConfig, err)
@@ -324,6 +324,6 @@ func WriteConfigJSON(configJSON []byte, hfQuantConfig Obj) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: config.json is not an object", ErrConfig)
 	}
-	o.Set("quantization_config", HFQuantConfigFormat(hfQuantConfig))
+	o.Set("quantization_config", hfQuantConfigFormat(hfQuantConfig))
 	return marshalPython(o)
 }

@@ -23,7 +23,7 @@ func TestSummarizeExcludeModules(t *testing.T) {
 		{"nothing quantized", []string{"lm_head"}, nil, []string{"lm_head"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := SummarizeExcludeModules(tc.unq, tc.q)
+			got := summarizeExcludeModules(tc.unq, tc.q)
 			sort.Strings(got)
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("got %q, want %q", got, tc.want)
@@ -33,14 +33,14 @@ func TestSummarizeExcludeModules(t *testing.T) {
 }
 
 func TestProcessLayerQuantConfigMixed(t *testing.T) {
-	got := ProcessLayerQuantConfig([]ConfigModule{
+	got := processLayerQuantConfig([]ConfigModule{
 		{Name: "a.q_proj", Format: "fp8"}, {Name: "a.down_proj", Format: "nvfp4", Block: 16}, {Name: "lm_head"}})
 	b, _ := got.MarshalJSON()
 	want := `{"quant_algo":"MIXED_PRECISION","kv_cache_quant_algo":null,"quantized_layers":{"a.q_proj":{"quant_algo":"FP8"},"a.down_proj":{"quant_algo":"NVFP4","group_size":16}}}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}
-	hf := HFQuantConfigFormat(Obj{{"producer", nil}, {"quantization", got}})
+	hf := hfQuantConfigFormat(Obj{{"producer", nil}, {"quantization", got}})
 	b, _ = hf.MarshalJSON()
 	want = `{"config_groups":{"group_0":{"input_activations":{"dynamic":false,"num_bits":8,"type":"float"},"weights":{"dynamic":false,"num_bits":8,"type":"float"},"targets":["a.q_proj"]},` +
 		`"group_1":{"input_activations":{"dynamic":false,"num_bits":4,"type":"float","group_size":16},"weights":{"dynamic":false,"num_bits":4,"type":"float","group_size":16},"targets":["a.down_proj"]}},` +
@@ -51,7 +51,7 @@ func TestProcessLayerQuantConfigMixed(t *testing.T) {
 }
 
 func TestProcessLayerQuantConfigNone(t *testing.T) {
-	b, _ := ProcessLayerQuantConfig([]ConfigModule{{Name: "lm_head"}}).MarshalJSON()
+	b, _ := processLayerQuantConfig([]ConfigModule{{Name: "lm_head"}}).MarshalJSON()
 	if want := `{"quant_algo":null,"kv_cache_quant_algo":null,"quantized_layers":{}}`; string(b) != want {
 		t.Fatalf("got %s, want %s", b, want)
 	}
@@ -60,7 +60,7 @@ func TestProcessLayerQuantConfigNone(t *testing.T) {
 func TestWriteConfigJSONKeepsOrderAndNumbers(t *testing.T) {
 	in := []byte(`{"b": 1e-05, "a": [1, 2.50], "quantization_config": {"old": true}, "z": "\u00e9"}`)
 	qc := QuantConfig([]ConfigModule{{Name: "x.q_proj", Format: "fp8"}}, nil, "FP8", "v")
-	out, err := WriteConfigJSON(in, qc)
+	out, err := writeConfigJSON(in, qc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,13 +117,14 @@ func TestLayerQuantConfigRawFormats(t *testing.T) {
 	}
 }
 
-func ExampleSummarizeExcludeModules() {
-	ex := SummarizeExcludeModules(
+func TestSummarizeExcludeModulesWildcard(t *testing.T) {
+	ex := summarizeExcludeModules(
 		[]string{"model.visual.blocks.0.attn.qkv", "model.visual.merger.fc", "lm_head"},
 		[]string{"model.layers.0.self_attn.q_proj"})
 	sort.Strings(ex)
-	fmt.Println(ex)
-	// Output: [lm_head model.visual*]
+	if got := fmt.Sprint(ex); got != "[lm_head model.visual*]" {
+		t.Errorf("got %s, want [lm_head model.visual*]", got)
+	}
 }
 
 func ExampleQuantConfig() {

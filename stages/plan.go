@@ -233,7 +233,7 @@ func (p *Plan) ConfigJSON(configJSON []byte) ([]byte, error) {
 	if p.QuantConfig == nil {
 		return configJSON, nil
 	}
-	return WriteConfigJSON(configJSON, p.QuantConfig)
+	return writeConfigJSON(configJSON, p.QuantConfig)
 }
 
 func configDType(c *arch.Config) quant.DType {

@@ -23,9 +23,9 @@ var postprocessRename = []struct{ suffix, repl string }{
 
 var realQuantDrops = []string{"weight_quantizer._scale", "weight_quantizer._double_scale", "weight_quantizer._scale_zeros"}
 
-// PostprocessKey decides the fate of one state-dict key: the output name ("" when
+// postprocessKey decides the fate of one state-dict key: the output name ("" when
 // dropped) and whether the value is a KV-cache amax to turn into a scale.
-func PostprocessKey(key string, qlora bool) (out string, kvScale bool) {
+func postprocessKey(key string, qlora bool) (out string, kvScale bool) {
 	if key == "vision_model.radio_model.summary_idxs" {
 		return "", false
 	}
@@ -78,7 +78,7 @@ func postprocess(ts *tensorSet, maxbound float32, kvFormat string, qlora bool, m
 		return fmt.Errorf("%w: KV maxbound %v (the HF export uses 448)", ErrUnsupported, maxbound)
 	}
 	for _, key := range sortedKeys(ts.hdr) {
-		out, kv := PostprocessKey(key, qlora)
+		out, kv := postprocessKey(key, qlora)
 		h := ts.hdr[key]
 		if out == "" {
 			ts.del(key)

@@ -28,7 +28,7 @@ func TestPostprocessKey(t *testing.T) {
 		{"model.layers.0.mlp.up_proj.weight_quantizer._svdquant_lora_a", "model.layers.0.mlp.up_proj.weight_quantizer._svdquant_lora_a", false},
 		{"vision_model.radio_model.summary_idxs", "", false},
 	} {
-		out, kv := PostprocessKey(tc.in, false)
+		out, kv := postprocessKey(tc.in, false)
 		if out != tc.out || kv != tc.kv {
 			t.Errorf("%s: got %q %v, want %q %v", tc.in, out, kv, tc.out, tc.kv)
 		}
