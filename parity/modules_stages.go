@@ -111,14 +111,14 @@ func preprocessLinearFusionCase(c *Case) (*Result, error) {
 	var mods []*stages.Module
 	for _, n := range names {
 		_, hasAmax := sd[n+".input_quantizer._amax"]
-		m, err := stages.NewModule(n, sd, wq, &quant.Quantizer{Enabled: hasAmax})
+		m, err := stagesRef.NewModule(n, sd, wq, &quant.Quantizer{Enabled: hasAmax})
 		if err != nil {
 			return nil, err
 		}
 		m.Format = c.Format
 		mods = append(mods, m)
 	}
-	out, err := stages.PreprocessLinearFusion(sd, mods, resmoothOnly, quant.DivIEEE)
+	out, err := stagesRef.PreprocessLinearFusion(sd, mods, resmoothOnly, quant.DivIEEE)
 	if err != nil {
 		return nil, err
 	}
@@ -139,12 +139,12 @@ func fusePrequantLayernormCase(c *Case) (*Result, error) {
 		return nil, err
 	}
 	sd := map[string]quant.Tensor{"layernorm.weight": w, "linear.input_quantizer._pre_quant_scale": p}
-	m, err := stages.NewModule("linear", sd, nil, nil)
+	m, err := stagesRef.NewModule("linear", sd, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	onePlus := !strings.HasPrefix(kind, "plain")
-	out, err := stages.FusePrequantLayernorm(sd, "layernorm", onePlus, []*stages.Module{m})
+	out, err := stagesRef.FusePrequantLayernorm(sd, "layernorm", onePlus, []*stages.Module{m})
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +177,7 @@ func adjustAttnAmaxCase(c *Case) (*Result, error) {
 		}
 		dtypes[ch] = t
 	}
-	out, err := stages.AdjustAttnAmax(amax, children)
+	out, err := stagesRef.AdjustAttnAmax(amax, children)
 	if err != nil {
 		return nil, err
 	}
@@ -225,3 +225,7 @@ func getQuantConfigCase(c *Case) (*Result, error) {
 	}
 	return &Result{Values: map[string]any{"quant_config": v}}, nil
 }
+
+// stagesRef holds the export steps of package stages that the modules group checks
+// one by one.
+var stagesRef stages.Reference

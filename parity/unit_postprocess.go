@@ -6,10 +6,9 @@ import (
 	"sort"
 
 	"github.com/quantstream/quantstream/quant"
-	"github.com/quantstream/quantstream/stages"
 )
 
-// postprocessStateDict runs stages.PostprocessStateDict on the case's state dict
+// postprocessStateDict runs stages.Reference.PostprocessStateDict on the case's state dict
 // (inputs by key; params.input_keys lists them, params.aliases the tied keys whose
 // tensor is stored once) and checks the returned key set against params.output_keys.
 func postprocessStateDict(c *Case) (*Result, error) {
@@ -40,7 +39,7 @@ func postprocessStateDict(c *Case) (*Result, error) {
 	if kv != nil {
 		kvf = *kv
 	}
-	out, err := stages.PostprocessStateDict(sd, maxbound, kvf, qlora, aliases, quant.DivIEEE)
+	out, err := stagesRef.PostprocessStateDict(sd, maxbound, kvf, qlora, aliases, quant.DivIEEE)
 	if err != nil {
 		return nil, err
 	}

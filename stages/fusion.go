@@ -351,7 +351,7 @@ func adjustAttnAmax(amax map[string]float32, order []string) (map[string]float32
 // NewModule describes the linear module name of a state dict (tensors named
 // "<name>.weight", "<name>.weight_quantizer._amax", "<name>.input_quantizer._amax",
 // ...): its buffers, format and block size.
-func NewModule(name string, sd map[string]quant.Tensor, wq, iq *quant.Quantizer) (*Module, error) {
+func (Reference) NewModule(name string, sd map[string]quant.Tensor, wq, iq *quant.Quantizer) (*Module, error) {
 	hdr := make(map[string]quantstream.TensorInfo, len(sd))
 	for k, t := range sd {
 		hdr[k] = quantstream.TensorInfo{DType: t.DType, Shape: t.Shape}
@@ -375,7 +375,7 @@ func stateSet(sd map[string]quant.Tensor) *tensorSet {
 
 // PreprocessLinearFusion runs preprocess_linear_fusion on modules whose tensors are in
 // sd and returns the updated state dict; sd itself is not modified.
-func PreprocessLinearFusion(sd map[string]quant.Tensor, mods []*Module, resmoothOnly bool, mode quant.DivMode) (map[string]quant.Tensor, error) {
+func (Reference) PreprocessLinearFusion(sd map[string]quant.Tensor, mods []*Module, resmoothOnly bool, mode quant.DivMode) (map[string]quant.Tensor, error) {
 	ts := stateSet(sd)
 	if err := preprocessLinearFusion(ts, mods, resmoothOnly, mode); err != nil {
 		return nil, err
@@ -386,7 +386,7 @@ func PreprocessLinearFusion(sd map[string]quant.Tensor, mods []*Module, resmooth
 // FusePrequantLayernorm runs fuse_prequant_layernorm: norm names the norm module
 // ("<norm>.weight" in sd), mods the modules it feeds. The pre_quant_scale buffers are
 // removed from the returned state dict; sd itself is not modified.
-func FusePrequantLayernorm(sd map[string]quant.Tensor, norm string, onePlus bool, mods []*Module) (map[string]quant.Tensor, error) {
+func (Reference) FusePrequantLayernorm(sd map[string]quant.Tensor, norm string, onePlus bool, mods []*Module) (map[string]quant.Tensor, error) {
 	ts := stateSet(sd)
 	if err := fusePrequantLayernorm(ts, norm, onePlus, mods); err != nil {
 		return nil, err
@@ -396,6 +396,6 @@ func FusePrequantLayernorm(sd map[string]quant.Tensor, norm string, onePlus bool
 
 // AdjustAttnAmax is adjust_attn_amax_values over an attention's children, in
 // registration order, with their scalar weight amax.
-func AdjustAttnAmax(amax map[string]float32, children []string) (map[string]float32, error) {
+func (Reference) AdjustAttnAmax(amax map[string]float32, children []string) (map[string]float32, error) {
 	return adjustAttnAmax(amax, children)
 }

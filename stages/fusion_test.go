@@ -34,7 +34,7 @@ func TestResmooth(t *testing.T) {
 	}
 	var mods []*Module
 	for _, n := range []string{"a", "b"} {
-		m, err := NewModule(n, sd, int4Q(), &quant.Quantizer{NumBits: quant.BitsInt8})
+		m, err := (Reference{}).NewModule(n, sd, int4Q(), &quant.Quantizer{NumBits: quant.BitsInt8})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -43,7 +43,7 @@ func TestResmooth(t *testing.T) {
 		}
 		mods = append(mods, m)
 	}
-	out, err := PreprocessLinearFusion(sd, mods, false, quant.DivIEEE)
+	out, err := (Reference{}).PreprocessLinearFusion(sd, mods, false, quant.DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,11 +79,11 @@ func TestFusePrequantLayernorm(t *testing.T) {
 				"norm.weight":                          bf16Tensor([]int64{3}, []float32{1, 0.5, 0.25}),
 				"lin.input_quantizer._pre_quant_scale": bf16Tensor([]int64{3}, []float32{2, 3, 1.5}),
 			}
-			m, err := NewModule("lin", sd, nil, nil)
+			m, err := (Reference{}).NewModule("lin", sd, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := FusePrequantLayernorm(sd, "norm", tc.onePlus, []*Module{m})
+			out, err := (Reference{}).FusePrequantLayernorm(sd, "norm", tc.onePlus, []*Module{m})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -129,14 +129,14 @@ func TestGroupSharing(t *testing.T) {
 }
 
 func TestAdjustAttnAmax(t *testing.T) {
-	got, err := AdjustAttnAmax(map[string]float32{"q_proj": 1, "k_proj": 3, "v_proj": 2, "o_proj": 9}, []string{"q_proj", "k_proj", "v_proj", "o_proj"})
+	got, err := (Reference{}).AdjustAttnAmax(map[string]float32{"q_proj": 1, "k_proj": 3, "v_proj": 2, "o_proj": 9}, []string{"q_proj", "k_proj", "v_proj", "o_proj"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got["q_proj"] != 3 || got["v_proj"] != 3 || got["o_proj"] != 9 {
 		t.Fatalf("%v", got)
 	}
-	if _, err := AdjustAttnAmax(map[string]float32{"o_proj": 1}, []string{"o_proj"}); err == nil {
+	if _, err := (Reference{}).AdjustAttnAmax(map[string]float32{"o_proj": 1}, []string{"o_proj"}); err == nil {
 		t.Fatal("no q/k/v child accepted")
 	}
 }

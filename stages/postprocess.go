@@ -132,7 +132,7 @@ func postprocess(ts *tensorSet, maxbound float32, kvFormat string, qlora bool, m
 // PostprocessStateDict applies postprocess_state_dict to a whole state dict. tied maps
 // an alias key to the key whose storage it shares; an alias is dropped when its target
 // is present (the data-pointer backstop of the resident export).
-func PostprocessStateDict(sd map[string]quant.Tensor, maxbound float32, kvFormat string, qlora bool, tied map[string]string, mode quant.DivMode) (map[string]quant.Tensor, error) {
+func (Reference) PostprocessStateDict(sd map[string]quant.Tensor, maxbound float32, kvFormat string, qlora bool, tied map[string]string, mode quant.DivMode) (map[string]quant.Tensor, error) {
 	ts := &tensorSet{hdr: map[string]quantstream.TensorInfo{}, data: map[string]quant.Tensor{}}
 	for k, t := range sd {
 		if c, ok := tied[k]; ok {

@@ -41,7 +41,7 @@ func TestPostprocessSqueezesScales(t *testing.T) {
 		"a.weight":       {DType: quant.F32, Shape: []int64{1, 2, 1}, Data: make([]byte, 8)},
 		"b.weight_scale": {DType: quant.F32, Shape: []int64{1, 1, 2, 1}, Data: make([]byte, 8)},
 	}
-	out, err := PostprocessStateDict(sd, 448, "", false, nil, quant.DivIEEE)
+	out, err := (Reference{}).PostprocessStateDict(sd, 448, "", false, nil, quant.DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestPostprocessSqueezesScales(t *testing.T) {
 
 func TestPostprocessKVScale(t *testing.T) {
 	amax := bf16Tensor([]int64{}, []float32{3.5})
-	out, err := PostprocessStateDict(map[string]quant.Tensor{"x.attn.k_bmm_quantizer._amax": amax}, 448, "FP8", false, nil, quant.DivIEEE)
+	out, err := (Reference{}).PostprocessStateDict(map[string]quant.Tensor{"x.attn.k_bmm_quantizer._amax": amax}, 448, "FP8", false, nil, quant.DivIEEE)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestPostprocessKVScale(t *testing.T) {
 	if v, _ := quant.Scalar(s); v != float32(3.5)/448 {
 		t.Fatalf("k_scale %v, want %v", v, float32(3.5)/448)
 	}
-	if _, err := PostprocessStateDict(map[string]quant.Tensor{"x.attn.k_bmm_quantizer._amax": amax}, 448, "INT8", false, nil, quant.DivIEEE); !errors.Is(err, ErrKVCacheFormat) {
+	if _, err := (Reference{}).PostprocessStateDict(map[string]quant.Tensor{"x.attn.k_bmm_quantizer._amax": amax}, 448, "INT8", false, nil, quant.DivIEEE); !errors.Is(err, ErrKVCacheFormat) {
 		t.Fatalf("INT8 KV cache: %v, want ErrKVCacheFormat", err)
 	}
 }
