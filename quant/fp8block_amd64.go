@@ -50,3 +50,17 @@ func nvfp4Codes16(dst, src []byte, thr []uint64) bool {
 	nvfp4Codes16AVX2(dst[:8*len(thr)], src[:16*len(thr)], thr)
 	return true
 }
+
+//go:noescape
+func maxCodesTileAVX2(src []byte, stride, rows, width int) uint8
+
+// maxCodesTile is maxMagnitudeCode over rows runs of width codes, the run of row
+// r at src[r·stride:]; ok is false where the vector kernel does not take it (the
+// portable level, width not a multiple of 32).
+func maxCodesTile(src []byte, stride, rows, width int) (m uint8, ok bool) {
+	if kernels == kernelPortable || width%32 != 0 || width == 0 || rows == 0 {
+		return 0, false
+	}
+	_ = src[(rows-1)*stride+width-1] // bounds: the kernel reads up to here
+	return maxCodesTileAVX2(src, stride, rows, width), true
+}

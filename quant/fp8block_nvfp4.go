@@ -39,10 +39,15 @@ func (b FP8Block) absMaxBF16(q []byte, r0, r1 int) (uint16, error) {
 		br := band0 / b.BlockRows
 		band1 := min(r1, (br+1)*b.BlockRows)
 		clear(tile)
-		for r := band0; r < band1; r++ {
-			row := q[(r-r0)*b.Cols : (r-r0+1)*b.Cols]
-			for j := range tile {
-				tile[j] = max(tile[j], maxMagnitudeCode(row[j*b.BlockCols:min((j+1)*b.BlockCols, b.Cols)]))
+		band := q[(band0-r0)*b.Cols : (band1-r0)*b.Cols]
+		for j := range tile {
+			c0, c1 := j*b.BlockCols, min((j+1)*b.BlockCols, b.Cols)
+			if m, ok := maxCodesTile(band[c0:], b.Cols, band1-band0, c1-c0); ok {
+				tile[j] = m
+				continue
+			}
+			for r := range band1 - band0 {
+				tile[j] = max(tile[j], maxMagnitudeCode(band[r*b.Cols+c0:r*b.Cols+c1]))
 			}
 		}
 		for j, m := range tile {
@@ -138,7 +143,9 @@ func (b FP8Block) appendNVFP4Rows(dst, scales, q []byte, r0, r1, nvBlock int, s2
 					if m == 0x7F {
 						return dst, scales, fp8NaNError(q, r0, b.Cols)
 					}
-					t.table(m)
+					if !t.built[m] {
+						t.table(m)
+					}
 					so[k], th[k] = t.code[m], t.thr[m]
 					vec = vec && t.vec[m]
 				}

@@ -10,3 +10,6 @@ func maxCodes16(dst, src []byte) int { return 0 }
 
 // nvfp4Codes16 handles nothing in this build.
 func nvfp4Codes16(dst, src []byte, thr []uint64) bool { return false }
+
+// maxCodesTile handles nothing in this build.
+func maxCodesTile(src []byte, stride, rows, width int) (m uint8, ok bool) { return 0, false }
