@@ -8,6 +8,7 @@ import (
 
 	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arch"
+	"github.com/quantstream/quantstream/quant"
 )
 
 const tiedLlamaConfig = `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "dtype": "bfloat16", "tie_word_embeddings": true}`
@@ -123,5 +124,24 @@ func TestFusionOutsideDecoderGroup(t *testing.T) {
 	}
 	if slices.Equal(whole["model.layers.0.self_attn.q_proj.weight_scale_2"].Data, whole["model.layers.0.self_attn.o_proj.weight_scale_2"].Data) {
 		t.Fatal("test data: q and o share a scale, the check proves nothing")
+	}
+}
+
+// TestUncoveredPrefixRefused: quantizers named under a prefix that no rename rule
+// maps onto the tensors (in-memory names of a family without the rule) are refused
+// before any tensor is read, naming the weights, not exported unquantized.
+func TestUncoveredPrefixRefused(t *testing.T) {
+	hub := map[string]quant.Tensor{"language_model.model.layers.0.mlp.up_proj.weight": bf16Tensor([]int64{4, 16}, make([]float32, 64))}
+	qs := table{"model.language_model.layers.0.mlp.up_proj.weight_quantizer": nvfp4Q(true)}
+	const cfg = `{"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "dtype": "bfloat16"}`
+	_, err := NewPlan(infosOf(hub), []byte(cfg), qs, Options{})
+	if !errors.Is(err, ErrMissingWeight) || !strings.Contains(err.Error(), "model.language_model.layers.0.mlp.up_proj.weight") {
+		t.Fatalf("err %v, want a refusal naming the weight the quantizer quantizes", err)
+	}
+	// With the family whose rules cover the prefix, it plans (the saved checkpoint's
+	// buffers have hub names too).
+	hub["language_model.model.layers.0.mlp.up_proj.weight_quantizer._amax"] = bf16Tensor([]int64{}, []float32{1})
+	if _, err := NewPlan(infosOf(hub), []byte(`{"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "dtype": "bfloat16"}`), qs, Options{}); err != nil {
+		t.Fatalf("gemma3: %v", err)
 	}
 }
