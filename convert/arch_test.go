@@ -102,3 +102,98 @@ func TestBadFamilyFileRefused(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// renamedModel copies the checkpoint dir with config.json's model_type and first
+// architecture renamed (from → to, fromClass → toClass); the other files are copied
+// (a single-file checkpoint is read only from a regular file).
+func renamedModel(t *testing.T, dir, from, to, fromClass, toClass string) string {
+	t.Helper()
+	out := t.TempDir()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		src, _ := filepath.Abs(filepath.Join(dir, e.Name()))
+		if e.Name() == "config.json" {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = bytes.Replace(b, []byte(`"model_type": "`+from+`"`), []byte(`"model_type": "`+to+`"`), 1)
+			b = bytes.Replace(b, []byte(`"`+fromClass+`"`), []byte(`"`+toClass+`"`), 1)
+			if err := os.WriteFile(filepath.Join(out, e.Name()), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// TestDataFreeUsesArchFamily: a data-free conversion derives its quantizers with the
+// family of the user's --arch file, not only the built-in ones. gpt_oss under another
+// model_type, with a copy of gpt_oss.json, converts exactly as gpt_oss (batched-matmul
+// experts kept fused); a copy that also lists fused_3d still tells the layouts apart
+// by shape; one that lists fused_3d only refuses the batched shapes, naming them.
+func TestDataFreeUsesArchFamily(t *testing.T) {
+	base := "../testdata/golden-arch/e2e/base_gpt_oss"
+	in := renamedModel(t, base, "gpt_oss", "my_gpt_oss", "GptOssForCausalLM", "MyGptOssForCausalLM")
+	fam, err := os.ReadFile("../arch/families/gpt_oss.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fam = bytes.Replace(fam, []byte(`"model_types": ["gpt_oss"]`), []byte(`"model_types": ["my_gpt_oss"]`), 1)
+	fam = bytes.Replace(fam, []byte(`"GptOssForCausalLM"`), []byte(`"MyGptOssForCausalLM"`), 1)
+	write := func(name string, b []byte) string {
+		f := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(f, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	const recipe = "W4A16_NVFP4_CFG"
+	ref := filepath.Join(t.TempDir(), "ref")
+	if _, err := Run(t.Context(), Options{Inputs: []string{base}, Recipe: recipe, Out: ref}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, layouts, refuse string
+	}{
+		{"bmm", `["bmm"]`, ""},
+		{"bmm and fused_3d", `["bmm", "fused_3d"]`, ""},
+		{"fused_3d", `["fused_3d"]`, "model.layers.0.mlp.experts: gate_up_proj"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := write("my_gpt_oss.json", bytes.Replace(fam, []byte(`"layouts": ["bmm"]`), []byte(`"layouts": `+tc.layouts), 1))
+			out := filepath.Join(t.TempDir(), "out")
+			_, err := Run(t.Context(), Options{Inputs: []string{in}, Recipe: recipe, Out: out, Arch: []string{f}})
+			if tc.refuse != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.refuse) || !strings.Contains(err.Error(), "experts.layouts") {
+					t.Fatalf("got %v, want a refusal naming %q and experts.layouts", err, tc.refuse)
+				}
+				if _, err := os.Stat(out); !os.IsNotExist(err) {
+					t.Fatalf("output written for a refused model: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"model.safetensors", "hf_quant_config.json"} {
+				a, errA := os.ReadFile(filepath.Join(ref, f))
+				b, errB := os.ReadFile(filepath.Join(out, f))
+				if errA != nil || errB != nil || !bytes.Equal(a, b) {
+					t.Errorf("%s: the --arch family's conversion differs from the built-in gpt_oss one (%v, %v)", f, errA, errB)
+				}
+			}
+		})
+	}
+}

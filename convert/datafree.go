@@ -15,6 +15,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/internal/parallel"
 	"github.com/quantstream/quantstream/modelopt"
@@ -33,8 +34,8 @@ import (
 // layers): no quantizer is derived for them. With Options.CastMXFP4ToNVFP4 the
 // weight quantizers are forced static and each MXFP4 projection's quantizer must be
 // a static NVFP4 one, whose buffers ck already carries (quantsrc.CastMXFP4).
-func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator, src *source) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, string, error) {
-	q, cs, extra, r, err := dataFreeRecipe(ck, side, opt, mem, src)
+func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, fams *arch.Registry, mem memory.Allocator, src *source) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, string, error) {
+	q, cs, extra, r, err := dataFreeRecipe(ck, side, opt, fams, mem, src)
 	if err != nil {
 		return nil, nil, nil, "", err
 	}
@@ -45,7 +46,7 @@ func dataFree(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem m
 	return q, cs, extra, sha256Hex(b), nil
 }
 
-func dataFreeRecipe(ck *arrowio.Checkpoint, side map[string]string, opt Options, mem memory.Allocator, src *source) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, *modelopt.Recipe, error) {
+func dataFreeRecipe(ck *arrowio.Checkpoint, side map[string]string, opt Options, fams *arch.Registry, mem memory.Allocator, src *source) (stages.Quantizers, *calibrateStage, []quantstream.TensorInfo, *modelopt.Recipe, error) {
 	r, err := modelopt.ResolveRecipe(opt.Recipe, opt.KVCache)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -59,9 +60,19 @@ func dataFreeRecipe(ck *arrowio.Checkpoint, side map[string]string, opt Options,
 	if cfgPath == "" {
 		return nil, nil, nil, nil, fmt.Errorf("convert: no config.json in %s: a recipe is applied per architecture", strings.Join(opt.Inputs, ", "))
 	}
-	cfg, err := os.ReadFile(cfgPath)
+	cfgJSON, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return nil, nil, nil, nil, err
+	}
+	// The family of the registry the export plan uses (the user's --arch files
+	// included): the quantizers derived here follow the rules the export applies.
+	cfg, err := arch.ParseConfig(cfgJSON)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("%w (%s)", err, cfgPath)
+	}
+	fam, err := fams.Detect(cfg)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, err)
 	}
 	shapes := map[string][]int64{}
 	dtypes := map[string]quant.DType{}
@@ -72,7 +83,7 @@ func dataFreeRecipe(ck *arrowio.Checkpoint, side map[string]string, opt Options,
 		shapes[t.Name] = t.Shape
 		dtypes[t.Name] = t.DType
 	}
-	q, err := modelopt.DataFree(r, cfg, shapes)
+	q, err := modelopt.DataFreeFor(r, cfg, fam, shapes)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}

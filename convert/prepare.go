@@ -75,7 +75,7 @@ func (j *Job) prepare() error {
 			}
 			ck = j.ck
 		}
-		t, cs, added, sum, err := dataFree(ck, side, opt, mem, src)
+		t, cs, added, sum, err := dataFree(ck, side, opt, fams, mem, src)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -27,8 +28,21 @@ var dataFreeMethods = map[string]bool{"max": true, "": true}
 // would produce for a plain checkpoint (config.json and tensor shapes), and checks that
 // it is exact: the golden data_free_check shows that for such recipes the state and
 // every exported file are byte-identical whatever data calibration would have seen.
+// The model is of a built-in family (arch.Builtin); DataFreeFor takes the family a
+// caller detected in its own registry.
 func DataFree(r *Recipe, config []byte, shapes map[string][]int64) (*Quantized, error) {
-	m, err := NewModel(config, shapes)
+	cfg, fam, err := detect(config, arch.Builtin())
+	if err != nil {
+		return nil, err
+	}
+	return DataFreeFor(r, cfg, fam, shapes)
+}
+
+// DataFreeFor is DataFree for a model of family fam, detected from cfg in the
+// registry the export plan uses (the built-in families and the user's --arch files),
+// so that the quantizers derived here and the export apply one set of rules.
+func DataFreeFor(r *Recipe, cfg *arch.Config, fam *arch.Family, shapes map[string][]int64) (*Quantized, error) {
+	m, err := NewModelFor(cfg, fam, shapes)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package modelopt
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -59,28 +58,6 @@ type Model struct {
 	Shapes map[string][]int64
 }
 
-// ModelConfig is the part of config.json the structure depends on.
-type ModelConfig struct {
-	Architectures     []string     `json:"architectures"`
-	ModelType         string       `json:"model_type"`
-	TieWordEmbeddings *bool        `json:"tie_word_embeddings"`
-	NumLocalExperts   int          `json:"num_local_experts"`
-	NumExperts        int          `json:"num_experts"`
-	TextConfig        *ModelConfig `json:"text_config"`
-}
-
-func (c *ModelConfig) experts() int {
-	switch {
-	case c.NumLocalExperts > 0:
-		return c.NumLocalExperts
-	case c.NumExperts > 0:
-		return c.NumExperts
-	case c.TextConfig != nil:
-		return c.TextConfig.experts()
-	}
-	return 0
-}
-
 // embeddingNames are the module names transformers gives nn.Embedding layers.
 var embeddingNames = map[string]bool{
 	"embed_tokens": true, "wte": true, "wpe": true, "word_embeddings": true,
@@ -90,11 +67,38 @@ var embeddingNames = map[string]bool{
 }
 
 // NewModel derives the quantizer slots from config.json and the checkpoint's tensor
-// shapes (name → shape, e.g. from the safetensors headers).
+// shapes (name → shape, e.g. from the safetensors headers), for a model of a built-in
+// family (arch.Builtin); NewModelFor takes the family a caller detected in its own
+// registry (convert --arch).
 func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
-	var cfg ModelConfig
-	if err := json.Unmarshal(config, &cfg); err != nil {
-		return nil, fmt.Errorf("%w: config.json: %v", ErrModel, err)
+	cfg, fam, err := detect(config, arch.Builtin())
+	if err != nil {
+		return nil, err
+	}
+	return NewModelFor(cfg, fam, shapes)
+}
+
+// detect parses config.json and picks its family in reg; an unknown family is an
+// error (arch.ErrUnknown), never a guess.
+func detect(config []byte, reg *arch.Registry) (*arch.Config, *arch.Family, error) {
+	cfg, err := arch.ParseConfig(config)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrModel, err)
+	}
+	fam, err := reg.Detect(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrModel, err)
+	}
+	return cfg, fam, nil
+}
+
+// NewModelFor derives the quantizer slots of a model of family fam (detected from cfg
+// in the registry the export plan uses, so that both apply the same rules) from the
+// checkpoint's tensor shapes. Without a family there is nothing to derive them from:
+// the experts layout, the routers and the embedding's class are the family's.
+func NewModelFor(cfg *arch.Config, fam *arch.Family, shapes map[string][]int64) (*Model, error) {
+	if cfg == nil || fam == nil {
+		return nil, fmt.Errorf("%w: no config.json or no model family: the family decides the experts layout and which modules have quantizers (docs/arch-rules.md)", ErrModel)
 	}
 	m := &Model{Shapes: shapes}
 	if len(cfg.Architectures) > 0 {
@@ -115,30 +119,25 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 	fused := map[string]bool{}
 	for _, n := range names {
 		mod, param, ok := cut(n)
-		if ok && strings.HasSuffix(mod, "experts") && (param == "gate_up_proj" || param == "down_proj") && len(shapes[n]) == 3 {
+		if ok && strings.HasSuffix(mod, "experts") && (param == "gate_up_proj" || param == "up_proj" || param == "down_proj") && len(shapes[n]) == 3 {
 			fused[mod] = true
 		}
 	}
 	// Batched-matmul experts (GptOssExperts, Llama4TextExperts: [E, in, out]) have one
-	// weight and one input quantizer per projection, not one per expert; only the
-	// family tells the two 3-D layouts apart (a square expert would fit both).
-	bmm := false
-	fam, err := arch.Builtin().Detect(&arch.Config{ModelType: cfg.ModelType, Architectures: cfg.Architectures, TextConfig: textConfig(cfg.TextConfig)})
-	if err != nil {
-		fam = nil // stages' plan refuses the unknown family, naming it
-	}
-	if fam != nil {
-		bmm = fam.Allows(arch.BMM) && !fam.Allows(arch.Fused3D)
-		for _, mod := range sortedSet(fused) {
-			if err := checkExpertsShapes(mod, shapes, bmm, fam.Name); err != nil {
-				return nil, err
-			}
+	// weight and one input quantizer per projection, not one per expert; the family's
+	// layouts and the shapes tell the two 3-D layouts apart (expertsLayout).
+	bmm := map[string]bool{}
+	for _, mod := range sortedSet(fused) {
+		b, err := expertsLayout(mod, shapes, fam)
+		if err != nil {
+			return nil, err
 		}
+		bmm[mod] = b
 	}
 	// Blocks whose experts transformers ≥ 5 fuses on load even from per-expert hub
 	// tensors (arch.Experts.FusedInMemory): their router is a TopKRouter there too.
 	perExpert := map[string]bool{}
-	if fam != nil && fam.FusedInMemory() {
+	if fam.FusedInMemory() {
 		for _, n := range names {
 			if i := strings.Index(n, ".experts."); i >= 0 {
 				perExpert[n[:i]+".experts"] = true
@@ -146,7 +145,7 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 		}
 	}
 	expertsClass := "hf." + prefix + "Experts"
-	if fam != nil && fam.Experts != nil && fam.Experts.Class != "" {
+	if fam.Experts != nil && fam.Experts.Class != "" {
 		expertsClass = fam.Experts.Class
 	}
 	seen := map[string]bool{}
@@ -179,7 +178,7 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 		}
 		shape := shapes[n]
 		switch {
-		case bmm && fused[mod] && (param == "gate_up_proj" || param == "down_proj"):
+		case bmm[mod] && (param == "gate_up_proj" || param == "up_proj" || param == "down_proj"):
 			cls := expertsClass
 			for _, s := range []Slot{
 				{Name: mod + "." + param + "_weight_quantizer", Kind: WeightSlot, Weight: n, WeightShape: shape},
@@ -190,11 +189,11 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 					return nil, err
 				}
 			}
-		case fused[mod] && (param == "gate_up_proj" || param == "down_proj"):
+		case fused[mod] && (param == "gate_up_proj" || param == "up_proj" || param == "down_proj"):
 			if len(shape) != 3 || shape[0] <= 0 || shape[0] > 1<<16 {
 				return nil, fmt.Errorf("%w: fused experts %s has shape %v", ErrModel, n, shape)
 			}
-			if e := cfg.experts(); e > 0 && shape[0] != int64(e) {
+			if e := cfg.Experts(); e > 0 && shape[0] != e {
 				return nil, fmt.Errorf("%w: fused experts %s has %d experts, config.json says %d", ErrModel, n, shape[0], e)
 			}
 			cls := expertsClass
@@ -230,7 +229,7 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 			}
 			parent, _, _ := cut(mod)
 			switch {
-			case last == "embed_tokens" && fam != nil && fam.ScaledEmbedding:
+			case last == "embed_tokens" && fam.ScaledEmbedding:
 				// An nn.Embedding subclass with its own forward, which
 				// QuantModuleRegistry does not convert: no quantizers.
 			case embeddingNames[last]:
@@ -244,7 +243,7 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 						return nil, err
 					}
 				}
-			case (fused[parent+".experts"] || perExpert[parent+".experts"]) && (last == "gate" || fam != nil && slices.Contains(fam.Routers(), last)):
+			case (fused[parent+".experts"] || perExpert[parent+".experts"]) && (last == "gate" || slices.Contains(fam.Routers(), last)):
 				// transformers ≥ 5 routers of fused MoE blocks are TopKRouter modules
 				// holding a weight parameter, not nn.Linear, and those of batched-matmul
 				// experts (GptOssTopKRouter; Llama4Router, an nn.Linear with its own
@@ -259,11 +258,7 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 			}
 		}
 	}
-	tied := cfg.TieWordEmbeddings != nil && *cfg.TieWordEmbeddings
-	if cfg.TieWordEmbeddings == nil && cfg.TextConfig != nil && cfg.TextConfig.TieWordEmbeddings != nil {
-		tied = *cfg.TextConfig.TieWordEmbeddings
-	}
-	if _, ok := shapes["lm_head.weight"]; !ok && tied && (strings.HasSuffix(m.Arch, "ForCausalLM") || strings.HasSuffix(m.Arch, "ForConditionalGeneration")) {
+	if _, ok := shapes["lm_head.weight"]; !ok && cfg.Tied() && (strings.HasSuffix(m.Arch, "ForCausalLM") || strings.HasSuffix(m.Arch, "ForConditionalGeneration")) {
 		// A tied lm_head is still an nn.Linear module of its own (its weight is the
 		// embedding's), so it has quantizers even though the checkpoint has no tensor.
 		var emb string
@@ -293,29 +288,47 @@ func NewModel(config []byte, shapes map[string][]int64) (*Model, error) {
 	return m, nil
 }
 
-// checkExpertsShapes checks a 3-D experts container against the layout its family
-// gives it. Gated experts tell the layouts apart by shape: fused gate_up_proj
-// [E, 2I, H] goes with down_proj [E, H, I], batched-matmul [E, H, 2I] with
-// [E, I, H]; a pair that fits neither, or not the family's, would be cut along the
-// wrong axis, so it is refused.
-func checkExpertsShapes(mod string, shapes map[string][]int64, bmm bool, family string) error {
-	gu, dn := shapes[mod+".gate_up_proj"], shapes[mod+".down_proj"]
-	if gu == nil || dn == nil {
-		return nil // up_proj-only experts, or a lone tensor: NewModel's own checks
+// expertsLayout reports whether the 3-D experts container mod holds batched-matmul
+// experts (true) or transformers-5 fused ones (false), from the layouts its family
+// lists and the shapes. Fused experts are [E, k·I, H] / down_proj [E, H, I],
+// batched-matmul ones [E, H, k·I] / [E, I, H] (k = 2 for gate_up_proj, 1 for a
+// non-gated up_proj). A pair that fits no layout the family lists, a projection
+// without its partner, or non-gated experts of a family that lists both layouts
+// (square pairs fit both) would be cut along a guessed axis, so they are refused. A
+// family that lists neither layout gets false: the export plan refuses the layout,
+// naming it.
+func expertsLayout(mod string, shapes map[string][]int64, fam *arch.Family) (bool, error) {
+	canB, canF := fam.Allows(arch.BMM), fam.Allows(arch.Fused3D)
+	if !canB && !canF {
+		return false, nil
 	}
-	if len(gu) == 3 && len(dn) == 3 && gu[0] == dn[0] {
-		if bmm && gu[1] == dn[2] && gu[2] == 2*dn[1] {
-			return nil
-		}
-		if !bmm && gu[2] == dn[1] && gu[1] == 2*dn[2] {
-			return nil
-		}
+	first, attr, k := shapes[mod+".gate_up_proj"], "gate_up_proj", int64(2)
+	if first == nil {
+		first, attr, k = shapes[mod+".up_proj"], "up_proj", 1
 	}
-	want := "fused experts [E, 2I, H] / [E, H, I]"
-	if bmm {
-		want = "batched-matmul experts [E, H, 2I] / [E, I, H]"
+	dn := shapes[mod+".down_proj"]
+	fix := fmt.Sprintf("fix the family's experts.layouts (%s, --arch FILE, docs/arch-rules.md) or the checkpoint", fam.Source)
+	if first == nil || dn == nil || len(first) != 3 || len(dn) != 3 || first[0] != dn[0] {
+		return false, fmt.Errorf("%w: experts %s: %s %v with down_proj %v are not a pair of 3-D experts weights of one expert count; %s", ErrModel, mod, attr, first, dn, fix)
 	}
-	return fmt.Errorf("%w: %s: gate_up_proj %v and down_proj %v are not %s, the layout family %s gives them; fix the family's experts.layouts (--arch FILE, docs/arch-rules.md) or the checkpoint", ErrModel, mod, gu, dn, want, family)
+	fitsB := first[1] == dn[2] && first[2] == k*dn[1]
+	fitsF := first[2] == dn[1] && first[1] == k*dn[2]
+	switch {
+	case canB && canF && fitsB && fitsF:
+		return false, fmt.Errorf("%w: experts %s: non-gated %s %v / down_proj %v fit both the fused [E, I, H] and the batched-matmul [E, H, I] layout, and family %s lists both; list the one its checkpoints use (%s, --arch FILE, docs/arch-rules.md)", ErrModel, mod, attr, first, dn, fam.Name, fam.Source)
+	case canB && fitsB:
+		return true, nil
+	case canF && fitsF:
+		return false, nil
+	}
+	var want []string
+	if canF {
+		want = append(want, fmt.Sprintf("fused experts [E, %sI, H] / [E, H, I]", map[int64]string{1: "", 2: "2"}[k]))
+	}
+	if canB {
+		want = append(want, fmt.Sprintf("batched-matmul experts [E, H, %sI] / [E, I, H]", map[int64]string{1: "", 2: "2"}[k]))
+	}
+	return false, fmt.Errorf("%w: experts %s: %s %v and down_proj %v are not %s, the layouts family %s gives them; %s", ErrModel, mod, attr, first, dn, strings.Join(want, " or "), fam.Name, fix)
 }
 
 func sortedSet(m map[string]bool) []string {
@@ -325,14 +338,6 @@ func sortedSet(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// textConfig is the text config's model type, for family detection.
-func textConfig(c *ModelConfig) *arch.Config {
-	if c == nil {
-		return nil
-	}
-	return &arch.Config{ModelType: c.ModelType, Architectures: c.Architectures}
 }
 
 // cut splits "a.b.c" into "a.b" and "c".
