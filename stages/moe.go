@@ -38,8 +38,10 @@ type fusedExperts struct {
 // count of a container comes from its header, so it is checked before anything is
 // sized by it: against numExperts (config.json's num_experts / num_local_experts,
 // 0 when the config has none) and against the number of per-expert weight
-// quantizers; no dimension may be zero.
-func findFused(ts *tensorSet, qs Quantizers, numExperts int64) ([]*fusedExperts, error) {
+// quantizers; no dimension may be zero. When the family does not list the fused_3d
+// layout (allowed false), the containers are returned unchecked, for the layout
+// refusal (checkExpertLayout) to name them.
+func findFused(ts *tensorSet, qs Quantizers, numExperts int64, allowed bool) ([]*fusedExperts, error) {
 	var out []*fusedExperts
 	for _, n := range sortedKeys(ts.hdr) {
 		container, attr := splitLast(n)
@@ -54,6 +56,10 @@ func findFused(ts *tensorSet, qs Quantizers, numExperts int64) ([]*fusedExperts,
 			continue
 		}
 		f := &fusedExperts{name: container, first: attr, gated: attr == "gate_up_proj"}
+		if !allowed {
+			out = append(out, f)
+			continue
+		}
 		f.first3 = ts.hdr[n].Shape
 		dn, ok := ts.hdr[container+".down_proj"]
 		if !ok || len(f.first3) != 3 || len(dn.Shape) != 3 || dn.Shape[0] != f.first3[0] {
@@ -63,6 +69,21 @@ func findFused(ts *tensorSet, qs Quantizers, numExperts int64) ([]*fusedExperts,
 			return nil, fmt.Errorf("%w: fused experts %s: gate_up_proj rows %d not even", ErrShape, container, f.first3[1])
 		}
 		f.dn3 = dn.Shape
+		// The export cuts gate_up_proj [E, 2I, H] into rows and keeps down_proj's
+		// [E, H, I] per expert (unified_export_hf._export_fused_experts): a down_proj of
+		// another orientation (a batched-matmul [E, I, H]) would be written with its
+		// axes swapped, so the pair must agree on H and I.
+		k := int64(1)
+		if f.gated {
+			k = 2
+		}
+		if f.first3[2] != f.dn3[1] || f.first3[1] != k*f.dn3[2] {
+			want := "up_proj [E, I, H] / down_proj [E, H, I]"
+			if f.gated {
+				want = "gate_up_proj [E, 2I, H] / down_proj [E, H, I]"
+			}
+			return nil, fmt.Errorf("%w: fused experts %s: %s %v and down_proj %v are not %s (one weight quantizer per expert, <proj>_weight_quantizers.<e>, marks the transformers-5 fused layout): check the checkpoint and the quantizer table", ErrShape, container, attr, f.first3, f.dn3, want)
+		}
 		if err := checkExpertCount(container, attr, f.first3, dn.Shape, qs, numExperts); err != nil {
 			return nil, err
 		}

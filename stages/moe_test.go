@@ -256,3 +256,37 @@ func TestFusedRowBlocksRefused(t *testing.T) {
 		t.Fatalf("err %v, want ErrUnsupported naming gate and up", err)
 	}
 }
+
+// TestFusedExpertsShapesRefused: fused experts (one weight quantizer per expert) whose
+// down_proj does not pair with gate_up_proj [E, 2I, H] / up_proj [E, I, H] as
+// [E, H, I] (e.g. a batched-matmul [E, I, H] down_proj) are refused while planning,
+// naming both tensors, instead of being written with down_proj's axes swapped.
+func TestFusedExpertsShapesRefused(t *testing.T) {
+	p := "model.layers.0.mlp.experts."
+	for _, tc := range []struct {
+		name      string
+		first     string
+		fs, ds    []int64
+		wantShape string
+	}{
+		{"gated, batched down_proj", "gate_up_proj", []int64{2, 4, 8}, []int64{2, 2, 8}, "[2 2 8]"},
+		{"gated, wrong I", "gate_up_proj", []int64{2, 4, 8}, []int64{2, 8, 4}, "[2 8 4]"},
+		{"non-gated, batched down_proj", "up_proj", []int64{2, 2, 8}, []int64{2, 2, 8}, "[2 2 8]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := func(s []int64) int { return int(s[0] * s[1] * s[2]) }
+			sd := map[string]quant.Tensor{
+				p + tc.first:    bf16Tensor(tc.fs, make([]float32, n(tc.fs))),
+				p + "down_proj": bf16Tensor(tc.ds, make([]float32, n(tc.ds))),
+			}
+			qs := table{}
+			for _, a := range []string{tc.first, "down_proj"} {
+				qs[p+a+"_weight_quantizers.0"], qs[p+a+"_weight_quantizers.1"] = fp8Q(true), fp8Q(true)
+			}
+			_, err := NewPlan(infosOf(sd), []byte(qwenMoEConfig), qs, Options{})
+			if !errors.Is(err, ErrShape) || !strings.Contains(err.Error(), "model.layers.0.mlp.experts") || !strings.Contains(err.Error(), tc.wantShape) {
+				t.Fatalf("got %v, want ErrShape naming the experts and down_proj %s", err, tc.wantShape)
+			}
+		})
+	}
+}

@@ -283,9 +283,13 @@ func infos(ts *tensorSet) []quantstream.TensorInfo {
 func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 	ov := &overlay{Quantizers: p.qs, extra: map[string]*quant.Quantizer{}}
 	perExpert := firstPerExpert(ts)
-	fused, err := findFused(ts, p.qs, p.numExperts)
+	fused, err := findFused(ts, p.qs, p.numExperts, p.Arch.Allows(arch.Fused3D))
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(fused) > 0 && !p.Arch.Allows(arch.Fused3D) {
+		// Not expanded: the family has no fused layout to cut them by.
+		return nil, nil, p.checkExpertLayout(ts, perExpert, fused, nil)
 	}
 	for _, f := range fused {
 		if err := f.expand(ts, p.qs, ov); err != nil {
