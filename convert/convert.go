@@ -8,7 +8,8 @@
 // (Job.Run). Run and MakePlan are Prepare followed by one of those, and the
 // quantstream CLI is a thin layer over them; every caller gets the same guards
 // (the output apart from the inputs, generated side files, calibration artifacts
-// left out, layers cut to fit the memory budget).
+// left out, layers cut to fit the memory budget, tensors no stage changes copied
+// from file to file without being held: direct.go).
 //
 // A run is resumable and can be split: it writes through arrowio's work
 // directory (<Out>.partial) under the conversion's fingerprint (the provenance:
