@@ -94,8 +94,14 @@ type progress struct {
 	pipe, copy pipeline.Progress // copy: Layers and Bytes done, and the totals
 }
 
-func newProgress(f func(pipeline.Progress), copies []quantstream.LayerInfo) *progress {
+func newProgress(f func(pipeline.Progress), todo, copies []quantstream.LayerInfo) *progress {
 	p := &progress{f: f}
+	// The totals are the whole run's from the first report on, whichever side
+	// reports first.
+	for _, li := range todo {
+		p.pipe.TotalLayers++
+		p.pipe.TotalBytes += layerBytes(li)
+	}
 	for _, li := range copies {
 		p.copy.TotalLayers++
 		p.copy.TotalBytes += layerBytes(li)

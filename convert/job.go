@@ -420,7 +420,7 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 func (j *Job) write(ctx context.Context, g *grouping, todo, copies []quantstream.LayerInfo, w *arrowio.Writer) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	pr := newProgress(j.opt.Progress, copies)
+	pr := newProgress(j.opt.Progress, todo, copies)
 	var copyErr error
 	var wg sync.WaitGroup
 	if len(copies) > 0 {

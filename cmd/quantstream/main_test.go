@@ -113,8 +113,9 @@ func TestRun(t *testing.T) {
 			stdout: []string{"mode: data-free W4A16_NVFP4_CFG", "layer 0", "non-decoder tensors", "shard model.safetensors", "quant_algo: W4A16_NVFP4"},
 		},
 		{
-			name: "plan over memory", args: []string{"plan", "--in", tinyLlama, "--max-memory", "1KiB"}, code: 1,
-			stdout: []string{"1 problem(s):", "layer exceeds memory budget: layer 0 needs 369152 bytes", "over the memory budget of 1024 bytes", "the smallest memory budget that runs this conversion is 128.00 KiB: --max-memory 128KiB"},
+			// An export: a passthrough copies tensors file to file and runs under any budget.
+			name: "plan over memory", args: []string{"plan", "--in", tinyLlama, "--recipe", "W4A16_NVFP4_CFG", "--max-memory", "1KiB"}, code: 1,
+			stdout: []string{"1 problem(s):", "layer exceeds memory budget: layer 0 needs 473386 bytes", "over the memory budget of 1024 bytes", "the smallest memory budget that runs this conversion is 462.29 KiB: --max-memory 463KiB"},
 			stderr: []string{"quantstream: the plan has 1 problem(s)"},
 		},
 		{
