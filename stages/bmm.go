@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	quantstream "github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/quant"
 )
 
@@ -17,19 +18,21 @@ import (
 var bmmAttrs = []string{"gate_up_proj", "down_proj"}
 
 // discoverBMM finds batched-matmul expert weights: a 3-D "<x>.experts.<attr>" with a
-// singular weight or input quantizer.
+// singular weight quantizer and no per-expert ones. An input quantizer proves
+// nothing: transformers-5 fused experts have a singular "<attr>_input_quantizer"
+// too, beside their "<attr>_weight_quantizers.<e>".
 func discoverBMM(names map[string]quantstream.TensorInfo, qs Quantizers) ([]*Module, error) {
 	var mods []*Module
 	for _, n := range sortedKeys(names) {
 		container, attr := splitLast(n)
-		if !strings.HasSuffix(container, "experts") || (attr != "gate_up_proj" && attr != "down_proj") {
+		if !strings.HasSuffix(container, "experts") || (attr != "gate_up_proj" && attr != "up_proj" && attr != "down_proj") {
 			continue
 		}
 		wq, okW := qs.Get(container + "." + attr + "_weight_quantizer")
-		iq, okI := qs.Get(container + "." + attr + "_input_quantizer")
-		if !okW && !okI {
+		if _, plural := qs.Get(container + "." + attr + "_weight_quantizers.0"); !okW || plural {
 			continue
 		}
+		iq, okI := qs.Get(container + "." + attr + "_input_quantizer")
 		if len(names[n].Shape) != 3 {
 			return nil, fmt.Errorf("%w: batched-matmul expert weight %s is %v, want 3-D", ErrShape, n, names[n].Shape)
 		}
@@ -38,9 +41,7 @@ func discoverBMM(names map[string]quantstream.TensorInfo, qs Quantizers) ([]*Mod
 		}
 		m := &Module{Name: container, Attr: attr, Weight: n, BMM: true, Expert: -1}
 		m.Parent, m.Proj = splitLast(container)
-		if okW {
-			m.WQ = wq
-		}
+		m.WQ = wq
 		if okI {
 			m.IQ = iq
 		}
@@ -53,18 +54,49 @@ func discoverBMM(names map[string]quantstream.TensorInfo, qs Quantizers) ([]*Mod
 	return mods, nil
 }
 
+// expertsPair is a 3-D experts container's first projection (gate_up_proj, else a
+// non-gated up_proj) with k = 2 (gated) or 1, and both shapes; ok is false unless
+// both are 3-D with one expert count.
+func expertsPair(names map[string]quantstream.TensorInfo, container string) (attr string, k int64, first, down []int64, ok bool) {
+	attr, k = "gate_up_proj", 2
+	f, okF := names[container+".gate_up_proj"]
+	if !okF {
+		attr, k = "up_proj", 1
+		f, okF = names[container+".up_proj"]
+	}
+	d, okD := names[container+".down_proj"]
+	first, down = f.Shape, d.Shape
+	ok = okF && okD && len(first) == 3 && len(down) == 3 && first[0] == down[0]
+	return attr, k, first, down, ok
+}
+
+// fitsLayout reports whether an experts pair (expertsPair) has the shapes of layout
+// l: fused_3d [E, k·I, H] / [E, H, I], bmm [E, H, k·I] / [E, I, H].
+func fitsLayout(l arch.Layout, k int64, first, down []int64) bool {
+	switch l {
+	case arch.Fused3D:
+		return first[2] == down[1] && first[1] == k*down[2]
+	case arch.BMM:
+		return first[1] == down[2] && first[2] == k*down[1]
+	}
+	return false
+}
+
 // checkBMMShapes checks that a batched-matmul experts container's gate_up_proj and
 // down_proj are [E, H, 2I] and [E, I, H] (input dimension before output): the
 // transformers-5 fused layout [E, 2I, H] / [E, H, I] under singular quantizers, or
-// anything else, would be quantized along the wrong axis.
+// anything else, would be quantized along the wrong axis. A projection without its
+// partner, and non-gated experts (up_proj), are refused: ModelOpt's batched-matmul
+// export (_export_bmm_experts) knows gate_up_proj and down_proj only.
 func checkBMMShapes(container string, names map[string]quantstream.TensorInfo) error {
-	gu, okG := names[container+".gate_up_proj"]
-	dn, okD := names[container+".down_proj"]
-	if !okG || !okD {
-		return nil // a container of one projection: nothing to pair
+	attr, k, g, d, ok := expertsPair(names, container)
+	if !ok {
+		return fmt.Errorf("%w: %s: batched-matmul experts (<attr>_weight_quantizer) need 3-D gate_up_proj and down_proj of one expert count; the checkpoint has %s %v and down_proj %v: check the quantizer table against the checkpoint", ErrShape, container, attr, g, d)
 	}
-	g, d := gu.Shape, dn.Shape
-	if len(g) == 3 && len(d) == 3 && g[0] == d[0] && g[1] == d[2] && g[2] == 2*d[1] {
+	if k == 1 {
+		return fmt.Errorf("%w: %s: non-gated experts up_proj %v / down_proj %v have batched-matmul quantizers (<attr>_weight_quantizer), which ModelOpt's batched-matmul export does not know (gate_up_proj and down_proj only); transformers-5 fused experts have one quantizer per expert (<attr>_weight_quantizers.<e>): check the quantizer table against the checkpoint", ErrUnsupported, container, g, d)
+	}
+	if fitsLayout(arch.BMM, k, g, d) {
 		return nil
 	}
 	return fmt.Errorf("%w: %s: gate_up_proj %v and down_proj %v are not batched-matmul experts [E, H, 2I] / [E, I, H], though their quantizers are (<attr>_weight_quantizer); transformers-5 fused experts [E, 2I, H] have one quantizer per expert (<attr>_weight_quantizers.<e>): check the quantizer table against the checkpoint", ErrShape, container, g, d)

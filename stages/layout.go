@@ -37,35 +37,50 @@ func (p *Plan) checkExpertLayout(ts *tensorSet, perExpert string, fused []*fused
 	}
 	var errs []string
 	for _, l := range found {
-		if !p.Arch.Allows(l) {
-			have := "no experts"
-			if p.Arch.Experts != nil {
-				have = fmt.Sprintf("experts in %v", p.Arch.Experts.Layouts)
-			}
-			errs = append(errs, fmt.Sprintf("tensor %s holds experts in the %s layout, but family %s (%s) has %s: add the layout to a family file (experts.layouts) and pass it with --arch, see docs/arch-rules.md",
-				example[l], l, p.Arch.Name, p.Arch.Source, have))
+		if p.Arch.Allows(l) {
+			continue
 		}
+		have := "no experts"
+		if p.Arch.Experts != nil {
+			have = fmt.Sprintf("experts in %v", p.Arch.Experts.Layouts)
+		}
+		if l != arch.PerExpert {
+			// Advise adding the layout only when the shapes are that layout's: else
+			// the quantizer table and the checkpoint disagree, and a family file
+			// listing the layout would cut the tensors along a wrong axis.
+			container, _ := splitLast(example[l])
+			attr, k, first, down, ok := expertsPair(ts.hdr, container)
+			if !ok || !fitsLayout(l, k, first, down) {
+				errs = append(errs, fmt.Sprintf("tensor %s has the quantizers of the %s layout, but family %s (%s) has %s, and %s %v / down_proj %v do not have that layout's shapes either (fused_3d [E, 2I, H] / [E, H, I], bmm [E, H, 2I] / [E, I, H]): the quantizer table does not describe the checkpoint",
+					example[l], l, p.Arch.Name, p.Arch.Source, have, attr, first, down))
+				continue
+			}
+		}
+		errs = append(errs, fmt.Sprintf("tensor %s holds experts in the %s layout, but family %s (%s) has %s: add the layout to a family file (experts.layouts) and pass it with --arch, see docs/arch-rules.md",
+			example[l], l, p.Arch.Name, p.Arch.Source, have))
 	}
-	// A 3-D experts weight neither fused (plural quantizers) nor batched (singular).
+	// A 3-D (or higher) tensor of an experts container that no layout claims: a
+	// known experts weight without weight quantizers (neither fused, plural, nor
+	// batched, singular), or a weight under a name no layout knows (w13, w2, …),
+	// which would pass through unquantized and unnamed in exclude_modules.
 	claimed := map[string]bool{}
 	for _, f := range fused {
-		claimed[f.name] = true
+		claimed[f.name+"."+f.first], claimed[f.name+".down_proj"] = true, true
 	}
 	for _, m := range bmm {
-		claimed[m.Name] = true
+		claimed[m.Weight] = true
 	}
 	for _, n := range sortedKeys(ts.hdr) {
 		container, attr := splitLast(n)
-		if len(ts.hdr[n].Shape) != 3 || !strings.HasSuffix(container, "experts") || claimed[container] {
+		if len(ts.hdr[n].Shape) < 3 || !strings.HasSuffix(container, "experts") || claimed[n] {
 			continue
 		}
 		if attr != "gate_up_proj" && attr != "up_proj" && attr != "down_proj" {
+			errs = append(errs, fmt.Sprintf("tensor %s is a %d-D experts weight %v under a name no experts layout knows (fused_3d and bmm store gate_up_proj or up_proj, and down_proj; per_expert stores <block>.experts.<e>.<proj>.weight): quantstream cannot tell its axes; store the experts in one of those layouts",
+				n, len(ts.hdr[n].Shape), ts.hdr[n].Shape))
 			continue
 		}
-		if p.hasQuantizerUnder(container + "." + attr + "_") {
-			continue
-		}
-		errs = append(errs, fmt.Sprintf("tensor %s is a 3-D experts weight %v with no quantizer in the table (neither %s_weight_quantizers.<e> nor %s_weight_quantizer): the calibration state does not describe it",
+		errs = append(errs, fmt.Sprintf("tensor %s is a 3-D experts weight %v with no quantizer for its weight in the table (neither %s_weight_quantizers.<e> nor %s_weight_quantizer): the calibration state does not describe it",
 			n, ts.hdr[n].Shape, container+"."+attr, container+"."+attr))
 	}
 	if len(errs) > 0 {
@@ -103,13 +118,4 @@ func firstPerExpert(ts *tensorSet) string {
 		}
 	}
 	return ""
-}
-
-func (p *Plan) hasQuantizerUnder(prefix string) bool {
-	for _, s := range []string{"weight_quantizer", "weight_quantizers.0", "input_quantizer"} {
-		if _, ok := p.qs.Get(prefix + s); ok {
-			return true
-		}
-	}
-	return false
 }

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func TestPlanRefusesUnknownExpertLayout(t *testing.T) {
 		name, config string
 		inputs       []quantstream.TensorInfo
 		qs           table
-		want         []string
+		want, not    []string
 	}{
 		{
 			name:   "experts in a dense family",
@@ -45,7 +46,25 @@ func TestPlanRefusesUnknownExpertLayout(t *testing.T) {
 				}
 				return q
 			}(),
-			want: []string{p + "gate_up_proj", "fused_3d", "family gpt_oss", "[bmm]"},
+			want: []string{p + "gate_up_proj", "fused_3d", "family gpt_oss", "[bmm]", "do not have that layout's shapes"},
+			// The shapes are not fused_3d ones: listing the layout would cut them wrong.
+			not: []string{"add the layout"},
+		},
+		{
+			// Experts under names no layout knows pass through unquantized otherwise.
+			name:   "3-D experts weights under unknown names",
+			config: `{"model_type": "qwen3_moe"}`,
+			inputs: []quantstream.TensorInfo{bf(p+"w13", 2, 128, 64), bf(p+"w2", 2, 64, 64), bf("model.layers.0.self_attn.q_proj.weight", 64, 64)},
+			qs:     table{"model.layers.0.self_attn.q_proj.weight_quantizer": fp8Q(true)},
+			want:   []string{p + "w13", p + "w2", "no experts layout knows"},
+		},
+		{
+			// A singular input quantizer is no proof of batched-matmul experts.
+			name:   "3-D experts weight with an input quantizer only",
+			config: `{"model_type": "gpt_oss"}`,
+			inputs: []quantstream.TensorInfo{bf(p+"gate_up_proj", 2, 64, 128), bf(p+"down_proj", 2, 64, 64)},
+			qs:     table{p + "gate_up_proj_input_quantizer": fp8Q(true), p + "down_proj_input_quantizer": fp8Q(true)},
+			want:   []string{p + "gate_up_proj", p + "down_proj", "no quantizer for its weight"},
 		},
 		{
 			name:   "3-D experts weight without quantizers",
@@ -65,7 +84,47 @@ func TestPlanRefusesUnknownExpertLayout(t *testing.T) {
 					t.Errorf("error does not say %q: %v", w, err)
 				}
 			}
+			for _, w := range tc.not {
+				if strings.Contains(err.Error(), w) {
+					t.Errorf("error says %q: %v", w, err)
+				}
+			}
 		})
+	}
+}
+
+// TestNonGatedFusedExperts: transformers-5 fused experts without a gate (NemotronH:
+// experts.up_proj [E, I, H], down_proj [E, H, I], one weight quantizer per expert and
+// a singular input quantizer per projection) are fused experts, not batched-matmul
+// ones; the same tensors under singular weight quantizers, or a batched-matmul
+// projection without its partner, are refused, naming the container.
+func TestNonGatedFusedExperts(t *testing.T) {
+	bf := func(name string, shape ...int64) quantstream.TensorInfo {
+		return quantstream.TensorInfo{Name: name, DType: quant.BF16, Shape: shape}
+	}
+	const p = "model.layers.0.mixer.experts."
+	in := []quantstream.TensorInfo{bf(p+"up_proj", 2, 64, 128), bf(p+"down_proj", 2, 128, 64)}
+	fused := table{p + "up_proj_input_quantizer": fp8Q(true), p + "down_proj_input_quantizer": fp8Q(true)}
+	for e := range 2 {
+		fused[p+"up_proj_weight_quantizers."+strconv.Itoa(e)] = fp8Q(true)
+		fused[p+"down_proj_weight_quantizers."+strconv.Itoa(e)] = fp8Q(true)
+	}
+	plan, err := NewPlan(in, []byte(`{"model_type": "nemotron_h", "n_routed_experts": 2}`), fused, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Modules["fp8"]; len(got) != 4 || !slices.Contains(got, p+"1.up_proj") || !slices.Contains(got, p+"1.down_proj") {
+		t.Fatalf("fp8 modules %q, want up_proj and down_proj of both experts", got)
+	}
+
+	bmm := table{p + "up_proj_weight_quantizer": fp8Q(true), p + "down_proj_weight_quantizer": fp8Q(true)}
+	if _, err := NewPlan(in, []byte(`{"model_type": "nemotron_h"}`), bmm, Options{}); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "model.layers.0.mixer.experts") || !strings.Contains(err.Error(), "non-gated") {
+		t.Fatalf("singular quantizers: got %v, want ErrUnsupported naming the experts", err)
+	}
+	const g = "model.layers.0.mlp.experts."
+	lone := []quantstream.TensorInfo{bf(g+"gate_up_proj", 2, 64, 128)}
+	if _, err := NewPlan(lone, []byte(`{"model_type": "gpt_oss"}`), table{g + "gate_up_proj_weight_quantizer": fp8Q(true)}, Options{}); !errors.Is(err, ErrShape) || !strings.Contains(err.Error(), "model.layers.0.mlp.experts") {
+		t.Fatalf("lone projection: got %v, want ErrShape naming the experts", err)
 	}
 }
 
