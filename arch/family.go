@@ -33,6 +33,10 @@ type Family struct {
 	// Architectures are config.json architectures class names, matched when the
 	// model_type is none of the families'.
 	Architectures []string `json:"architectures,omitempty"`
+	// LayerBases are the prefixes decoder layers may be under ("model." for
+	// "model.layers.N."); nil means ["model."]. Decoder layers under another prefix
+	// are refused: the rules name modules relative to these.
+	LayerBases []string `json:"layer_bases,omitempty"`
 	// OnePlusNorm: the norms scale by (1 + w) (Gemma), which the AWQ norm fold
 	// must know.
 	OnePlusNorm bool `json:"one_plus_norm,omitempty"`
@@ -160,6 +164,14 @@ func (f *Family) Allows(l Layout) bool {
 	return f.Experts != nil && slices.Contains(f.Experts.Layouts, l)
 }
 
+// Bases is LayerBases, or ["model."] when the family does not say.
+func (f *Family) Bases() []string {
+	if len(f.LayerBases) == 0 {
+		return []string{"model."}
+	}
+	return f.LayerBases
+}
+
 // GateUp is the experts' (gate, up) pair, or two empty names.
 func (f *Family) GateUp() [2]string {
 	if f.Experts == nil || len(f.Experts.GateUp) != 2 {
@@ -272,6 +284,11 @@ func (f *Family) validate() error {
 	for i, s := range f.ModelTypes {
 		if s == "" {
 			bad(`"model_types"[%d] is empty`, i)
+		}
+	}
+	for i, s := range f.LayerBases {
+		if s != "" && (!namePart.MatchString(strings.TrimSuffix(s, ".")) || !strings.HasSuffix(s, ".")) {
+			bad(`"layer_bases"[%d] %q: want a module path ending in "." (e.g. "model.")`, i, s)
 		}
 	}
 	for i, s := range f.Architectures {

@@ -3,8 +3,10 @@ package stages
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
+	quantstream "github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arch"
 )
 
@@ -87,6 +89,29 @@ func (p *Plan) checkExpertLayout(ts *tensorSet, perExpert string, fused []*fused
 		return fmt.Errorf("%w: %s", ErrStructure, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// checkDecoderBase refuses decoder layers under a prefix the family's rules do not
+// cover (arch.Family.LayerBases): its fusion rules, renames and exclusions name
+// modules relative to that prefix, and under another one they would silently match
+// nothing.
+func (p *Plan) checkDecoderBase(decoder string, inputs []quantstream.TensorInfo) error {
+	bases := p.Arch.Bases()
+	if slices.Contains(bases, decoder) {
+		return nil
+	}
+	example := ""
+	for _, t := range inputs {
+		if idx, prefix := arch.LayerOf(t.Name); idx != quantstream.NonDecoder && arch.LayerBase(idx, prefix) == decoder {
+			example = t.Name
+			break
+		}
+	}
+	if example == "" {
+		return nil // no decoder layers at all (a model of one group): nothing to match
+	}
+	return fmt.Errorf("%w: the decoder layers are under %q (tensor %s), a prefix family %s (%s) does not cover (its layer_bases: %q): add the prefix (and the renames it needs) to a family file and pass it with --arch, see docs/arch-rules.md",
+		ErrStructure, decoder, example, p.Arch.Name, p.Arch.Source, bases)
 }
 
 // checkWeightRanks refuses a quantized module whose weight is not a matrix (a

@@ -140,3 +140,31 @@ func TestPlanRefusesQuantizedConv(t *testing.T) {
 		t.Fatalf("disabled: %v", err)
 	}
 }
+
+// TestPlanRefusesUncoveredPrefix: decoder layers under a prefix the family's rules do
+// not cover (their fusion rules and renames would match nothing) are a plan problem
+// naming the prefix, a tensor and the fix.
+func TestPlanRefusesUncoveredPrefix(t *testing.T) {
+	sd, qs := tinyLlama(1)
+	var in []quantstream.TensorInfo
+	moved := table{}
+	for _, h := range infosOf(sd) {
+		h.Name = strings.Replace(h.Name, "model.layers.", "transformer.layers.", 1)
+		in = append(in, h)
+	}
+	for n, q := range qs {
+		moved[strings.Replace(n, "model.layers.", "transformer.layers.", 1)] = q
+	}
+	_, err := NewPlan(in, []byte(tinyLlamaConfig), moved, Options{})
+	if !errors.Is(err, ErrStructure) {
+		t.Fatalf("got %v, want ErrStructure", err)
+	}
+	for _, w := range []string{`"transformer."`, "transformer.layers.0.", "family llama", "layer_bases", "--arch"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not say %s: %v", w, err)
+		}
+	}
+	if _, err := NewPlan(infosOf(sd), []byte(tinyLlamaConfig), qs, Options{}); err != nil {
+		t.Fatalf("model. prefix: %v", err)
+	}
+}

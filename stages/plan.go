@@ -97,6 +97,9 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		p.dtype = configDType(cfg)
 	}
 	decoder := decoderBase(inputs)
+	if err := p.checkDecoderBase(decoder, inputs); err != nil {
+		p.Problems = append(p.Problems, err)
+	}
 	for _, t := range inputs {
 		idx, prefix := arch.LayerOf(t.Name)
 		if idx != quantstream.NonDecoder && arch.LayerBase(idx, prefix) != decoder {
