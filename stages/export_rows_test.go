@@ -47,6 +47,17 @@ func TestRowPathMatchesGeneralPath(t *testing.T) {
 		recipe{"mxfp8", blocks(fp8Q(true), map[int]int{-1: 32}, "dynamic", &e80), off, false, "mxfp8"},
 		recipe{"mxfp4", func() *quant.Quantizer { return mxfp4Q(true) }, off, false, "mxfp4"},
 	)
+	// Every format of quant's registry that a fake-quant module exports to has a
+	// recipe here, so a newly registered format is exported by both paths or fails.
+	covered := map[string]bool{"fp8_pb_real": true, "nvfp4_svdquant": true} // not from a fake-quant module
+	for _, rc := range dense {
+		covered[rc.format] = true
+	}
+	for _, f := range quant.Formats() {
+		if !covered[f] {
+			t.Errorf("registered format %q has no recipe", f)
+		}
+	}
 	for _, rc := range dense {
 		layers = append(layers, layer{rc.name, tinyLlamaConfig, func(t *testing.T) (map[string]quant.Tensor, table) { return formatLayer(t, rc) }})
 	}
