@@ -135,6 +135,46 @@ func checkWeightRanks(ts *tensorSet, mods []*Module) error {
 	return nil
 }
 
+// checkUncovered refuses a linear-like weight (a 2-D "<m>.weight" of a decoder layer)
+// that has no quantizer in the table while other modules of its layer have: ModelOpt
+// gives every nn.Linear weight, input and output quantizers (disabled ones too), so a
+// table without them is not the model's (a module renamed, dropped from the state),
+// and passing the weight through would leave it unquantized, missing from
+// exclude_modules and out of its fusion group. Routers the family names are not
+// nn.Linear in every layout (TopKRouter) and may have none.
+func (p *Plan) checkUncovered(ts *tensorSet, mods []*Module) error {
+	if len(mods) == 0 {
+		return nil // a layer without quantizers: an MTP layer, or nothing quantized
+	}
+	have, layers := map[string]bool{}, map[string]bool{}
+	for _, m := range mods {
+		have[m.Weight] = true
+		if idx, pre := arch.LayerOf(m.Weight); idx >= 0 {
+			layers[pre] = true
+		}
+	}
+	var bad []string
+	for _, n := range sortedKeys(ts.hdr) {
+		if !strings.HasSuffix(n, ".weight") || strings.Contains(n, "_quantizer") || len(ts.hdr[n].Shape) != 2 || have[n] {
+			continue
+		}
+		if idx, pre := arch.LayerOf(n); idx < 0 || !layers[pre] {
+			continue // not in a decoder layer whose modules have quantizers
+		}
+		mod := strings.TrimSuffix(n, ".weight")
+		_, last := splitLast(mod)
+		if slices.Contains(p.Arch.Routers(), last) {
+			continue
+		}
+		bad = append(bad, n)
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: linear weight(s) %s have no quantizer in the table (<module>.weight_quantizer / input_quantizer), though the layer's other modules have: ModelOpt gives every nn.Linear quantizers, so the calibration state does not describe this checkpoint (a module renamed or missing from it); export the state of this model again",
+		ErrStructure, strings.Join(bad, ", "))
+}
+
 // firstPerExpert is the first per-expert tensor name of ts (quantizer buffers aside).
 func firstPerExpert(ts *tensorSet) string {
 	for _, n := range sortedKeys(ts.hdr) {

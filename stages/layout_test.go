@@ -168,3 +168,31 @@ func TestPlanRefusesUncoveredPrefix(t *testing.T) {
 		t.Fatalf("model. prefix: %v", err)
 	}
 }
+
+// TestLinearWithoutQuantizersRefused: a linear weight of a decoder layer with no
+// quantizer in the table (k_proj dropped from a calibration state), while the layer's
+// other modules have them, is refused, naming it: it would pass through BF16, missing
+// from exclude_modules, and q/v would fuse without it.
+func TestLinearWithoutQuantizersRefused(t *testing.T) {
+	sd, qs := tinyLlama(1)
+	const k = "model.layers.0.self_attn.k_proj."
+	n := 0
+	for q := range qs {
+		if strings.HasPrefix(q, k) {
+			delete(qs, q)
+			n++
+		}
+	}
+	for t := range sd {
+		if strings.HasPrefix(t, k) && strings.Contains(t, "_quantizer") {
+			delete(sd, t)
+		}
+	}
+	if n == 0 {
+		t.Fatal("fixture has no k_proj quantizers")
+	}
+	_, err := NewPlan(infosOf(sd), []byte(tinyLlamaConfig), qs, Options{})
+	if !errors.Is(err, ErrStructure) || !strings.Contains(err.Error(), k+"weight") || !strings.Contains(err.Error(), "no quantizer") {
+		t.Fatalf("got %v, want ErrStructure naming %sweight", err, k)
+	}
+}

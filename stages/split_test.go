@@ -50,7 +50,8 @@ func moeFill() (map[string]quant.Tensor, table) {
 		"model.layers.0.self_attn.q_proj.weight":         bf16Tensor([]int64{4, 4}, make([]float32, 16)),
 		"model.layers.0.post_attention_layernorm.weight": bf16Tensor([]int64{4}, []float32{1, 1, 1, 1}),
 	}
-	qs := table{}
+	// q_proj's quantizers are disabled: ModelOpt's table has them for every linear.
+	qs := table{"model.layers.0.self_attn.q_proj.weight_quantizer": fp8Q(false), "model.layers.0.self_attn.q_proj.input_quantizer": fp8Q(false)}
 	for e, amax := range []float32{3, 7, 0} {
 		for _, proj := range []string{"gate_proj", "up_proj", "down_proj"} {
 			n := p + strconv.Itoa(e) + "." + proj
