@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/quantstream/quantstream"
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/quant"
 	"github.com/quantstream/quantstream/stages"
 )
@@ -22,12 +23,15 @@ type analysis struct {
 	// scales (sync_moe_gate_up_amax); the data checks compare their scalars.
 	groups [][]*module
 	pairs  [][2]*module
+	// fams are the model families the fused-group check detects the family in
+	// (Options.Families; nil: the built-in ones).
+	fams *arch.Registry
 }
 
 // analyze runs every header check: formats, layouts, coverage, KV scales and fused
-// groups.
-func analyze(c *checkpoint, qc *quantConfig, r *Report) *analysis {
-	a := &analysis{c: c, qc: qc, byID: map[string]*module{}}
+// groups, with the families of fams (nil: the built-in ones).
+func analyze(c *checkpoint, qc *quantConfig, fams *arch.Registry, r *Report) *analysis {
+	a := &analysis{c: c, qc: qc, byID: map[string]*module{}, fams: fams}
 	a.mods, a.kv = discover(c, r)
 	for _, m := range a.mods {
 		a.byID[m.ID()] = m
@@ -305,7 +309,7 @@ func (a *analysis) fusion(r *Report) {
 	if len(quantized) == 0 {
 		return
 	}
-	arch, err := archOf(a.c.configJSON)
+	arch, err := archOf(a.c.configJSON, a.fams)
 	if err != nil {
 		r.add(Finding{Severity: Note, Check: CheckFusion, File: "config.json",
 			Message: fmt.Sprintf("fused-group check skipped: %v; without the family's fusion rules (stages) verify cannot tell which modules share input_scale and weight_scale_2", err)})
@@ -351,7 +355,7 @@ func (a *analysis) fusion(r *Report) {
 	}
 }
 
-func archOf(configJSON []byte) (*stages.Arch, error) {
+func archOf(configJSON []byte, fams *arch.Registry) (*stages.Arch, error) {
 	if configJSON == nil {
 		return nil, fmt.Errorf("no config.json")
 	}
@@ -359,7 +363,10 @@ func archOf(configJSON []byte) (*stages.Arch, error) {
 	if err != nil {
 		return nil, err
 	}
-	return stages.DetectArch(cfg)
+	if fams == nil {
+		fams = arch.Builtin()
+	}
+	return fams.Detect(cfg)
 }
 
 func splitLast(name string) (string, string) {

@@ -382,6 +382,6 @@ func JudgeHeaders(name string, tensors []quantstream.TensorInfo, hfQuantConfig, 
 	c := fromHeaders(tensors, configJSON, hfQuantConfig)
 	var r Report
 	qc := parseQuantConfig(c, &r)
-	a := analyze(c, qc, &r)
+	a := analyze(c, qc, nil, &r)
 	return e.judge(a), nil
 }

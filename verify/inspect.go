@@ -76,7 +76,7 @@ func Inspect(dir string) (*Inventory, error) {
 	}
 	defer c.close()
 	qc := parseQuantConfig(c, &r)
-	a := analyze(c, qc, &r)
+	a := analyze(c, qc, nil, &r)
 	inv := &Inventory{Dir: dir, Tensors: len(c.names)}
 	if qc != nil {
 		inv.QuantConfig = &ConfigInfo{Source: qc.Source, QuantAlgo: qc.Algo, KVAlgo: qc.KV, GroupSize: qc.Group,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/quantstream/quantstream/arch"
 )
 
 // Options tune Verify.
@@ -18,6 +20,10 @@ type Options struct {
 	// HeadersOnly skips every check that reads tensor data (scale values, NaN codes,
 	// fused-group equality); Against still reads data.
 	HeadersOnly bool
+	// Families are the model families the fused-group check detects the
+	// checkpoint's in (arch.Builtin().With(the user's files), verify --arch); nil:
+	// the built-in ones.
+	Families *arch.Registry
 	// Progress, when set, is called as data is read (from the calling goroutine).
 	Progress func(Progress)
 }
@@ -39,7 +45,7 @@ func Verify(ctx context.Context, dir string, opt Options) (*Report, error) {
 	}
 	defer c.close()
 	qc := parseQuantConfig(c, r)
-	a := analyze(c, qc, r)
+	a := analyze(c, qc, opt.Families, r)
 	r.Summary = a.summary()
 	if !opt.HeadersOnly {
 		if err := checkData(ctx, a, r, opt.Progress); err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quantstream/quantstream/arch"
 	"github.com/quantstream/quantstream/convert"
 	"github.com/quantstream/quantstream/verify"
 )
@@ -78,6 +79,8 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Var(&eng, "engine", "check that this engine's ModelOpt loader accepts the checkpoint: "+strings.Join(verify.Engines(), ", ")+" (repeat or comma-separate)")
 	headersOnly := fs.Bool("headers-only", false, "skip the checks that read tensor data (scale values, NaN codes, fused-group equality)")
 	quiet := fs.Bool("quiet", false, "no progress output")
+	var archFiles multiFlag
+	fs.Var(&archFiles, "arch", "model family `FILE` (JSON, see docs/arch-rules.md) whose fusion rules the fused-group check applies, for a model the built-in families do not describe; repeatable")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: quantstream verify [flags] DIR\n\nChecks a ModelOpt-format checkpoint (files, layouts, scales, fused groups, coverage, KV scales).\nExit status 0 when sound, 1 with every problem listed.")
 		fs.PrintDefaults()
@@ -92,6 +95,19 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	opt := verify.Options{Against: *against, Engines: eng, HeadersOnly: *headersOnly}
+	if len(archFiles) > 0 {
+		var fams []*arch.Family
+		for _, f := range archFiles {
+			fam, err := arch.Load(f)
+			if err != nil {
+				return err
+			}
+			fams = append(fams, fam)
+		}
+		if opt.Families, err = arch.Builtin().With(fams...); err != nil {
+			return err
+		}
+	}
 	if !*quiet {
 		p := newByteProgress(stderr)
 		opt.Progress = p.update
