@@ -3,6 +3,7 @@ GO        ?= go
 PKGS      ?= ./...
 BENCHTIME ?= 1s
 FUZZTIME  ?= 30s
+TESTTIMEOUT ?= 25m
 # Large seeds (golden .pth files) make the default minimisation crawl; cap it.
 BIN       ?= bin
 
@@ -16,10 +17,13 @@ build:
 # Unit tests, golden parity (unit, modules, e2e) and fuzz seed corpora, with the race detector;
 # then the portable kernels alone (purego) and the golden parity at the AVX2 level, since the
 # first run uses the best vector level this machine has.
+# TESTTIMEOUT: the golden verify and parity packages take several minutes each under
+# -race on two cores when every package runs at once; go test's default of 10m per
+# package is too close.
 test:
-	$(GO) test -race -count=1 $(PKGS)
-	$(GO) test -race -count=1 -tags purego ./quant/ ./parity/
-	GODEBUG=cpu.avx512f=off $(GO) test -count=1 ./parity/
+	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) -tags purego ./quant/ ./parity/
+	GODEBUG=cpu.avx512f=off $(GO) test -count=1 -timeout $(TESTTIMEOUT) ./parity/
 
 race: test
 
