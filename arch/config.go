@@ -13,8 +13,9 @@ type Config struct {
 	TorchDtype        string   `json:"torch_dtype"`
 	QLoraRank         *int     `json:"q_lora_rank"`
 	TieWordEmbeddings *bool    `json:"tie_word_embeddings"`
-	// NumExperts / NumLocalExperts bound the expert count of fused experts tensors
-	// (Qwen-MoE / Mixtral, GPT-OSS names); nil when absent.
+	// NumExperts / NumLocalExperts / NRoutedExperts bound the expert count of fused
+	// experts tensors (Qwen-MoE / Mixtral, GPT-OSS / DeepSeek, GLM-4.5, NemotronH
+	// names); nil when absent.
 	NumExperts      *int64  `json:"num_experts"`
 	NumLocalExperts *int64  `json:"num_local_experts"`
 	NRoutedExperts  *int64  `json:"n_routed_experts"`
@@ -38,11 +39,13 @@ func (c *Config) Type() string {
 	return c.ModelType
 }
 
-// Experts is config.json's num_experts or num_local_experts (also under text_config),
-// 0 when absent.
+// Experts is config.json's num_experts, num_local_experts or n_routed_experts (also
+// under text_config), 0 when absent. DeepSeek's n_routed_experts counts the routed
+// experts only, the ones a fused experts tensor holds (shared experts are modules
+// of their own).
 func (c *Config) Experts() int64 {
 	for ; c != nil; c = c.TextConfig {
-		for _, n := range []*int64{c.NumExperts, c.NumLocalExperts} {
+		for _, n := range []*int64{c.NumExperts, c.NumLocalExperts, c.NRoutedExperts} {
 			if n != nil && *n > 0 {
 				return *n
 			}

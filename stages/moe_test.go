@@ -290,3 +290,27 @@ func TestFusedExpertsShapesRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestFusedExpertCountFromNRoutedExperts: DeepSeek-style configs count experts in
+// n_routed_experts; fused experts of another count are refused, as with num_experts.
+func TestFusedExpertCountFromNRoutedExperts(t *testing.T) {
+	p := "model.layers.0.mlp.experts."
+	sd := map[string]quant.Tensor{
+		p + "gate_up_proj": bf16Tensor([]int64{2, 4, 8}, make([]float32, 64)),
+		p + "down_proj":    bf16Tensor([]int64{2, 8, 2}, make([]float32, 32)),
+	}
+	qs := table{}
+	for _, a := range []string{"gate_up_proj", "down_proj"} {
+		qs[p+a+"_weight_quantizers.0"], qs[p+a+"_weight_quantizers.1"] = fp8Q(true), fp8Q(true)
+	}
+	for _, model := range []string{"deepseek_v3", "glm4_moe"} {
+		cfg := `{"model_type": "` + model + `", "n_routed_experts": 3}`
+		if _, err := NewPlan(infosOf(sd), []byte(cfg), qs, Options{}); !errors.Is(err, ErrShape) || !strings.Contains(err.Error(), "config.json says 3") {
+			t.Errorf("%s: got %v, want ErrShape for 2 experts against n_routed_experts 3", model, err)
+		}
+		cfg = `{"model_type": "` + model + `", "n_routed_experts": 2}`
+		if _, err := NewPlan(infosOf(sd), []byte(cfg), qs, Options{}); err != nil {
+			t.Errorf("%s: %v", model, err)
+		}
+	}
+}
