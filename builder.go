@@ -33,7 +33,7 @@ type BuildOptions struct {
 //
 // Memory comes from the allocator given. If it has the method
 // AllocateUninitialized(size int) []byte, the data buffer is taken from it, not
-// zeroed (convert.PoolAllocator has it): that is why every byte must be written.
+// zeroed (pipeline.PoolAllocator has it): that is why every byte must be written.
 //
 // A LayerBuilder is not safe for concurrent use, except that different rows'
 // Data may be written concurrently. Release it when done, also after Finish.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
-	"github.com/quantstream/quantstream/convert"
+	"github.com/quantstream/quantstream/pipeline"
 )
 
 // BenchmarkRatioToSequentialRead reports what the issue asks of the I/O layer: the
@@ -23,7 +23,7 @@ func BenchmarkRatioToSequentialRead(b *testing.B) {
 	c := benchCheckpoint(b)
 	total := checkpointBytes(c)
 	shards, _ := filepath.Glob(filepath.Join(benchDir, "ck", "*.safetensors"))
-	mem := convert.NewPoolAllocator()
+	mem := pipeline.NewPoolAllocator()
 	var seq, read, write, commit time.Duration
 	var infos []quantstream.TensorInfo
 	for _, li := range c.Layers() {

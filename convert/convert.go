@@ -97,7 +97,7 @@ type Options struct {
 	// arrowio.Merge to publish once every share is complete; see Job.Run.
 	Share arrowio.Share
 
-	// Allocator for layer buffers (nil: a PoolAllocator that keeps idle buffers
+	// Allocator for layer buffers (nil: a pipeline.PoolAllocator that keeps idle buffers
 	// within MaxMemory, trimmed by Job.Close).
 	Allocator memory.Allocator
 	// Progress is called after each layer is written.

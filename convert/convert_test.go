@@ -14,6 +14,7 @@ import (
 
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/internal/parallel"
+	"github.com/quantstream/quantstream/pipeline"
 )
 
 const tinyLlama = "../testdata/tiny_llama"
@@ -80,7 +81,7 @@ func assertWorkersIndependent(t *testing.T, opt Options) {
 	defer func(n int) { parallel.ChunkBytes = n }(parallel.ChunkBytes)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 
-	checked := memory.NewCheckedAllocator(NewPoolAllocator())
+	checked := memory.NewCheckedAllocator(pipeline.NewPoolAllocator())
 	one := opt
 	one.Out, one.Workers, one.Allocator, one.MaxShardSize = filepath.Join(t.TempDir(), "out"), 1, checked, 400_000
 	if _, err := Run(t.Context(), one); err != nil {
@@ -91,7 +92,7 @@ func assertWorkersIndependent(t *testing.T, opt Options) {
 	parallel.ChunkBytes = 1000
 	runtime.GOMAXPROCS(4)
 	four := opt
-	four.Out, four.Workers, four.Allocator, four.MaxShardSize = filepath.Join(t.TempDir(), "out"), 4, poisonAllocator{NewPoolAllocator()}, 400_000
+	four.Out, four.Workers, four.Allocator, four.MaxShardSize = filepath.Join(t.TempDir(), "out"), 4, poisonAllocator{pipeline.NewPoolAllocator()}, 400_000
 	if _, err := Run(t.Context(), four); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +100,7 @@ func assertWorkersIndependent(t *testing.T, opt Options) {
 }
 
 // poisonAllocator fills the buffers callers promise to overwrite entirely.
-type poisonAllocator struct{ *PoolAllocator }
+type poisonAllocator struct{ *pipeline.PoolAllocator }
 
 func (p poisonAllocator) AllocateUninitialized(size int) []byte {
 	b := p.PoolAllocator.AllocateUninitialized(size)

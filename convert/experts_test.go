@@ -31,7 +31,7 @@ const expertBudget = 160 << 10
 // and summary; shards are small so that several are laid out.
 func convertMoE(t *testing.T, opt Options, budget int64, workers int) (string, *Summary) {
 	t.Helper()
-	mem := memory.NewCheckedAllocator(NewPoolAllocator())
+	mem := memory.NewCheckedAllocator(pipeline.NewPoolAllocator())
 	opt.Out, opt.Workers, opt.Allocator, opt.MaxShardSize, opt.MaxMemory = filepath.Join(t.TempDir(), "out"), workers, mem, 60_000, budget
 	sum, err := Run(t.Context(), opt)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/internal/rss"
 	"github.com/quantstream/quantstream/pipeline"
 	"github.com/quantstream/quantstream/stages"
 )
@@ -49,8 +50,8 @@ type Job struct {
 	opt      Options
 	ck       *arrowio.Checkpoint
 	mem      memory.Allocator
-	pool     *PoolAllocator // the allocator Prepare made (nil when Options.Allocator is set)
-	prepTime time.Duration  // how long Prepare took: the summary's time includes it
+	pool     *pipeline.PoolAllocator // the allocator Prepare made (nil when Options.Allocator is set)
+	prepTime time.Duration           // how long Prepare took: the summary's time includes it
 
 	mode      string
 	chain     []quantstream.Stage
@@ -102,7 +103,7 @@ func Prepare(ctx context.Context, opt Options) (*Job, error) {
 	}
 	j := &Job{opt: opt, ck: ck, mem: opt.Allocator}
 	if j.mem == nil {
-		j.pool = NewPoolAllocator()
+		j.pool = pipeline.NewPoolAllocator()
 		// The budget bounds the bytes in use; keeping idle buffers only within it
 		// makes the pool's footprint, hence resident memory, follow the budget too.
 		j.pool.SetLimit(opt.MaxMemory)
@@ -410,7 +411,7 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 	if s.Seconds > 0 {
 		s.GBPerSecond = float64(s.BytesIn) / 1e9 / s.Seconds
 	}
-	s.PeakRSSBytes = PeakRSS()
+	s.PeakRSSBytes = rss.Peak()
 	s.MaxChargeB = plan.MaxCharge
 	return &s, nil
 }

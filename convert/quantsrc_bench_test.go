@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/internal/rss"
 	"github.com/quantstream/quantstream/internal/testgen"
 	"github.com/quantstream/quantstream/quant"
 )
@@ -82,7 +83,7 @@ func BenchmarkFP8BlockSource(b *testing.B) {
 			gb := float64(fp8) * float64(b.N) / 1e9
 			b.ReportMetric((cpuSeconds()-cpu0)/gb, "cpu-s/GB")
 			b.ReportMetric(gb/wall, "GB/s")
-			b.ReportMetric(float64(PeakRSS())/(1<<20), "peak-RSS-MiB")
+			b.ReportMetric(float64(rss.Peak())/(1<<20), "peak-RSS-MiB")
 			_ = os.RemoveAll(opt.Out)
 		})
 	}

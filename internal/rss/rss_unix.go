@@ -1,15 +1,15 @@
 //go:build unix
 
-package convert
+package rss
 
 import (
 	"runtime"
 	"syscall"
 )
 
-// PeakRSS is the process's peak resident set size so far, in bytes (0 where the
+// Peak is the process's peak resident set size so far, in bytes (0 where the
 // OS does not say).
-func PeakRSS() int64 {
+func Peak() int64 {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
