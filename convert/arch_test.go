@@ -197,3 +197,25 @@ func TestDataFreeUsesArchFamily(t *testing.T) {
 		})
 	}
 }
+
+// TestKVCacheOnUnknownAttentionRefused: --kv-cache on an attention whose key/value
+// projections quantstream does not recognise as an attention module (DeepSeek's MLA
+// with q_lora_rank: q_a_proj, kv_a_proj_with_mqa) is refused, naming the module,
+// rather than converted without the KV-cache scales the user asked for. ModelOpt
+// gives DeepseekV3Attention k/v_bmm quantizers (_QuantAttention), exported as
+// k_proj.k_scale / v_proj.v_scale, a layout no golden case pins.
+func TestKVCacheOnUnknownAttentionRefused(t *testing.T) {
+	base := "../testdata/golden-arch/e2e/base_deepseek_v3"
+	out := filepath.Join(t.TempDir(), "out")
+	_, err := Run(t.Context(), Options{Inputs: []string{base}, Recipe: "W4A16_NVFP4_CFG", KVCache: "fp8_cast", Out: out})
+	if err == nil || !strings.Contains(err.Error(), "model.layers.0.self_attn") || !strings.Contains(err.Error(), "--kv-cache") {
+		t.Fatalf("got %v, want a refusal naming model.layers.0.self_attn and --kv-cache", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("output written for a refused conversion: %v", err)
+	}
+	// Llama's attention is recognised: its KV-cache scales are written.
+	if _, err := Run(t.Context(), Options{Inputs: []string{"../testdata/golden-arch/e2e/base_llama"}, Recipe: "W4A16_NVFP4_CFG", KVCache: "fp8_cast", Out: filepath.Join(t.TempDir(), "llama")}); err != nil {
+		t.Fatal(err)
+	}
+}

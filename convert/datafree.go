@@ -87,6 +87,11 @@ func dataFreeRecipe(ck *arrowio.Checkpoint, side map[string]string, opt Options,
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	if opt.KVCache != "" {
+		if err := checkKVCoverage(q, shapes, opt.KVCache); err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, err)
+		}
+	}
 	if opt.CastMXFP4ToNVFP4 {
 		if err := checkCast(q, src); err != nil {
 			return nil, nil, nil, nil, err
@@ -101,6 +106,43 @@ func dataFreeRecipe(ck *arrowio.Checkpoint, side map[string]string, opt Options,
 		return nil, nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, errors.Join(unfit...))
 	}
 	return q.Table, cs, extra, r, nil
+}
+
+// kvProjections are the key/value projection names of attention modules.
+var kvProjections = map[string]bool{
+	"k_proj": true, "v_proj": true, "qkv_proj": true, "query_key_value": true, "c_attn": true,
+	"kv_a_proj_with_mqa": true, "kv_b_proj": true,
+}
+
+// checkKVCoverage refuses a KV-cache recipe (--kv-cache) when a module holding
+// key/value projections got no KV-cache quantizers (<attn>.k_bmm_quantizer): the
+// model rules recognise an attention module by its query projection (q_proj,
+// qkv_proj, …), and ModelOpt's _QuantAttention quantizes every transformers
+// *Attention class, DeepSeek's MLA included (q_a_proj, kv_a_proj_with_mqa), so
+// converting without them would silently drop the scales the user asked for.
+func checkKVCoverage(q *modelopt.Quantized, shapes map[string][]int64, kv string) error {
+	var missing []string
+	seen := map[string]bool{}
+	for _, n := range slices.Sorted(maps.Keys(shapes)) {
+		mod, ok := strings.CutSuffix(n, ".weight")
+		if !ok || len(shapes[n]) != 2 {
+			continue
+		}
+		i := strings.LastIndexByte(mod, '.')
+		if i < 0 || !kvProjections[mod[i+1:]] || seen[mod[:i]] {
+			continue
+		}
+		parent := mod[:i]
+		seen[parent] = true
+		if _, ok := q.Slot(parent + ".k_bmm_quantizer"); !ok {
+			missing = append(missing, fmt.Sprintf("%s (%s)", parent, mod[i+1:]))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("convert: --kv-cache %s: %d attention module(s) get no KV-cache quantizers, e.g. %s: quantstream recognises an attention module by q_proj, qkv_proj, query_key_value or c_attn, and ModelOpt quantizes this one's keys and values too (_QuantAttention), in a layout no golden case pins; convert without --kv-cache",
+		kv, len(missing), strings.Join(missing[:min(3, len(missing))], ", "))
 }
 
 // newCalibrateStage returns the calibration stage for q and the headers of the amax
