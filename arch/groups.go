@@ -2,6 +2,7 @@ package arch
 
 import (
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -63,6 +64,77 @@ func (f *Family) FusedGroups(prefix string, modules []string) []FusedGroup {
 				norm = prefix + r.Norm
 			}
 			out = append(out, FusedGroup{Members: g, Norm: norm})
+		}
+	}
+	return out
+}
+
+// Unmatched returns the modules (full names in the decoder layer prefix) that would
+// form a group of a fusion rule of two or more members (q_proj, k_proj, v_proj; gate_proj,
+// up_proj) under a parent no rule with those members covers: attention under another
+// name (self_attn renamed attention), experts under another container
+// (mlp.moe_experts.N). Their group would silently not fuse (own input_scale /
+// weight_scale_2 where ModelOpt writes one), so the caller refuses them. A lone
+// member-named module (NemotronH's routed experts' up_proj) is not a group.
+func (f *Family) Unmatched(prefix string, modules []string) []string {
+	covers := func(r FusionRule, parent string) bool {
+		if base, wild := strings.CutSuffix(r.Parent, ".*"); wild {
+			i, err := strconv.Atoi(strings.TrimPrefix(parent, base+"."))
+			return err == nil && i >= 0 && strings.HasPrefix(parent, base+".")
+		}
+		return parent == r.Parent
+	}
+	byParent := map[string][]string{}
+	var parents []string
+	for _, n := range modules {
+		rel, ok := strings.CutPrefix(n, prefix)
+		if !ok {
+			continue
+		}
+		parent, _ := splitLast(rel)
+		if _, ok := byParent[parent]; !ok {
+			parents = append(parents, parent)
+		}
+		byParent[parent] = append(byParent[parent], n)
+	}
+	var out []string
+	for _, parent := range parents {
+		have := map[string]string{}
+		for _, n := range byParent[parent] {
+			_, last := splitLast(n)
+			have[last] = n
+		}
+		bad := map[string]bool{}
+		for _, r := range f.Fusion {
+			if len(r.Members) < 2 || covers(r, parent) {
+				continue
+			}
+			var g []string
+			for _, m := range r.Members {
+				if n, ok := have[m]; ok {
+					g = append(g, n)
+				}
+			}
+			if len(g) < 2 {
+				continue
+			}
+			// Another rule with these members may cover this parent.
+			coveredElsewhere := false
+			for _, o := range f.Fusion {
+				if covers(o, parent) && slices.Contains(o.Members, r.Members[0]) {
+					coveredElsewhere = true
+				}
+			}
+			if !coveredElsewhere {
+				for _, n := range g {
+					bad[n] = true
+				}
+			}
+		}
+		for _, n := range byParent[parent] {
+			if bad[n] {
+				out = append(out, n)
+			}
 		}
 	}
 	return out

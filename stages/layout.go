@@ -175,6 +175,37 @@ func (p *Plan) checkUncovered(ts *tensorSet, mods []*Module) error {
 		ErrStructure, strings.Join(bad, ", "))
 }
 
+// checkUnmatched refuses quantized modules named as a fusion member of the family
+// (q_proj, gate_proj, …) under a parent no fusion rule covers (arch.Family.Unmatched):
+// the modules ModelOpt fuses would keep their own scales.
+func (p *Plan) checkUnmatched(mods []*Module) error {
+	byLayer := map[string][]string{}
+	var prefixes []string
+	for _, m := range mods {
+		if m.Format == "" || m.BMM || m.FromFused {
+			continue
+		}
+		idx, pre := arch.LayerOf(m.Weight)
+		if idx < 0 {
+			continue
+		}
+		if _, ok := byLayer[pre]; !ok {
+			prefixes = append(prefixes, pre)
+		}
+		byLayer[pre] = append(byLayer[pre], m.Name)
+	}
+	var bad []string
+	for _, pre := range prefixes {
+		bad = append(bad, p.Arch.Unmatched(pre, byLayer[pre])...)
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	slices.Sort(bad)
+	return fmt.Errorf("%w: module(s) %s are named as members of family %s's fusion groups, but no fusion rule covers their parent (%s): they would keep their own input_scale / weight_scale_2 where ModelOpt fuses them; add a fusion rule for that parent to a family file (fusion, --arch FILE, docs/arch-rules.md) or check the checkpoint's names",
+		ErrStructure, strings.Join(bad, ", "), p.Arch.Name, p.Arch.Source)
+}
+
 // firstPerExpert is the first per-expert tensor name of ts (quantizer buffers aside).
 func firstPerExpert(ts *tensorSet) string {
 	for _, n := range sortedKeys(ts.hdr) {

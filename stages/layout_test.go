@@ -196,3 +196,42 @@ func TestLinearWithoutQuantizersRefused(t *testing.T) {
 		t.Fatalf("got %v, want ErrStructure naming %sweight", err, k)
 	}
 }
+
+// TestPlanRefusesUnmatchedFusionMembers: modules named as a fusion group's members
+// under a parent no fusion rule covers (self_attn renamed attention; experts under
+// mlp.moe_experts.N) are refused, naming them, instead of exporting q/k/v (gate/up)
+// with their own scales where ModelOpt fuses them.
+func TestPlanRefusesUnmatchedFusionMembers(t *testing.T) {
+	for _, tc := range []struct{ name, from, to, config, want string }{
+		{"attention renamed", "self_attn.", "attention.", tinyLlamaConfig, "model.layers.0.attention.q_proj"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sd, qs := tinyLlama(1)
+			in := infosOf(sd)
+			for i := range in {
+				in[i].Name = strings.Replace(in[i].Name, tc.from, tc.to, 1)
+			}
+			moved := table{}
+			for n, q := range qs {
+				moved[strings.Replace(n, tc.from, tc.to, 1)] = q
+			}
+			_, err := NewPlan(in, []byte(tc.config), moved, Options{})
+			if !errors.Is(err, ErrStructure) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "fusion rule") {
+				t.Fatalf("got %v, want ErrStructure naming %s", err, tc.want)
+			}
+		})
+	}
+	sd, qs := moeFill()
+	in := infosOf(sd)
+	for i := range in {
+		in[i].Name = strings.Replace(in[i].Name, ".mlp.experts.", ".mlp.moe_experts.", 1)
+	}
+	moved := table{}
+	for n, q := range qs {
+		moved[strings.Replace(n, ".mlp.experts.", ".mlp.moe_experts.", 1)] = q
+	}
+	_, err := NewPlan(in, []byte(qwenMoEConfig), moved, Options{})
+	if !errors.Is(err, ErrStructure) || !strings.Contains(err.Error(), "model.layers.0.mlp.moe_experts.0.gate_proj") {
+		t.Fatalf("moe_experts: got %v, want ErrStructure naming the gate/up projections", err)
+	}
+}

@@ -302,7 +302,7 @@ func (p *Plan) discover(ts *tensorSet) ([]*Module, []*fusedExperts, error) {
 	mods, err := discoverModules(ts.hdr, ov)
 	bmm, berr := discoverBMM(ts.hdr, p.qs)
 	mods = append(mods, bmm...)
-	err = errors.Join(err, berr, checkZeroDims(ts, mods), p.checkExpertLayout(ts, perExpert, fused, bmm), checkWeightRanks(ts, mods), p.checkUncovered(ts, mods))
+	err = errors.Join(err, berr, checkZeroDims(ts, mods), p.checkExpertLayout(ts, perExpert, fused, bmm), checkWeightRanks(ts, mods), p.checkUncovered(ts, mods), p.checkUnmatched(mods))
 	for _, m := range mods {
 		for _, f := range fused {
 			if strings.HasPrefix(m.Name, f.name+".") {
