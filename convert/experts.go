@@ -37,15 +37,20 @@ func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int
 	var of []int
 	split := false
 	for i, li := range s.layers {
-		if li.Index == quantstream.NonDecoder || layerBytes(li) <= target || !hasExperts(li) {
+		if li.Index == quantstream.NonDecoder || layerBytes(li) <= target {
 			out, of = append(out, li), append(of, i)
 			continue
 		}
+		dense := !hasExperts(li)
 		var err error
 		var preread []string
-		if userStages > 0 {
+		var units [][]string
+		switch {
+		case userStages > 0:
 			err = fmt.Errorf("%w: layer %d: the conversion has stages of its own, which may need whole layers", stages.ErrNoExpertSplit, li.Index)
-		} else {
+		case dense:
+			units, err = plan.DenseSplit(li.Index)
+		default:
 			preread, err = plan.ExpertSplit(li.Index)
 		}
 		if err != nil {
@@ -63,7 +68,11 @@ func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int
 			}
 			s.preread[li.Index] = preread
 		}
-		for _, g := range expertGroups(li, target) {
+		groups := expertGroups(li, target)
+		if dense {
+			groups = unitGroups(li, units, target)
+		}
+		for _, g := range groups {
 			out, of = append(out, g), append(of, i)
 		}
 	}
@@ -71,6 +80,46 @@ func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int
 		s.whole, s.of, s.layers = s.layers, of, out
 	}
 	return s
+}
+
+// unitGroups packs the units of dense layer li (stages.Plan.DenseSplit), in their
+// order, into groups of at most target bytes (a unit alone when it is larger), each
+// sorted by name.
+func unitGroups(li quantstream.LayerInfo, units [][]string, target int64) []quantstream.LayerInfo {
+	byName := make(map[string]quantstream.TensorInfo, len(li.Tensors))
+	for _, t := range li.Tensors {
+		byName[t.Name] = t
+	}
+	var out []quantstream.LayerInfo
+	g := quantstream.LayerInfo{Index: li.Index, Prefix: li.Prefix}
+	var n int64
+	flush := func() {
+		if len(g.Tensors) > 0 {
+			slices.SortFunc(g.Tensors, func(a, b quantstream.TensorInfo) int { return cmp.Compare(a.Name, b.Name) })
+			out = append(out, g)
+		}
+		g, n = quantstream.LayerInfo{Index: li.Index, Prefix: li.Prefix}, 0
+	}
+	for _, u := range units {
+		var size int64
+		var ts []quantstream.TensorInfo
+		for _, name := range u {
+			// The export's inputs include what an earlier stage adds (calibration's
+			// weight amax, made from the weight of the same module): only the
+			// checkpoint's tensors are read.
+			if t, ok := byName[name]; ok {
+				ts = append(ts, t)
+				size += infoBytes(t)
+			}
+		}
+		if n > 0 && n+size > target {
+			flush()
+		}
+		g.Tensors = append(g.Tensors, ts...)
+		n += size
+	}
+	flush()
+	return out
 }
 
 // hasExperts reports whether li holds experts in any form (a component "experts":
@@ -206,12 +255,12 @@ func (s *grouping) outputTensors(plan *pipeline.Plan, stgs []quantstream.Stage) 
 			}
 		}
 		if len(got) != len(want) {
-			return nil, fmt.Errorf("%w: layer %d: its expert groups produce %d tensors, the whole layer %d", pipeline.ErrPlanMismatch, w.Index, len(got), len(want))
+			return nil, fmt.Errorf("%w: layer %d: its groups produce %d tensors, the whole layer %d", pipeline.ErrPlanMismatch, w.Index, len(got), len(want))
 		}
 		for _, t := range want {
 			g, ok := got[t.Name]
 			if !ok || g.DType != t.DType || !slices.Equal(g.Shape, t.Shape) {
-				return nil, fmt.Errorf("%w: layer %d: its expert groups produce %s %v %v, the whole layer %s %v", pipeline.ErrPlanMismatch, w.Index, t.Name, g.DType, g.Shape, t.DType, t.Shape)
+				return nil, fmt.Errorf("%w: layer %d: its groups produce %s %v %v, the whole layer %s %v", pipeline.ErrPlanMismatch, w.Index, t.Name, g.DType, g.Shape, t.DType, t.Shape)
 			}
 		}
 		out = append(out, want...)
@@ -236,9 +285,9 @@ func (s *grouping) explain(err error) error {
 	keys := sortedIntKeys(s.noSplit)
 	why := s.noSplit[keys[0]]
 	if len(keys) > 1 {
-		return fmt.Errorf("%w (not cut into expert groups: %w; and %d more layers)", err, why, len(keys)-1)
+		return fmt.Errorf("%w (not cut into groups: %w; and %d more layers)", err, why, len(keys)-1)
 	}
-	return fmt.Errorf("%w (not cut into expert groups: %w)", err, why)
+	return fmt.Errorf("%w (not cut into groups: %w)", err, why)
 }
 
 // groupName names a group of a split layer for the plan's printout ("" when lp is
@@ -258,7 +307,21 @@ func groupName(layers []pipeline.LayerPlan, i int) string {
 		}
 	}
 	if lo < 0 {
-		return fmt.Sprintf("layer %d w/o experts", lp.Index)
+		for k := range layers {
+			if layers[k].Index != lp.Index {
+				continue
+			}
+			for _, t := range layers[k].Steps[0] {
+				if _, _, ok := stages.RoutedExpert(t.Name); ok {
+					return fmt.Sprintf("layer %d w/o experts", lp.Index)
+				}
+			}
+		}
+		part := 1
+		for k := i - 1; k >= 0 && layers[k].Index == lp.Index; k-- {
+			part++
+		}
+		return fmt.Sprintf("layer %d part %d", lp.Index, part)
 	}
 	return fmt.Sprintf("layer %d experts %d-%d", lp.Index, lo, hi)
 }

@@ -172,7 +172,7 @@ func TestExpertGroupsRefused(t *testing.T) {
 			}
 			p, err := j.Plan()
 			if err != nil || len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "needs") ||
-				!strings.Contains(p.Problems[0], "(not cut into expert groups: stages: layer cannot be exported in groups of experts: "+tc.want) {
+				!strings.Contains(p.Problems[0], "(not cut into groups: stages: layer cannot be exported in groups of experts: "+tc.want) {
 				t.Fatalf("plan: %v %q", err, p.Problems)
 			}
 		})

@@ -184,3 +184,170 @@ func (p *Plan) SetExpertFill(index int, amax map[string]quant.Tensor) error {
 	s.targets = targets
 	return nil
 }
+
+// DenseSplit returns, for dense decoder layer index (no experts of any kind), its
+// input tensors cut into units whose exports are independent of each other, so that
+// a layer larger than the memory budget can be exported in groups of whole units,
+// each group planned and processed on its own with output bytes identical to the
+// whole layer's. Every export step of such a layer is local to one module except
+// those that read or write across modules, and those keep their modules together:
+//
+//   - a fusion group of the family (requantize_resmooth_fused_llm_layers: the shared
+//     amax maximum, AWQ resmoothing) with the norm it folds a pre_quant_scale into
+//     (fuse_prequant_layernorm), whatever the format, so that the rule does not
+//     depend on which steps a format happens to run;
+//   - a pre_quant_scale fold from one linear into another (fuse_prequant_to_linear);
+//   - a tensor of no module (a norm no fusion group names stands alone; any other,
+//     such as an attention BMM quantizer's amax, goes with every module under its
+//     parent).
+//
+// Units are sorted by their first tensor name, tensors within a unit by name. A
+// layer with experts, or whose modules cannot be found, is refused with an error
+// wrapping ErrNoExpertSplit (ExpertSplit handles experts).
+func (p *Plan) DenseSplit(index int) ([][]string, error) {
+	lp := p.layers[index]
+	if index == quantstream.NonDecoder || lp == nil {
+		return nil, fmt.Errorf("%w: no decoder layer %d", ErrNoExpertSplit, index)
+	}
+	for _, t := range lp.Inputs {
+		if i := strings.Index(t.Name, "experts."); i >= 0 && (i == 0 || t.Name[i-1] == '.' || t.Name[i-1] == '_') {
+			return nil, fmt.Errorf("%w: layer %d: %s is an expert's", ErrNoExpertSplit, index, t.Name)
+		}
+	}
+	ts, err := headerSet(lp.Inputs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: layer %d: %w", ErrNoExpertSplit, index, err)
+	}
+	mods, fused, err := p.discover(ts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: layer %d: %w", ErrNoExpertSplit, index, err)
+	}
+	if len(fused) > 0 {
+		return nil, fmt.Errorf("%w: layer %d: fused experts %s", ErrNoExpertSplit, index, fused[0].name)
+	}
+	names := sortedKeys(ts.hdr)
+	// Union-find over tensor names.
+	up := make(map[string]string, len(names))
+	var find func(string) string
+	find = func(n string) string {
+		if up[n] == "" || up[n] == n {
+			return n
+		}
+		r := find(up[n])
+		up[n] = r
+		return r
+	}
+	union := func(a, b string) {
+		if ra, rb := find(a), find(b); ra != rb {
+			up[max(ra, rb)] = min(ra, rb)
+		}
+	}
+	// owner is the module (longest name that is a component prefix) of each tensor.
+	modNames := make([]string, 0, len(mods))
+	for _, m := range mods {
+		if m.BMM || m.Expert >= 0 {
+			return nil, fmt.Errorf("%w: layer %d: module %s is an expert's", ErrNoExpertSplit, index, m.Name)
+		}
+		modNames = append(modNames, m.Name)
+	}
+	owner := func(t string) string {
+		best := ""
+		for _, m := range modNames {
+			if strings.HasPrefix(t, m+".") && len(m) > len(best) {
+				best = m
+			}
+		}
+		return best
+	}
+	first := map[string]string{} // a tensor of each module, norm or parent
+	join := func(key, t string) {
+		if f, ok := first[key]; ok {
+			union(f, t)
+		} else {
+			first[key] = t
+		}
+	}
+	norms := map[string]bool{}
+	var groups [][]string
+	// Fusion groups are taken over every module, quantized or not, of the family's
+	// rules: a superset of the groups any format fuses.
+	for _, g := range p.Arch.FusedGroups(lp.Prefix, modNames) {
+		members := slices.Clone(g.Members)
+		if g.Norm != "" {
+			norms[g.Norm] = true
+			members = append(members, "norm:"+g.Norm)
+		}
+		groups = append(groups, members)
+	}
+	for _, r := range p.Arch.Prequant {
+		src, tgt := lp.Prefix+r.Parent+"."+r.Source, lp.Prefix+r.Parent+"."+r.Target
+		if slices.Contains(modNames, src) && slices.Contains(modNames, tgt) {
+			groups = append(groups, []string{src, tgt})
+		}
+	}
+	var loose []string
+	for _, t := range names {
+		if o := owner(t); o != "" {
+			join(o, t)
+			continue
+		}
+		n, _ := splitLast(t)
+		parent, _ := splitLast(n)
+		switch {
+		case norms[n]:
+			join("norm:"+n, t)
+		case parent+"." == lp.Prefix || !strings.HasPrefix(t, lp.Prefix):
+			join("tensor:"+n, t)
+		default:
+			loose = append(loose, t)
+		}
+	}
+	for _, g := range groups {
+		for _, k := range g[1:] {
+			if a, ok := first[g[0]]; ok {
+				if b, ok := first[k]; ok {
+					union(a, b)
+				}
+			}
+		}
+	}
+	for _, t := range loose {
+		// A tensor of no module below the layer goes with every module of its parent.
+		parent, _ := splitLast(t)
+		for {
+			var ok bool
+			parent, _ = splitLast(parent)
+			if parent == "" || parent+"." == lp.Prefix || !strings.HasPrefix(parent+".", lp.Prefix) {
+				parent = ""
+				break
+			}
+			for _, m := range modNames {
+				if strings.HasPrefix(m, parent+".") {
+					union(first[m], t)
+					ok = true
+				}
+			}
+			if ok {
+				break
+			}
+		}
+		if parent == "" {
+			// Nothing to attach it to: the layer is kept whole.
+			return nil, fmt.Errorf("%w: layer %d: tensor %s belongs to no module", ErrNoExpertSplit, index, t)
+		}
+	}
+	units := map[string][]string{}
+	var roots []string
+	for _, t := range names {
+		r := find(t)
+		if _, ok := units[r]; !ok {
+			roots = append(roots, r)
+		}
+		units[r] = append(units[r], t)
+	}
+	out := make([][]string, 0, len(roots))
+	for _, r := range roots {
+		out = append(out, units[r])
+	}
+	return out, nil
+}
