@@ -196,7 +196,8 @@ func (p *Plan) SetExpertFill(index int, amax map[string]quant.Tensor) error {
 //     amax maximum, AWQ resmoothing) with the norm it folds a pre_quant_scale into
 //     (fuse_prequant_layernorm), whatever the format, so that the rule does not
 //     depend on which steps a format happens to run;
-//   - a pre_quant_scale fold from one linear into another (fuse_prequant_to_linear);
+//   - a pre_quant_scale fold from one linear into another (fuse_prequant_to_linear,
+//     which run applies to nvfp4_awq exports);
 //   - a tensor of no module (a norm no fusion group names stands alone; any other,
 //     such as an attention BMM quantizer's amax, goes with every module under its
 //     parent).
@@ -280,6 +281,9 @@ func (p *Plan) DenseSplit(index int) ([][]string, error) {
 		groups = append(groups, members)
 	}
 	for _, r := range p.Arch.Prequant {
+		if !strings.Contains(p.ModelFormat, "nvfp4_awq") {
+			break // run folds linears into linears for these exports only
+		}
 		src, tgt := lp.Prefix+r.Parent+"."+r.Source, lp.Prefix+r.Parent+"."+r.Target
 		if slices.Contains(modNames, src) && slices.Contains(modNames, tgt) {
 			groups = append(groups, []string{src, tgt})
