@@ -26,8 +26,10 @@ import (
 // Each group goes through the stages on its own; stages.Plan.ExpertSplit says when
 // that is exact and what must be read first (readExpertFill). A layer it refuses stays
 // whole, and the reason is kept for the budget error (explain); a layer without
-// experts stays whole silently. userStages > 0 keeps
-// every layer whole: a caller's stage may need one.
+// experts is cut the same way into groups of the units stages.Plan.DenseSplit
+// gives (a fusion group with its norm, say), packed in order to at most maxMemory/4
+// bytes a group (a unit alone when it is larger). userStages > 0 keeps every layer
+// whole: a caller's stage may need one.
 func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int64) *grouping {
 	if plan == nil || maxMemory <= 0 {
 		return s
@@ -53,6 +55,14 @@ func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int
 		default:
 			preread, err = plan.ExpertSplit(li.Index)
 		}
+		var groups []quantstream.LayerInfo
+		switch {
+		case err != nil:
+		case dense:
+			groups, err = unitGroups(li, units, target)
+		default:
+			groups = expertGroups(li, target)
+		}
 		if err != nil {
 			if s.noSplit == nil {
 				s.noSplit = map[int]error{}
@@ -68,10 +78,6 @@ func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int
 			}
 			s.preread[li.Index] = preread
 		}
-		groups := expertGroups(li, target)
-		if dense {
-			groups = unitGroups(li, units, target)
-		}
 		for _, g := range groups {
 			out, of = append(out, g), append(of, i)
 		}
@@ -84,8 +90,9 @@ func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int
 
 // unitGroups packs the units of dense layer li (stages.Plan.DenseSplit), in their
 // order, into groups of at most target bytes (a unit alone when it is larger), each
-// sorted by name.
-func unitGroups(li quantstream.LayerInfo, units [][]string, target int64) []quantstream.LayerInfo {
+// sorted by name. A tensor of li that no unit names (an earlier stage replaced it)
+// is refused: the layer is then kept whole.
+func unitGroups(li quantstream.LayerInfo, units [][]string, target int64) ([]quantstream.LayerInfo, error) {
 	byName := make(map[string]quantstream.TensorInfo, len(li.Tensors))
 	for _, t := range li.Tensors {
 		byName[t.Name] = t
@@ -110,6 +117,7 @@ func unitGroups(li quantstream.LayerInfo, units [][]string, target int64) []quan
 			if t, ok := byName[name]; ok {
 				ts = append(ts, t)
 				size += infoBytes(t)
+				delete(byName, name)
 			}
 		}
 		if n > 0 && n+size > target {
@@ -119,7 +127,12 @@ func unitGroups(li quantstream.LayerInfo, units [][]string, target int64) []quan
 		n += size
 	}
 	flush()
-	return out
+	for _, t := range li.Tensors {
+		if _, left := byName[t.Name]; left {
+			return nil, fmt.Errorf("%w: layer %d: %s is not among the export's inputs (an earlier stage replaces it)", stages.ErrNoExpertSplit, li.Index, t.Name)
+		}
+	}
+	return out, nil
 }
 
 // hasExperts reports whether li holds experts in any form (a component "experts":
