@@ -85,16 +85,9 @@ func (p *Plan) ExpertSplit(index int) (preread []string, err error) {
 	if routed == 0 {
 		return nil, fmt.Errorf("%w: layer %d has no routed experts", ErrNoExpertSplit, index)
 	}
-	ts, err := headerSet(lp.Inputs)
+	_, mods, err := p.splitModules(index, lp.Inputs)
 	if err != nil {
-		return nil, fmt.Errorf("%w: layer %d: %w", ErrNoExpertSplit, index, err)
-	}
-	mods, fused, err := p.discover(ts)
-	if err != nil {
-		return nil, fmt.Errorf("%w: layer %d: %w", ErrNoExpertSplit, index, err)
-	}
-	if len(fused) > 0 {
-		return nil, fmt.Errorf("%w: layer %d: fused experts %s", ErrNoExpertSplit, index, fused[0].name)
+		return nil, err
 	}
 	for _, m := range mods {
 		// Each module's tensors must travel together: a routed expert's all under its
@@ -215,16 +208,9 @@ func (p *Plan) DenseSplit(index int) ([][]string, error) {
 			return nil, fmt.Errorf("%w: layer %d: %s is an expert's", ErrNoExpertSplit, index, t.Name)
 		}
 	}
-	ts, err := headerSet(lp.Inputs)
+	ts, mods, err := p.splitModules(index, lp.Inputs)
 	if err != nil {
-		return nil, fmt.Errorf("%w: layer %d: %w", ErrNoExpertSplit, index, err)
-	}
-	mods, fused, err := p.discover(ts)
-	if err != nil {
-		return nil, fmt.Errorf("%w: layer %d: %w", ErrNoExpertSplit, index, err)
-	}
-	if len(fused) > 0 {
-		return nil, fmt.Errorf("%w: layer %d: fused experts %s", ErrNoExpertSplit, index, fused[0].name)
+		return nil, err
 	}
 	names := sortedKeys(ts.hdr)
 	// Union-find over tensor names.
@@ -354,4 +340,21 @@ func (p *Plan) DenseSplit(index int) ([][]string, error) {
 		out = append(out, units[r])
 	}
 	return out, nil
+}
+
+// splitModules discovers the modules of one decoder layer's inputs for a split (by
+// experts or by modules); fused experts are one tensor and cannot be split.
+func (p *Plan) splitModules(index int, inputs []quantstream.TensorInfo) (*tensorSet, []*Module, error) {
+	ts, err := headerSet(inputs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: layer %d: %w", ErrNoExpertSplit, index, err)
+	}
+	mods, fused, err := p.discover(ts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: layer %d: %w", ErrNoExpertSplit, index, err)
+	}
+	if len(fused) > 0 {
+		return nil, nil, fmt.Errorf("%w: layer %d: fused experts %s", ErrNoExpertSplit, index, fused[0].name)
+	}
+	return ts, mods, nil
 }
