@@ -104,6 +104,8 @@ func TestParseRefuses(t *testing.T) {
 		{"bad gate_up", `{` + ok + `, "experts": {"layouts": ["per_expert"], "gate_up": ["w1"]}}`, `"gate_up"`},
 		{"bad regex", `{` + ok + `, "renames": [{"pattern": "^model\\.(", "replace": "x"}]}`, `"renames"[0] "pattern" "^model\\.("`},
 		{"bad group", `{` + ok + `, "renames": [{"pattern": "^model\\.(a)", "replace": "$2"}]}`, `uses $2`},
+		{"bad linear", `{` + ok + `, "linears": ["mlp\\.(up"]}`, `"linears"[0] "mlp\\.(up"`},
+		{"empty linear", `{` + ok + `, "linears": [""]}`, `"linears"[0] is empty`},
 		{"trailing", `{` + ok + `} {}`, `data after`},
 		{"not json", `{` + ok, `unexpected EOF`},
 		{"wrong type", `{"name": 3, "model_types": ["x"]}`, `name`},
@@ -150,6 +152,48 @@ func TestUserFamily(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "none.json")); !errors.Is(err, ErrFamily) {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// TestKnowsLinear: the patterns match whole module names, relative to the decoder
+// layer inside one and whole outside; a family without "linears" takes every module.
+func TestKnowsLinear(t *testing.T) {
+	llama, err := Builtin().Detect(&Config{ModelType: "llama"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for mod, want := range map[string]bool{
+		"model.layers.0.self_attn.q_proj":        true,
+		"model.layers.12.mlp.down_proj":          true,
+		"lm_head":                                true,
+		"model.layers.0.mlp.foo_proj":            false,
+		"model.layers.0.mlp.up_proj_extra":       false, // anchored at the end
+		"model.layers.0.block.mlp.up_proj":       false, // anchored at the start
+		"extra.head":                             false,
+		"model.lm_head":                          false,
+		"model.layers.0.self_attn.q_proj.lora_A": false,
+	} {
+		if got := llama.KnowsLinear(mod); got != want {
+			t.Errorf("llama.KnowsLinear(%q) = %v, want %v", mod, got, want)
+		}
+	}
+	user, err := Parse("mine.json", []byte(`{"name": "mine", "model_types": ["mine"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !user.KnowsLinear("model.layers.0.anything") || !user.KnowsLinear("extra.head") {
+		t.Fatal("a family without linears must take every module")
+	}
+	// Every built-in family lists its linears: without them a data-free export would
+	// quantize any 2-D weight of the checkpoint.
+	for _, mt := range Builtin().ModelTypes() {
+		f, err := Builtin().Detect(&Config{ModelType: mt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(f.Linears) == 0 || f.KnowsLinear("model.layers.0.not_a_module_of_any_family") {
+			t.Errorf("built-in family %s (%s) lists no linears", f.Name, mt)
+		}
 	}
 }
 

@@ -62,6 +62,20 @@ type Family struct {
 	// and maps them with Renames, so a hub-named input (data-free) must name them the
 	// same way. Rules as Renames'; they must leave in-memory names unchanged.
 	FromHub []Rename `json:"from_hub,omitempty"`
+	// Linears are the modules of the model that hold a matrix weight ModelOpt gives
+	// quantizers (nn.Linear, the nn.Conv1d of a mixer, a fused or batched-matmul
+	// experts container), as Go regular expressions matched against a whole module
+	// name: relative to its decoder layer inside one ("self_attn.q_proj",
+	// "mlp.experts.[0-9]+.up_proj", "mlp.experts"), the full name outside
+	// ("lm_head"). Embeddings and routers are told by name and need no entry. A
+	// data-free export derives quantizers from the checkpoint's names alone, so a
+	// weight of a module no entry matches (an extra or renamed module, which
+	// transformers would not load into the model ModelOpt exports) is refused rather
+	// than quantized as a guess. Empty: every such weight is taken as a linear (a
+	// user's family file that does not list them).
+	Linears []string `json:"linears,omitempty"`
+
+	linears []*regexp.Regexp
 
 	// Filled in by Registry.Detect from config.json, for messages.
 	ModelType    string `json:"-"`
@@ -193,6 +207,25 @@ func (f *Family) FusedInMemory() bool { return f.Experts != nil && f.Experts.Fus
 
 // AWQExperts reports whether AWQ can resmooth the family's per-expert modules.
 func (f *Family) AWQExperts() bool { return f.Experts != nil && f.Experts.AWQ }
+
+// KnowsLinear reports whether module (a full module name, e.g.
+// "model.layers.3.mlp.up_proj") is one of the family's Linears; true when the family
+// lists none.
+func (f *Family) KnowsLinear(module string) bool {
+	if len(f.linears) == 0 {
+		return true
+	}
+	name := module
+	if idx, prefix := LayerOf(module + "."); idx >= 0 {
+		name = module[len(prefix):]
+	}
+	for _, re := range f.linears {
+		if re.MatchString(name) {
+			return true
+		}
+	}
+	return false
+}
 
 // HubName maps an in-memory tensor name to its hub name (Renames).
 func (f *Family) HubName(tensor string) string {
@@ -341,6 +374,18 @@ func (f *Family) validate() error {
 			if !namePart.MatchString(r) {
 				bad(`"experts" "routers"[%d] %q is not a module name`, i, r)
 			}
+		}
+	}
+	f.linears = f.linears[:0]
+	for i, p := range f.Linears {
+		re, err := regexp.Compile(`^(?:` + p + `)$`)
+		switch {
+		case p == "":
+			bad(`"linears"[%d] is empty`, i)
+		case err != nil:
+			bad(`"linears"[%d] %q: %v`, i, p, err)
+		default:
+			f.linears = append(f.linears, re)
 		}
 	}
 	for i := range f.Renames {

@@ -8,7 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quantstream/quantstream"
 	"github.com/quantstream/quantstream/arch"
+	"github.com/quantstream/quantstream/arrowio"
+	"github.com/quantstream/quantstream/internal/testgen"
+	"github.com/quantstream/quantstream/quant"
 )
 
 // renamedLlama copies tiny_llama with config.json naming a model type no built-in
@@ -217,5 +221,37 @@ func TestKVCacheOnUnknownAttentionRefused(t *testing.T) {
 	// Llama's attention is recognised: its KV-cache scales are written.
 	if _, err := Run(t.Context(), Options{Inputs: []string{"../testdata/golden-arch/e2e/base_llama"}, Recipe: "W4A16_NVFP4_CFG", KVCache: "fp8_cast", Out: filepath.Join(t.TempDir(), "llama")}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUndescribedModuleRefused: a data-free export of a checkpoint holding a weight of
+// a module its family does not list is refused before anything is read, naming the
+// tensor, and writes nothing; `plan` reports the same problem.
+func TestUndescribedModuleRefused(t *testing.T) {
+	c := testgen.LlamaConfig{Layers: 2, Hidden: 64, Intermediate: 128, Heads: 4, KVHeads: 2, Vocab: 96}
+	for _, extra := range []quantstream.TensorInfo{
+		{Name: "model.layers.1.mlp.foo_proj.weight", DType: quant.BF16, Shape: []int64{128, 64}},
+		{Name: "extra.head.weight", DType: quant.BF16, Shape: []int64{8, 64}},
+	} {
+		t.Run(extra.Name, func(t *testing.T) {
+			in := filepath.Join(t.TempDir(), "in")
+			side := map[string][]byte{"config.json": testgen.LlamaConfigJSON(c)}
+			if err := testgen.WriteCheckpoint(in, append(testgen.LlamaTensors(c), extra), 1, arrowio.WriteOptions{}, side); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "out")
+			opt := Options{Inputs: []string{in}, Recipe: "W4A16_NVFP4_CFG", Out: out}
+			_, err := Run(t.Context(), opt)
+			if !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), extra.Name) || !strings.Contains(err.Error(), "--arch") {
+				t.Fatalf("got %v, want a plan problem naming %s and --arch", err, extra.Name)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatalf("output written for a refused conversion: %v", err)
+			}
+			rep, err := MakePlan(t.Context(), opt)
+			if err != nil || !strings.Contains(strings.Join(rep.Problems, "\n"), extra.Name) {
+				t.Fatalf("plan: %v %v, want the problem naming %s", err, rep, extra.Name)
+			}
+		})
 	}
 }

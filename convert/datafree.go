@@ -84,6 +84,10 @@ func dataFreeRecipe(ck *arrowio.Checkpoint, side map[string]string, opt Options,
 		dtypes[t.Name] = t.DType
 	}
 	q, err := modelopt.DataFreeFor(r, cfg, fam, shapes)
+	if errors.Is(err, modelopt.ErrModel) {
+		// The checkpoint's structure: a plan problem, reported with the others.
+		return nil, nil, nil, nil, fmt.Errorf("%w:\n%w", ErrPlan, err)
+	}
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}

@@ -157,6 +157,17 @@ func NewModelFor(cfg *arch.Config, fam *arch.Family, shapes map[string][]int64) 
 		m.Slots = append(m.Slots, s)
 		return nil
 	}
+	// Weights of modules the family does not list (arch.Family.Linears), found all at
+	// once: quantizing them would be a guess about a module transformers would not
+	// load into the model ModelOpt exports.
+	var unknown []string
+	known := func(mod, tensor string) bool {
+		if fam.KnowsLinear(mod) {
+			return true
+		}
+		unknown = append(unknown, tensor)
+		return false
+	}
 	attn := map[string]bool{}
 	linear := func(mod, weight string, shape []int64) error {
 		for _, s := range []Slot{
@@ -178,6 +189,7 @@ func NewModelFor(cfg *arch.Config, fam *arch.Family, shapes map[string][]int64) 
 		}
 		shape := shapes[n]
 		switch {
+		case (fused[mod] || param == "weight" && len(shape) == 3) && !known(mod, n):
 		case bmm[mod] && (param == "gate_up_proj" || param == "up_proj" || param == "down_proj"):
 			cls := expertsClass
 			for _, s := range []Slot{
@@ -248,6 +260,7 @@ func NewModelFor(cfg *arch.Config, fam *arch.Family, shapes map[string][]int64) 
 				// holding a weight parameter, not nn.Linear, and those of batched-matmul
 				// experts (GptOssTopKRouter; Llama4Router, an nn.Linear with its own
 				// forward) are not converted either: ModelOpt leaves them alone.
+			case !known(mod, n):
 			default:
 				if err := linear(mod, n, shape); err != nil {
 					return nil, err
@@ -257,6 +270,15 @@ func NewModelFor(cfg *arch.Config, fam *arch.Family, shapes map[string][]int64) 
 				}
 			}
 		}
+	}
+	if len(unknown) > 0 {
+		more := ""
+		if len(unknown) > 5 {
+			more = fmt.Sprintf(" and %d more", len(unknown)-5)
+			unknown = unknown[:5]
+		}
+		return nil, fmt.Errorf("%w: tensor(s) %s%s: their module is none of the linear modules family %s (%s) lists, so transformers would not load them into the model ModelOpt quantizes (an extra or renamed module?) and quantstream will not quantize them on a guess; remove them from the checkpoint, or, if they are part of the model, list the module in \"linears\" of a family file and pass it with --arch (docs/arch-rules.md)",
+			ErrModel, strings.Join(unknown, ", "), more, fam.Name, fam.Source)
 	}
 	if _, ok := shapes["lm_head.weight"]; !ok && cfg.Tied() && (strings.HasSuffix(m.Arch, "ForCausalLM") || strings.HasSuffix(m.Arch, "ForConditionalGeneration")) {
 		// A tied lm_head is still an nn.Linear module of its own (its weight is the
