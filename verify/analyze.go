@@ -321,6 +321,23 @@ func (a *analysis) fusion(r *Report) {
 			byLayer[p] = append(byLayer[p], m.Name)
 		}
 	}
+	// The export's structure refusals, re-applied: a quantized module the family
+	// does not list, and modules named as fusion members under a parent no rule
+	// covers (self_attn renamed attention). The group check below would pass them
+	// by finding no group, while an engine's model of this type has no such layer.
+	for _, m := range quantized {
+		if !arch.KnowsLinear(m.Name) {
+			r.add(Finding{Severity: Error, Check: CheckFusion, Tensor: m.Weight, File: a.fileOf(m.Weight),
+				Message: fmt.Sprintf("module %s is none of the linear modules family %s (%s) lists: an engine's model of this type has no such layer, and the fused-group check cannot place it (a module renamed or added?)", m.Name, arch.Name, arch.Source)})
+		}
+	}
+	for _, p := range sortedKeys(byLayer) {
+		for _, n := range arch.Unmatched(p, byLayer[p]) {
+			m := a.byID[n]
+			r.add(Finding{Severity: Error, Check: CheckFusion, Tensor: m.Weight, File: a.fileOf(m.Weight),
+				Message: fmt.Sprintf("module %s is named as a fusion member of family %s (%s), under a parent no fusion rule covers: the modules ModelOpt fuses there would keep their own scales, and an engine's model of this type has no such layer", n, arch.Name, arch.Source)})
+		}
+	}
 	for _, p := range sortedKeys(byLayer) {
 		for _, g := range arch.FusedGroups(p, byLayer[p]) {
 			mods := make([]*module, len(g.Members))

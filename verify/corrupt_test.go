@@ -76,6 +76,40 @@ var corruptions = []corruption{
 		}
 		return "", verify.Options{}, false
 	}},
+	{"attention renamed", verify.CheckFusion, func(t *testing.T, ck *ckCopy, _ goldenCase) (string, verify.Options, bool) {
+		if !ck.archKnown(t) {
+			return "", verify.Options{}, false
+		}
+		// The first quantized q_proj's parent renamed: self_attn → attention.
+		for _, n := range ck.names() {
+			p, ok := strings.CutSuffix(n, ".self_attn.q_proj.weight")
+			if !ok || ck.header(n).DType == quant.BF16 {
+				continue
+			}
+			from, to := p+".self_attn.", p+".attention."
+			shard, _, _ := ck.where(n)
+			ck.rewrite(t, shard, func(ts map[string]quant.Tensor) {
+				for name, v := range ts {
+					if rest, ok := strings.CutPrefix(name, from); ok {
+						delete(ts, name)
+						ts[to+rest] = v
+					}
+				}
+			})
+			if _, err := os.Stat(filepath.Join(ck.dir, arrowio.IndexName)); err == nil {
+				ix := ck.index(t)
+				for name, s := range ix.WeightMap {
+					if rest, ok := strings.CutPrefix(name, from); ok {
+						delete(ix.WeightMap, name)
+						ix.WeightMap[to+rest] = s
+					}
+				}
+				ck.writeIndex(t, ix)
+			}
+			return to + "q_proj.weight", verify.Options{}, true
+		}
+		return "", verify.Options{}, false
+	}},
 	{"deleted shard", verify.CheckFiles, func(t *testing.T, ck *ckCopy, _ goldenCase) (string, verify.Options, bool) {
 		shards := ck.shard(t)
 		last := shards[len(shards)-1]

@@ -31,7 +31,10 @@
 //	          stages' rules, the ones convert applies: Arch.FusedGroups) have one
 //	          format, and where the export shares scales (stages.SharesFusedScales)
 //	          equal input_scale and weight_scale_2; one expert's gate and up have equal
-//	          per-tensor weight scales
+//	          per-tensor weight scales; every quantized module is one of the family's
+//	          linears (arch.Family.Linears) and none is named as a fusion member under
+//	          a parent no rule covers (the export's refusals: self_attn renamed
+//	          attention would otherwise pass as a module of no group)
 //	scales    (data) per-tensor scales finite and positive where engines multiply or
 //	          divide; no NaN among NVFP4 E4M3 block scales, E8M0 block scales or FP8
 //	          weight codes (the E4M3 cast overflows to NaN); no NVFP4 block saturated
