@@ -251,17 +251,35 @@ func maxElems16(dst []uint32, row []byte) int {
 //go:noescape
 func nvfp4ColsBF16AVX512(dstP, dstS, x []byte, A, B, c0, c1, block int, d, s2 float32, tab *[256]float32)
 
+//go:noescape
+func nvfp4ColsBF16AVX2(dstP, dstS, x []byte, A, B, c0, c1, block int, d, s2 float32, tab *[256]float32, divs []float32)
+
 // nvfp4ColsBF16 quantizes the columns of the stored [A, B] BF16 expert x as the
 // transposed rows of batched-matmul NVFP4 (AppendQuantizeRows of x transposed,
 // global scale s2), writing packed [A/2, B] and scales [A/block, B]: the vector
-// kernel takes the columns [lo, hi) of [c0, c1) that whole vectors of 16 cover
-// and reports them (lo = hi when it takes none).
+// kernel takes the columns [lo, hi) of [c0, c1) that whole vectors cover (16
+// columns with AVX-512, 8 with AVX2) and reports them (lo = hi when it takes none).
 func nvfp4ColsBF16(packed, scales, x []byte, A, B, c0, c1, block int, s2 float32) (lo, hi int) {
-	lo, hi = (c0+15)&^15, c1&^15
-	if kernels != kernelAVX512 || lo >= hi || block < 2 || block%2 != 0 || A%block != 0 {
+	if block < 2 || block%2 != 0 || A%block != 0 {
 		return c0, c0
 	}
-	nvfp4ColsBF16AVX512(packed[:A/2*B], scales[:A/block*B], x[:2*A*B], A, B, lo, hi, block, float32(E2M1Max*s2), s2, &e4m3Table)
+	d := float32(E2M1Max * s2)
+	switch kernels {
+	case kernelAVX512:
+		lo, hi = (c0+15)&^15, c1&^15
+		if lo >= hi {
+			return c0, c0
+		}
+		nvfp4ColsBF16AVX512(packed[:A/2*B], scales[:A/block*B], x[:2*A*B], A, B, lo, hi, block, d, s2, &e4m3Table)
+	case kernelAVX2:
+		lo, hi = (c0+7)&^7, c1&^7
+		if lo >= hi {
+			return c0, c0
+		}
+		nvfp4ColsBF16AVX2(packed[:A/2*B], scales[:A/block*B], x[:2*A*B], A, B, lo, hi, block, d, s2, &e4m3Table, make([]float32, hi-lo))
+	default:
+		return c0, c0
+	}
 	return lo, hi
 }
 

@@ -1275,6 +1275,132 @@ done:
 	VZEROUPPER
 	RET
 
+// func nvfp4ColsBF16AVX2(dstP, dstS, x []byte, A, B, c0, c1, block int, d, s2 float32, tab *[256]float32, divs []float32)
+// As nvfp4ColsBF16AVX512, 8 columns per vector, c1 - c0 a multiple of 8. The E4M3
+// and E2M1 constants do not fit the 16 registers together, so each block of stored
+// rows takes two passes over its columns: the scales (SCALES8_Y's steps: amax down
+// the block, E4M3 code, divisor tab[code]·s2 kept in divs, len ≥ c1 - c0), then the
+// nibble pairs of every two stored rows divided by those divisors (NV_Y).
+TEXT ·nvfp4ColsBF16AVX2(SB), NOSPLIT, $0-152
+	MOVQ dstP_base+0(FP), R9
+	MOVQ dstS_base+24(FP), BX
+	MOVQ x_base+48(FP), R10
+	MOVQ B+80(FP), R11
+	LEAQ (R11)(R11*1), R12 // stored row stride in bytes
+	MOVQ block+104(FP), AX
+	TESTQ AX, AX
+	JZ done
+	XORQ DX, DX
+	MOVQ A+72(FP), AX
+	DIVQ block+104(FP)
+	MOVQ AX, R13 // blocks down a column
+	TESTQ R13, R13
+	JZ done
+	MOVQ c1+96(FP), R14
+	SUBQ c0+88(FP), R14
+	SHRQ $3, R14
+	JZ done
+	MOVQ tab+120(FP), R8
+	MOVQ divs_base+128(FP), R15
+
+colblock:
+	// Pass 1: scales and divisors of the block's columns.
+	E4M3_CONSTS_Y
+	VBROADCASTSS d+112(FP), Y7
+	MOVQ c0+88(FP), DX
+	MOVQ c1+96(FP), R14
+	SUBQ DX, R14
+	SHRQ $3, R14
+	MOVQ R15, DI
+
+cscale:
+	LEAQ (R10)(DX*2), SI
+	VPXOR X0, X0, X0
+	MOVQ block+104(FP), CX
+
+camax:
+	VMOVDQU (SI), X1
+	VPAND cAbs16<>(SB), X1, X1
+	VPMAXUW X1, X0, X0
+	ADDQ R12, SI
+	DECQ CX
+	JNZ camax
+	VPMOVZXWD X0, Y0
+	VPSLLD $16, Y0, Y0
+	VDIVPS Y7, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VCMPPS $0, Y1, Y0, Y1
+	VBLENDVPS Y1, cOneF<>(SB), Y0, Y0
+	VMOVUPS cMinScale<>(SB), Y2
+	VMAXPS Y0, Y2, Y0
+	VMOVUPS cF448<>(SB), Y2
+	VMINPS Y0, Y2, Y0
+	E4M3_Y(Y0, Y3, Y1, Y2)
+	VEXTRACTI128 $1, Y3, X4
+	VPACKUSDW X4, X3, X5
+	VPACKUSWB X5, X5, X5
+	VMOVQ X5, (BX)(DX*1)
+	VPCMPEQD Y5, Y5, Y5
+	VGATHERDPS Y5, (R8)(Y3*4), Y6
+	VBROADCASTSS s2+116(FP), Y0
+	VMULPS Y0, Y6, Y6
+	VMOVUPS Y6, (DI)
+	ADDQ $32, DI
+	ADDQ $8, DX
+	DECQ R14
+	JNZ cscale
+
+	// Pass 2: the packed nibble pairs, rows 2j and 2j+1 of the block into packed
+	// row j.
+	E2M1_CONSTS_Y
+	MOVQ c0+88(FP), DX
+	MOVQ c1+96(FP), R14
+	SUBQ DX, R14
+	SHRQ $3, R14
+	MOVQ R15, AX
+
+cstrip:
+	VMOVUPS (AX), Y7
+	LEAQ (R10)(DX*2), SI
+	LEAQ (R9)(DX*1), DI
+	MOVQ block+104(FP), CX
+	SHRQ $1, CX
+
+cpairs:
+	NV_Y(0, Y3)
+	ADDQ R12, SI
+	NV_Y(0, Y4)
+	ADDQ R12, SI
+	VPSLLD $4, Y4, Y4
+	VPOR Y4, Y3, Y3
+	VEXTRACTI128 $1, Y3, X4
+	VPACKUSDW X4, X3, X3
+	VPACKUSWB X3, X3, X3
+	VMOVQ X3, (DI)
+	ADDQ R11, DI
+	DECQ CX
+	JNZ cpairs
+	ADDQ $32, AX
+	ADDQ $8, DX
+	DECQ R14
+	JNZ cstrip
+
+	// Next block of stored rows: block rows of x, block/2 rows of dstP, one of dstS.
+	MOVQ block+104(FP), AX
+	IMULQ R12, AX
+	ADDQ AX, R10
+	MOVQ block+104(FP), AX
+	SHRQ $1, AX
+	IMULQ R11, AX
+	ADDQ AX, R9
+	ADDQ R11, BX
+	DECQ R13
+	JNZ colblock
+
+done:
+	VZEROUPPER
+	RET
+
 // func mxfp4BF16AVX2(dst, scales, x []byte, block int, tab *[0x7f80]uint8)
 // As mxfp4BF16AVX512 (block a multiple of 32).
 TEXT ·mxfp4BF16AVX2(SB), NOSPLIT, $0-88
