@@ -52,15 +52,19 @@ func nvfp4Codes16(dst, src []byte, thr []uint64) bool {
 }
 
 //go:noescape
-func maxCodesTileAVX2(src []byte, stride, rows, width int) uint8
+func maxCodesRowAVX2(acc, src []byte)
 
-// maxCodesTile is maxMagnitudeCode over rows runs of width codes, the run of row
-// r at src[r·stride:]; ok is false where the vector kernel does not take it (the
-// portable level, width not a multiple of 32).
-func maxCodesTile(src []byte, stride, rows, width int) (m uint8, ok bool) {
-	if kernels == kernelPortable || width%32 != 0 || width == 0 || rows == 0 {
-		return 0, false
+// maxCodesRow sets acc[k] = max(acc[k], src[k] & 0x7F) for every k < len(acc)
+// (len(src) ≥ len(acc)).
+func maxCodesRow(acc, src []byte) {
+	n := 0
+	if kernels != kernelPortable {
+		n = len(acc) &^ 31
+		if n > 0 {
+			maxCodesRowAVX2(acc[:n], src[:n])
+		}
 	}
-	_ = src[(rows-1)*stride+width-1] // bounds: the kernel reads up to here
-	return maxCodesTileAVX2(src, stride, rows, width), true
+	for k := n; k < len(acc); k++ {
+		acc[k] = max(acc[k], src[k]&0x7F)
+	}
 }

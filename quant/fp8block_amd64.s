@@ -224,45 +224,27 @@ pairs:
 	VZEROUPPER
 	RET
 
-// func maxCodesTileAVX2(src []byte, stride, rows, width int) uint8
-// The largest c & 0x7F over rows runs of width bytes (a multiple of 32, not zero)
-// starting at src[0], src[stride], ...; rows is not zero.
-TEXT ·maxCodesTileAVX2(SB), NOSPLIT, $0-49
-	MOVQ src_base+0(FP), SI
-	MOVQ stride+24(FP), R8
-	MOVQ rows+32(FP), DX
-	MOVQ width+40(FP), R9
-	SHRQ $5, R9
+// func maxCodesRowAVX2(acc, src []byte)
+// acc[i] = max(acc[i], src[i] & 0x7F) for len(acc) bytes, a multiple of 32.
+TEXT ·maxCodesRowAVX2(SB), NOSPLIT, $0-48
+	MOVQ acc_base+0(FP), DI
+	MOVQ acc_len+8(FP), CX
+	MOVQ src_base+24(FP), SI
+	SHRQ $5, CX
+	JZ   nothing
 	VPCMPEQB Y7, Y7, Y7
 	VPSRLW $9, Y7, Y7
 	VPACKUSWB Y7, Y7, Y7  // 0x7F in every byte
-	VPXOR Y0, Y0, Y0
 
-row:
-	MOVQ SI, DI
-	MOVQ R9, CX
-
-run:
-	VPAND (DI), Y7, Y1
-	VPMAXUB Y1, Y0, Y0
+acc32:
+	VPAND (SI), Y7, Y0
+	VPMAXUB (DI), Y0, Y0
+	VMOVDQU Y0, (DI)
+	ADDQ $32, SI
 	ADDQ $32, DI
 	DECQ CX
-	JNZ run
-	ADDQ R8, SI
-	DECQ DX
-	JNZ row
-
-	VEXTRACTI128 $1, Y0, X1
-	VPMAXUB X1, X0, X0
-	VPSRLDQ $8, X0, X1
-	VPMAXUB X1, X0, X0
-	VPSRLDQ $4, X0, X1
-	VPMAXUB X1, X0, X0
-	VPSRLDQ $2, X0, X1
-	VPMAXUB X1, X0, X0
-	VPSRLDQ $1, X0, X1
-	VPMAXUB X1, X0, X0
-	VPEXTRB $0, X0, AX
-	MOVB AX, ret+48(FP)
+	JNZ acc32
 	VZEROUPPER
+
+nothing:
 	RET

@@ -33,24 +33,19 @@ func (b FP8Block) absMaxBF16(q []byte, r0, r1 int) (uint16, error) {
 		return 0, fmt.Errorf("%w: FP8 block rows [%d,%d) of %d×%d: %d codes", ErrShape, r0, r1, b.Rows, b.Cols, len(q))
 	}
 	nbj := ceilDivInt(b.Cols, b.BlockCols)
-	tile := make([]uint8, nbj) // largest magnitude code per block of the band
+	// Row by row into the largest magnitude code of each column of the band, so
+	// that the codes are read front to back; then each block's from its columns.
+	acc := make([]uint8, b.Cols)
 	var best uint16
 	for band0 := r0; band0 < r1; {
 		br := band0 / b.BlockRows
 		band1 := min(r1, (br+1)*b.BlockRows)
-		clear(tile)
-		band := q[(band0-r0)*b.Cols : (band1-r0)*b.Cols]
-		for j := range tile {
-			c0, c1 := j*b.BlockCols, min((j+1)*b.BlockCols, b.Cols)
-			if m, ok := maxCodesTile(band[c0:], b.Cols, band1-band0, c1-c0); ok {
-				tile[j] = m
-				continue
-			}
-			for r := range band1 - band0 {
-				tile[j] = max(tile[j], maxMagnitudeCode(band[r*b.Cols+c0:r*b.Cols+c1]))
-			}
+		clear(acc)
+		for r := band0; r < band1; r++ {
+			maxCodesRow(acc, q[(r-r0)*b.Cols:(r-r0+1)*b.Cols])
 		}
-		for j, m := range tile {
+		for j := range nbj {
+			m := maxMagnitudeCode(acc[j*b.BlockCols : min((j+1)*b.BlockCols, b.Cols)])
 			if m == 0x7F {
 				return 0, fp8NaNError(q, r0, b.Cols)
 			}
@@ -114,51 +109,72 @@ func (b FP8Block) appendNVFP4Rows(dst, scales, q []byte, r0, r1, nvBlock int, s2
 	scales = growBytes(scales, (r1-r0)*nb)
 	sout := scales[len(scales)-(r1-r0)*nb:]
 	nbj := ceilDivInt(b.Cols, b.BlockCols)
-	t := &nvfp4FromFP8{d: float32(E2M1Max * s2), s2: s2}
-	maxes := make([]uint8, b.BlockCols/nvBlock) // largest magnitude code per NVFP4 block of one row's FP8 block
-	thr := make([]uint64, len(maxes))           // and the thresholds of its table
+	// One table set per FP8 block of the band, and the rows walked in order: the
+	// codes are read front to back (a walk down each block's column of rows reads
+	// 128-byte runs a row apart, which the prefetchers do not follow).
+	ts := make([]nvfp4FromFP8, nbj)
+	d := float32(E2M1Max * s2)
+	for j := range ts {
+		ts[j].d, ts[j].s2 = d, s2
+	}
+	per := b.BlockCols / nvBlock // NVFP4 blocks per FP8 block
+	mx := make([]uint8, nb)      // largest magnitude code per NVFP4 block of a row
+	th := make([]uint64, nb)     // and the thresholds of its table (0: not vectorised)
+	vec := make([]bool, nb)
 	for band0 := r0; band0 < r1; {
 		br := band0 / b.BlockRows
 		band1 := min(r1, (br+1)*b.BlockRows)
-		// Block by block of the band, so that one block's tables serve all its rows.
-		for j := range nbj {
-			t.reset(b.Scale[br*nbj+j])
-			c0, c1 := j*b.BlockCols, min((j+1)*b.BlockCols, b.Cols)
-			mx := maxes[:(c1-c0)/nvBlock]
-			for r := band0; r < band1; r++ {
-				row := q[(r-r0)*b.Cols : (r-r0+1)*b.Cols]
-				seg := row[c0:c1]
-				k := 0
-				if nvBlock == 16 {
-					k = maxCodes16(mx, seg)
-				}
-				for ; k < len(mx); k++ {
-					mx[k] = maxMagnitudeCode(seg[k*nvBlock : (k+1)*nvBlock])
-				}
-				o := out[(r-r0)*half+c0/2 : (r-r0)*half+c1/2]
-				so := sout[(r-r0)*nb+c0/nvBlock : (r-r0)*nb+c1/nvBlock]
-				vec := nvBlock == 16
-				th := thr[:len(mx)]
-				for k, m := range mx {
+		for j := range ts {
+			ts[j].reset(b.Scale[br*nbj+j])
+		}
+		for r := band0; r < band1; r++ {
+			row := q[(r-r0)*b.Cols : (r-r0+1)*b.Cols]
+			k := 0
+			if nvBlock == 16 {
+				k = maxCodes16(mx, row)
+			}
+			for ; k < nb; k++ {
+				mx[k] = maxMagnitudeCode(row[k*nvBlock : (k+1)*nvBlock])
+			}
+			o := out[(r-r0)*half : (r-r0+1)*half]
+			so := sout[(r-r0)*nb : (r-r0+1)*nb]
+			all := nvBlock == 16
+			for j := range ts {
+				t := &ts[j]
+				k0 := j * per
+				for k, m := range mx[k0:min(k0+per, nb)] {
 					if m == 0x7F {
 						return dst, scales, fp8NaNError(q, r0, b.Cols)
 					}
 					if !t.built[m] {
 						t.table(m)
 					}
-					so[k], th[k] = t.code[m], t.thr[m]
-					vec = vec && t.vec[m]
+					so[k0+k], th[k0+k], vec[k0+k] = t.code[m], t.thr[m], t.vec[m]
+					all = all && t.vec[m]
 				}
-				if vec && nvfp4Codes16(o, seg, th) {
+			}
+			n := 0
+			if nvBlock == 16 {
+				n = nb &^ 1
+				if !nvfp4Codes16(o, row[:16*n], th[:n]) {
+					n = 0
+				}
+			}
+			if all && n == nb {
+				continue
+			}
+			// The blocks the vector kernel did not take, or took with a table it
+			// cannot use (a zero, infinite or NaN divisor), are packed from the
+			// full table; the vector kernel's bytes there are overwritten.
+			for k, m := range mx {
+				if k < n && vec[k] {
 					continue
 				}
-				for k, m := range mx {
-					lut := t.lut(m)
-					codes := seg[k*nvBlock : (k+1)*nvBlock]
-					ob := o[k*nvBlock/2 : (k+1)*nvBlock/2]
-					for i := range ob {
-						ob[i] = lut[codes[2*i]] | lut[codes[2*i+1]]<<4
-					}
+				lut := ts[k/per].lut(m)
+				codes := row[k*nvBlock : (k+1)*nvBlock]
+				ob := o[k*nvBlock/2 : (k+1)*nvBlock/2]
+				for i := range ob {
+					ob[i] = lut[codes[2*i]] | lut[codes[2*i+1]]<<4
 				}
 			}
 		}
@@ -171,6 +187,7 @@ func (b FP8Block) appendNVFP4Rows(dst, scales, q []byte, r0, r1, nvBlock int, s2
 // the nibble of every code for each largest magnitude code m met so far.
 type nvfp4FromFP8 struct {
 	d, s2 float32      // f32(6·wsf2) and wsf2
+	s     float32      // the FP8 block's scale
 	abs   [128]float32 // |W| of each magnitude code under the block's scale
 	built [128]bool    // which m have code, div and (vec) thr
 	code  [128]uint8   // E4M3 block scale for m
@@ -181,12 +198,13 @@ type nvfp4FromFP8 struct {
 	// nvfp4Codes16 takes them.
 	thr      [128]uint64
 	vec      [128]bool
-	lutBuilt [128]bool      // which m have luts
-	luts     [128][256]byte // nibble of each code for m
+	lutBuilt [128]bool       // which m have luts
+	luts     *[128][256]byte // nibble of each code for m (allocated when first needed)
 }
 
 // reset starts the FP8 block of scale s.
 func (t *nvfp4FromFP8) reset(s float32) {
+	t.s = s
 	for v := range t.abs {
 		t.abs[v] = BF16ToF32(F32ToBF16(e4m3Table[v] * s))
 	}
@@ -216,37 +234,77 @@ func (t *nvfp4FromFP8) table(m uint8) {
 	if !t.vec[m] {
 		return
 	}
-	// first is the smallest v in [0, m] where f holds (f monotone), else 128.
-	first := func(f func(v int) bool) int {
-		lo, hi := 0, int(m)+1
-		for lo < hi {
-			mid := (lo + hi) / 2
-			if f(mid) {
-				hi = mid
-			} else {
-				lo = mid + 1
+	hi := int(m)
+	// first is the smallest v in [0, m] where the quotient's nibble magnitude
+	// exceeds k (k = 7: where the quotient is not zero), else 128; nib is
+	// monotone in v, so it is found by walking from a guess g, exactly whatever g
+	// is: a step or two from a good one. Plain loops rather than closures: a
+	// table is built for every largest code of every FP8 block.
+	abs := &t.abs
+	first := func(k int, g int) int {
+		test := func(v int) bool {
+			q := abs[v] / div
+			if k == 7 {
+				return q > 0
 			}
+			return int(e2m1NVTable[e2m1Index(math.Float32bits(q))]&7) > k
 		}
-		if lo > int(m) {
-			return 128
+		g = min(max(g, 0), hi+1)
+		if g > hi || !test(g) {
+			for g++; g <= hi; g++ {
+				if test(g) {
+					return g
+				}
+			}
+			if !test(hi) {
+				return 128
+			}
+			g = hi
 		}
-		return lo
+		for g > 0 && test(g-1) {
+			g--
+		}
+		return g
 	}
 	var packed uint64
 	for k := range 7 {
-		tk := first(func(v int) bool {
-			return int(e2m1NVTable[e2m1Index(math.Float32bits(t.abs[v]/div))]&7) > k
-		})
+		// Where the E2M1 magnitude passes k (ties to even: 0.25 → 0, 0.75 → 1,
+		// 1.25 → 1, 1.75 → 2, 2.5 → 2, 3.5 → 4, 5 → 4): the code whose value
+		// under the block's scale is about that bound times div.
+		tk := first(k, e4m3CeilCode(e2m1Bounds[k]*div/t.s))
 		packed |= uint64(uint8(int8(tk-1))) << (8 * k)
 	}
-	ts := first(func(v int) bool { return t.abs[v]/div > 0 })
+	ts := first(7, e4m3CeilCode(math.SmallestNonzeroFloat32*div/t.s))
 	t.thr[m] = packed | uint64(uint8(int8(ts-1)))<<56
+}
+
+// e4m3CeilCode is about the smallest magnitude code whose E4M3 value is at least
+// x ≥ 0 (128 above 448 or for NaN): a guess for nvfp4FromFP8.table, exact or a
+// code off.
+func e4m3CeilCode(x float32) int {
+	if !(x <= E4M3Max) {
+		return 128
+	}
+	u := math.Float32bits(x)
+	e := int(u>>23&0xFF) - 127 + 7 // E4M3 biased exponent
+	if e < 1 {
+		// Subnormal codes 1..7 are v·2^-9.
+		return min(8, int(math.Ceil(float64(x)*512)))
+	}
+	v := e<<3 | int(u>>20&7)
+	if u&0xFFFFF != 0 {
+		v++
+	}
+	return min(v, 128)
 }
 
 // lut is the nibble of every code of a block whose largest magnitude code is m
 // (table first), each computed as AppendQuantizeRows computes it; codes above m
 // are left 0.
 func (t *nvfp4FromFP8) lut(m uint8) *[256]byte {
+	if t.luts == nil {
+		t.luts = new([128][256]byte)
+	}
 	l := &t.luts[m]
 	if t.lutBuilt[m] {
 		return l

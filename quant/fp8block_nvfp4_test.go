@@ -150,3 +150,50 @@ func TestFP8BlockNVFP4Refusals(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestNVFP4FromFP8Tables: the thresholds table() finds from its guesses are, for
+// every largest code m, those of a scan of every code: the smallest v ≤ m whose
+// nibble magnitude exceeds k, and whose quotient is not zero. Block scales and
+// global scales span subnormal products, zero and values that overflow.
+func TestNVFP4FromFP8Tables(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	scales := []float32{0, 1, 1e-3, 3.1e-5, math.SmallestNonzeroFloat32, 1e-38, 2e38}
+	for range 200 {
+		scales = append(scales, float32(math.Ldexp(1+r.Float64(), r.IntN(260)-140)))
+	}
+	for i, s := range scales {
+		s2 := float32(math.Ldexp(1+r.Float64(), r.IntN(80)-60))
+		if i%7 == 0 {
+			s2 = float32(math.Ldexp(1+r.Float64(), r.IntN(260)-140))
+		}
+		tb := &nvfp4FromFP8{d: float32(E2M1Max * s2), s2: s2}
+		tb.reset(s)
+		for m := range 127 {
+			tb.table(uint8(m))
+			if !tb.vec[m] {
+				continue
+			}
+			div := tb.div[m]
+			want := func(f func(v int) bool) int {
+				for v := 0; v <= m; v++ {
+					if f(v) {
+						return v
+					}
+				}
+				return 128
+			}
+			for k := range 8 {
+				w := want(func(v int) bool {
+					q := tb.abs[v] / div
+					if k == 7 {
+						return q > 0
+					}
+					return int(F32ToE2M1Even(q)&7) > k
+				})
+				if got := int(int8(uint8(tb.thr[m]>>(8*k)))) + 1; got != w && !(w == 128 && got == -127) {
+					t.Fatalf("scale %v s2 %v m %d: threshold %d is %d, want %d", s, s2, m, k, got, w)
+				}
+			}
+		}
+	}
+}

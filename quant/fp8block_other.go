@@ -11,5 +11,9 @@ func maxCodes16(dst, src []byte) int { return 0 }
 // nvfp4Codes16 handles nothing in this build.
 func nvfp4Codes16(dst, src []byte, thr []uint64) bool { return false }
 
-// maxCodesTile handles nothing in this build.
-func maxCodesTile(src []byte, stride, rows, width int) (m uint8, ok bool) { return 0, false }
+// maxCodesRow sets acc[k] = max(acc[k], src[k] & 0x7F) for every k < len(acc).
+func maxCodesRow(acc, src []byte) {
+	for k := range acc {
+		acc[k] = max(acc[k], src[k]&0x7F)
+	}
+}
