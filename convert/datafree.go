@@ -228,6 +228,10 @@ type calibrateStage struct {
 	// globals maps the _global_amax of each static NVFP4 weight quantizer to the
 	// _amax buffers it is the maximum of (modelopt.Quantized.StaticGlobals).
 	globals map[string][]string
+	// fp8 are the weights that arrive coded (quant.FP8Block.FromCoded; set by the
+	// Job before it runs, read-only while a pipeline runs): their per-tensor amax
+	// comes from the codes (fp8Amax).
+	fp8 map[string]quant.FP8Block
 	// headsChain says the stage is the first of the conversion's chain, so its
 	// layers come from arrowio's reader with quantstream.DefaultAppendRoom (set by
 	// the Job before it plans or runs; read-only while a pipeline runs).
@@ -397,6 +401,18 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 		if !ok {
 			return nil, fmt.Errorf("convert: %s calibrates on %s, which is not in the layer", qn, slot.Weight)
 		}
+		if geom, coded := s.fp8[slot.Weight]; coded {
+			if slot.Expert >= 0 || quant.Numel(w.Shape) != 1 || wt.DType != quant.BF16 {
+				return nil, fmt.Errorf("%w: %s calibrates on the coded FP8 weight %s, but not as one per-tensor amax", pipeline.ErrPlanMismatch, qn, slot.Weight)
+			}
+			f, err := fp8Amax(geom, wt, slot.Weight)
+			if err != nil {
+				return nil, err
+			}
+			tasks = append(tasks, f.tasks...)
+			fasts = append(fasts, &fast{info: w, weight: slot.Weight, parts: f.parts})
+			continue
+		}
 		if slot.Expert >= 0 || quant.Numel(w.Shape) != 1 || absMaxBits(wt.DType, nil) == nil || wt.Check() != nil {
 			r, err := newRowAmax(s.q.Table[qn], qn, slot, wt)
 			if errors.Is(err, quant.ErrNoAmax) {
@@ -475,6 +491,60 @@ func (s *calibrateStage) amax(ctx context.Context, tensors []quantstream.Tensor,
 		out[g.Name] = t
 	}
 	return out, nil
+}
+
+// codedAmax is the per-tensor amax of a coded block-FP8 weight, reduced by bands
+// of rows into parts of BF16 magnitude bit patterns.
+type codedAmax struct {
+	parts []uint32
+	tasks []parallel.Task
+}
+
+// fp8Amax lays out the amax of the coded block-FP8 weight wt (layout geom): max
+// calibration on the BF16 weight it decodes to is max |bf16(f32(q)·s)|, and that
+// is the largest magnitude code of each block decoded under its scale
+// (quant.FP8Block.AmaxBF16): the same BF16 bit pattern, read from a byte a weight
+// rather than two.
+func fp8Amax(geom quant.FP8Block, wt quant.Tensor, name string) (*codedAmax, error) {
+	b, codes, err := geom.FromCoded(wt.Data)
+	if err != nil {
+		return nil, fmt.Errorf("tensor %s: %w", name, err)
+	}
+	f := &codedAmax{}
+	per := max(1, parallel.ChunkBytes/max(1, 2*b.Cols)) // rows a piece, as the BF16 weight's
+	for r0 := 0; r0 < b.Rows; r0 += per {
+		r1, k := min(r0+per, b.Rows), len(f.parts)
+		f.parts = append(f.parts, 0)
+		f.tasks = append(f.tasks, func() error {
+			m, err := b.AmaxBF16(codes[r0*b.Cols:r1*b.Cols], r0, r1)
+			if err != nil {
+				return fmt.Errorf("tensor %s: %w", name, err)
+			}
+			f.parts[k] = uint32(m)
+			return nil
+		})
+	}
+	return f, nil
+}
+
+// fusableAmax reports whether every buffer the stage calibrates on weight is a
+// per-tensor amax of the whole weight (or a constant), which fp8Amax computes from
+// the codes: the weights a coded source may hand on to this stage.
+func (s *calibrateStage) fusableAmax(weight string) bool {
+	for _, w := range s.byWeight[weight] {
+		if _, ok := s.globals[w.Name]; ok {
+			return false
+		}
+		qn := strings.TrimSuffix(w.Name, "._amax")
+		if _, ok := s.q.Constants[qn]; ok {
+			continue
+		}
+		slot, ok := s.q.Slot(qn)
+		if !ok || slot.Weight != weight || slot.Expert >= 0 || quant.Numel(w.Shape) != 1 {
+			return false
+		}
+	}
+	return true
 }
 
 // rowAmax is one weight quantizer's amax reduced by ranges of rows

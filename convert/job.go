@@ -17,6 +17,7 @@ import (
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/internal/rss"
 	"github.com/quantstream/quantstream/pipeline"
+	"github.com/quantstream/quantstream/quantsrc"
 	"github.com/quantstream/quantstream/stages"
 )
 
@@ -63,6 +64,7 @@ type Job struct {
 	shardOf   func(string) string // the output's shard layout (nil: cut by size)
 	done      bool
 
+	scheme       *quantsrc.Scheme    // how a quantized source is read (nil: a plain checkpoint)
 	recipeSHA256 string              // the resolved data-free recipe's JSON, for the fingerprint
 	archSHA256   string              // the --arch family files' contents, for the fingerprint
 	prov         *arrowio.Provenance // computed once (provenance)
@@ -335,6 +337,9 @@ func (j *Job) Run(ctx context.Context) (*Summary, error) {
 	}
 	out, err := g.outputTensors(plan, j.chain)
 	if err != nil {
+		return nil, err
+	}
+	if err := j.codeFP8(); err != nil {
 		return nil, err
 	}
 	prov, err := j.provenance()

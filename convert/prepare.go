@@ -50,7 +50,7 @@ func (j *Job) prepare() error {
 	if err != nil {
 		return err
 	}
-	j.ck = src.ck
+	j.ck, j.scheme = src.ck, src.scheme
 	if opt.Dequantize {
 		return j.prepareDequantize(src, side)
 	}

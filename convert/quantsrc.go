@@ -10,6 +10,7 @@ import (
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/modelopt"
 	"github.com/quantstream/quantstream/quantsrc"
+	"github.com/quantstream/quantstream/stages"
 )
 
 var (
@@ -164,6 +165,55 @@ func checkCast(q *modelopt.Quantized, src *source) error {
 		case !modelopt.IsStaticNVFP4(tq):
 			return fmt.Errorf("%w: %s is not an enabled static NVFP4 quantizer under %s (hf_ptq needs an NVFP4 --qformat, e.g. W4A16_NVFP4_CFG, for the cast)", ErrCast, qn, q.Recipe.Name)
 		}
+	}
+	return nil
+}
+
+// fuseFP8 is false only in tests that compare the coded route with the decoded one.
+var fuseFP8 = true
+
+// codeFP8 has a block-FP8 source hand on coded (quantsrc.Scheme.CodeFP8), rather
+// than decoded to BF16, the weights whose every reader in the chain takes their
+// codes: the export's, where it is dynamic-block NVFP4 of a plain linear
+// (stages.Plan.FP8Fusable: the fused kernel writes the bytes the BF16 weight
+// would), and the calibration's, where it is one per-tensor amax
+// (calibrateStage.fusableAmax). Only in the chain Prepare built: a stage of the
+// caller's own may read any weight, so with one every weight is decoded.
+func (j *Job) codeFP8() error {
+	if !fuseFP8 || j.scheme == nil || j.scheme.Method != quantsrc.FP8Block || j.export == nil || j.added > 0 {
+		return nil
+	}
+	var cs *calibrateStage
+	var st *stages.Stage
+	for _, s := range j.chain {
+		switch x := s.(type) {
+		case *calibrateStage:
+			cs = x
+		case *stages.Stage:
+			st = x
+		default:
+			return nil
+		}
+	}
+	if st == nil {
+		return nil
+	}
+	var names []string
+	for _, n := range j.export.FP8Fusable(j.scheme.FP8Layouts()) {
+		if cs == nil || cs.fusableAmax(n) {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	coded, err := j.scheme.CodeFP8(names)
+	if err != nil {
+		return err
+	}
+	st.TakeFP8Coded(coded)
+	if cs != nil {
+		cs.fp8 = coded
 	}
 	return nil
 }

@@ -75,99 +75,14 @@ func (e *RowExport) inPlace(got []byte, dst [][]byte, k, u0, u1 int) error {
 // with the same scales.
 func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *RowExport, ok bool) {
 	w := m.Weight
-	switch w.DType {
-	case BF16, F16, F32:
-	default:
+	if w.Check() != nil {
 		return nil, nil, false
 	}
-	if len(w.Shape) < 2 || len(w.Shape) > 3 || w.DType != dtype || w.Check() != nil ||
-		m.GlobalAmax != nil || m.WeightScaleBuf != nil || m.SVDQuant {
+	ex, format, block, transposed, ok := prepareRowScales(m, w.DType, w.Shape, dtype, mode)
+	if !ok {
 		return nil, nil, false
 	}
-	cols := int(w.Shape[len(w.Shape)-1])
-	rows := int(w.Numel()) / max(cols, 1)
-	if rows == 0 || cols == 0 {
-		return nil, nil, false
-	}
-	format, err := QuantizationFormat(m)
-	if err != nil || format == "" {
-		return nil, nil, false
-	}
-	transposed := false
-	if len(w.Shape) == 3 {
-		// 3-D weights are batched-matmul experts [E, in, out]. Per-tensor FP8 and MXFP4
-		// quantize them as stored, by rows of the last dimension; the NVFP4 formats
-		// quantize each expert transposed and transpose the results back.
-		switch format {
-		case "fp8", "mxfp4", "w4a8_mxfp4_fp8":
-		case "nvfp4", "nvfp4_awq", "w4a16_nvfp4":
-			transposed = isBMMExpert(m)
-			if !transposed {
-				return nil, nil, false
-			}
-		default:
-			return nil, nil, false
-		}
-	}
-	block := WeightBlockSize(m)
-	// The stand-in keeps the weight's leading dimensions (rows) or has one row.
-	standRows, standCols := rows, 1
-	fromData := false // weight_scale comes from the weight's blocks
-	if transposed {
-		// ExportQuantizedWeight computes block scales on the stored weight before
-		// it transposes it, so out must hold whole blocks too: [E, in, block] does,
-		// with the real "in" and a global scale per expert.
-		if block <= 0 || cols%block != 0 {
-			return nil, nil, false
-		}
-		standCols, fromData = block, true
-	}
-	switch format {
-	case "fp8", "int8_sq", "int8_wo", "fp8_pc_pt":
-	case "int4_awq", "w4a8_awq":
-		// packInt4InUint8 takes the block from the scale's shape: one column per block.
-		if block <= 0 || cols%block != 0 {
-			return nil, nil, false
-		}
-		standCols = cols / block
-	case "fp8_pb_wo":
-		// The scale keeps the amax's element count n; a one-row weight of
-		// (n-1)·B+1 columns has a grid of n blocks of B.
-		if block <= 0 || m.WeightAmax == nil {
-			return nil, nil, false
-		}
-		n := int(m.WeightAmax.Numel())
-		if n < 1 || (n-1)*block >= rows*cols {
-			return nil, nil, false
-		}
-		standRows, standCols = 1, (n-1)*block+1
-	case "nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8":
-		if !transposed {
-			standRows, standCols, fromData = 1, cols, true
-		}
-	default:
-		return nil, nil, false
-	}
-	stand := make([]int64, len(w.Shape))
-	for i := range stand {
-		stand[i] = 1
-	}
-	if standRows == rows {
-		copy(stand, w.Shape)
-	}
-	stand[len(stand)-1] = int64(standCols)
-	sm := *m
-	sm.Weight = Tensor{DType: w.DType, Shape: stand, Data: make([]byte, Numel(stand)*int64(w.DType.Size()))}
-	ex, err = ExportQuantizedWeight(&sm, dtype, mode)
-	if err != nil || ex == nil || ex.Format != format {
-		return nil, nil, false
-	}
-	ex.Weight = Tensor{}
-	if fromData {
-		ex.WeightScale = nil
-	} else if ex.WeightScale == nil {
-		return nil, nil, false
-	}
+	var err error
 	if transposed {
 		re, err = newRowExportTransposed(w, ex, block)
 	} else {
@@ -177,6 +92,106 @@ func PrepareRowExport(m *Module, dtype DType, mode DivMode) (ex *Exported, re *R
 		return nil, nil, false
 	}
 	return ex, re, true
+}
+
+// prepareRowScales is PrepareRowExport's first part, for a weight of dtype wdt and
+// shape (its data is not read): the scales that depend only on the quantizer
+// buffers and the shape, the format, the weight block, and whether the NVFP4
+// export runs on the transposed experts.
+func prepareRowScales(m *Module, wdt DType, shape []int64, dtype DType, mode DivMode) (ex *Exported, format string, block int, transposed, ok bool) {
+	switch wdt {
+	case BF16, F16, F32:
+	default:
+		return nil, "", 0, false, false
+	}
+	if len(shape) < 2 || len(shape) > 3 || wdt != dtype ||
+		m.GlobalAmax != nil || m.WeightScaleBuf != nil || m.SVDQuant {
+		return nil, "", 0, false, false
+	}
+	cols := int(shape[len(shape)-1])
+	rows := int(Numel(shape)) / max(cols, 1)
+	if rows == 0 || cols == 0 {
+		return nil, "", 0, false, false
+	}
+	format, err := QuantizationFormat(m)
+	if err != nil || format == "" {
+		return nil, "", 0, false, false
+	}
+	if len(shape) == 3 {
+		// 3-D weights are batched-matmul experts [E, in, out]. Per-tensor FP8 and MXFP4
+		// quantize them as stored, by rows of the last dimension; the NVFP4 formats
+		// quantize each expert transposed and transpose the results back.
+		switch format {
+		case "fp8", "mxfp4", "w4a8_mxfp4_fp8":
+		case "nvfp4", "nvfp4_awq", "w4a16_nvfp4":
+			transposed = isBMMExpert(m)
+			if !transposed {
+				return nil, "", 0, false, false
+			}
+		default:
+			return nil, "", 0, false, false
+		}
+	}
+	block = WeightBlockSize(m)
+	// The stand-in keeps the weight's leading dimensions (rows) or has one row.
+	standRows, standCols := rows, 1
+	fromData := false // weight_scale comes from the weight's blocks
+	if transposed {
+		// ExportQuantizedWeight computes block scales on the stored weight before
+		// it transposes it, so out must hold whole blocks too: [E, in, block] does,
+		// with the real "in" and a global scale per expert.
+		if block <= 0 || cols%block != 0 {
+			return nil, "", 0, false, false
+		}
+		standCols, fromData = block, true
+	}
+	switch format {
+	case "fp8", "int8_sq", "int8_wo", "fp8_pc_pt":
+	case "int4_awq", "w4a8_awq":
+		// packInt4InUint8 takes the block from the scale's shape: one column per block.
+		if block <= 0 || cols%block != 0 {
+			return nil, "", 0, false, false
+		}
+		standCols = cols / block
+	case "fp8_pb_wo":
+		// The scale keeps the amax's element count n; a one-row weight of
+		// (n-1)·B+1 columns has a grid of n blocks of B.
+		if block <= 0 || m.WeightAmax == nil {
+			return nil, "", 0, false, false
+		}
+		n := int(m.WeightAmax.Numel())
+		if n < 1 || (n-1)*block >= rows*cols {
+			return nil, "", 0, false, false
+		}
+		standRows, standCols = 1, (n-1)*block+1
+	case "nvfp4", "nvfp4_awq", "w4a16_nvfp4", "w4a8_nvfp4_fp8", "mxfp8", "mxfp4", "w4a8_mxfp4_fp8":
+		if !transposed {
+			standRows, standCols, fromData = 1, cols, true
+		}
+	default:
+		return nil, "", 0, false, false
+	}
+	stand := make([]int64, len(shape))
+	for i := range stand {
+		stand[i] = 1
+	}
+	if standRows == rows {
+		copy(stand, shape)
+	}
+	stand[len(stand)-1] = int64(standCols)
+	sm := *m
+	sm.Weight = Tensor{DType: wdt, Shape: stand, Data: make([]byte, Numel(stand)*int64(wdt.Size()))}
+	ex, err = ExportQuantizedWeight(&sm, dtype, mode)
+	if err != nil || ex == nil || ex.Format != format {
+		return nil, "", 0, false, false
+	}
+	ex.Weight = Tensor{}
+	if fromData {
+		ex.WeightScale = nil
+	} else if ex.WeightScale == nil {
+		return nil, "", 0, false, false
+	}
+	return ex, format, block, transposed, true
 }
 
 // rowsMXFP8Block is MXFP8's fixed block (MXFP8QTensor's 32).

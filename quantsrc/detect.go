@@ -48,6 +48,9 @@ type Scheme struct {
 
 	fp8 []fp8Weight
 	mx  []mxWeight
+	// coded are the block-FP8 weights the view hands on coded rather than decoded
+	// (CodeFP8); set before the view is read, read-only afterwards.
+	coded map[string]bool
 }
 
 // Weights is the number of tensors the scheme decodes.

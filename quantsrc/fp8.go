@@ -117,9 +117,57 @@ func (s *Scheme) fp8Derived(w fp8Weight) arrowio.Derived {
 		TensorInfo: quantstream.TensorInfo{Name: w.weight, DType: quant.BF16, Shape: []int64{int64(w.rows), int64(w.cols)}},
 		From:       []string{w.weight, w.scale},
 		Fill: func(ctx context.Context, dst []byte, from []arrowio.TensorRef) error {
+			if s.coded[w.weight] {
+				return fillFP8Coded(ctx, dst, block, from[0], from[1])
+			}
 			return fillFP8(ctx, dst, block, from[0], from[1])
 		},
 	}
+}
+
+// FP8Layouts returns the layout (without scales) of every block-FP8 weight of the
+// source, by name.
+func (s *Scheme) FP8Layouts() map[string]quant.FP8Block {
+	out := make(map[string]quant.FP8Block, len(s.fp8))
+	for _, w := range s.fp8 {
+		out[w.weight] = quant.FP8Block{Rows: w.rows, Cols: w.cols, BlockRows: s.BlockRows, BlockCols: s.BlockCols}
+	}
+	return out
+}
+
+// CodeFP8 makes the view hand the named block-FP8 weights on coded instead of
+// decoded: each one's BF16 slot of a layer holds its codes and block scales
+// (quant.FP8Block.FromCoded reads them), checked as the decode checks them (the
+// scales by quant.FP8Block.Check, the codes for NaN) so that a read fails where
+// and as the decoded read would. It is for a conversion whose stages read those
+// weights through the fused block-FP8 kernels and nothing else; it returns each
+// weight's layout (without scales) for them. Call it before the view is read.
+// A name that is not a block-FP8 weight of the scheme, or one whose coded layout
+// does not fit its slot, is refused.
+func (s *Scheme) CodeFP8(weights []string) (map[string]quant.FP8Block, error) {
+	byName := make(map[string]fp8Weight, len(s.fp8))
+	for _, w := range s.fp8 {
+		byName[w.weight] = w
+	}
+	out := make(map[string]quant.FP8Block, len(weights))
+	for _, n := range weights {
+		w, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("quantsrc: %s is not a block-FP8 weight of the source", n)
+		}
+		b := quant.FP8Block{Rows: w.rows, Cols: w.cols, BlockRows: s.BlockRows, BlockCols: s.BlockCols}
+		if !b.Fits() {
+			return nil, fmt.Errorf("quantsrc: %s [%d, %d] in %d×%d blocks: its codes and scales do not fit its BF16 slot", n, w.rows, w.cols, s.BlockRows, s.BlockCols)
+		}
+		out[n] = b
+	}
+	if s.coded == nil {
+		s.coded = map[string]bool{}
+	}
+	for n := range out {
+		s.coded[n] = true
+	}
+	return out, nil
 }
 
 // fillFP8 decodes a block-FP8 weight into dst in bands of whole block rows (about
@@ -150,6 +198,45 @@ func fillFP8(ctx context.Context, dst []byte, b quant.FP8Block, weight, scale ar
 				return fmt.Errorf("reading %s rows [%d,%d): %w", weight.Name, r0, r1, err)
 			}
 			return b.DequantRows(dst[2*r0*b.Cols:2*r1*b.Cols], *q, r0, r1)
+		})
+	}
+	return parallel.Run(ctx, tasks)
+}
+
+// fillFP8Coded writes a block-FP8 weight's coded layout into dst, its BF16 slot:
+// the codes read straight into place in bands (as fillFP8 reads them), each band
+// checked for NaN codes as DequantRows checks it, then the checked scales.
+func fillFP8Coded(ctx context.Context, dst []byte, b quant.FP8Block, weight, scale arrowio.TensorRef) error {
+	sb := make([]byte, scale.Size())
+	if err := scale.File.ReadInto(scale.TensorHeader, sb); err != nil {
+		return err
+	}
+	sv, err := quant.Float32s(quant.Tensor{DType: quant.F32, Shape: scale.Shape, Data: sb})
+	if err != nil {
+		return err
+	}
+	b.Scale = sv
+	if err := b.Check(); err != nil {
+		return fmt.Errorf("%s: %w", scale.Name, err)
+	}
+	n := b.Rows * b.Cols
+	if len(dst) != 2*n || !b.Fits() {
+		return fmt.Errorf("quantsrc: %s: coded FP8 weight of %d bytes in a slot of %d", weight.Name, b.CodedBytes(), len(dst))
+	}
+	if err := b.PutCodedScales(dst[n : n+4*len(sv)]); err != nil {
+		return err
+	}
+	bandRows := max(1, parallel.ChunkBytes/max(1, b.Cols)/b.BlockRows) * b.BlockRows
+	sec := weight.Section()
+	var tasks []parallel.Task
+	for r0 := 0; r0 < b.Rows; r0 += bandRows {
+		r1 := min(r0+bandRows, b.Rows)
+		tasks = append(tasks, func() error {
+			q := dst[r0*b.Cols : r1*b.Cols]
+			if n, err := sec.ReadAt(q, int64(r0*b.Cols)); n != len(q) {
+				return fmt.Errorf("reading %s rows [%d,%d): %w", weight.Name, r0, r1, err)
+			}
+			return b.CheckCodes(q, r0)
 		})
 	}
 	return parallel.Run(ctx, tasks)

@@ -237,6 +237,12 @@ func exportModule(ts *tensorSet, m *Module, dtype quant.DType, mode quant.DivMod
 		return nil
 	}
 	noteZeroInputAmax(ts, m)
+	if _, coded := ts.fp8[m.Weight]; coded {
+		done, err := exportFP8Coded(ts, m, hdrs, dtype, mode)
+		if err != nil || done {
+			return err
+		}
+	}
 	if exportLater(ts, m, hdrs, dtype, mode) {
 		return nil
 	}
@@ -296,7 +302,15 @@ func exportLater(ts *tensorSet, m *Module, hdrs map[string]quantstream.TensorInf
 		return false
 	}
 	ex, re, ok := quant.PrepareRowExport(m.quantModule(ts), dtype, mode)
-	if !ok || len(re.Outs) == 0 || len(re.Outs) > 2 {
+	return ok && placeRowExport(ts, m, hdrs, ex, re)
+}
+
+// placeRowExport records quant's row export of m (ex, re) in ts: the scales that
+// depend only on amax buffers now, the quantized weight (and the block scales
+// computed from it) as a rowJob. It reports false, changing nothing, when quant's
+// outputs are not the planned ones.
+func placeRowExport(ts *tensorSet, m *Module, hdrs map[string]quantstream.TensorInfo, ex *quant.Exported, re *quant.RowExport) bool {
+	if len(re.Outs) == 0 || len(re.Outs) > 2 {
 		return false
 	}
 	outs := []string{m.Weight, m.key("weight_scale")}[:len(re.Outs)]

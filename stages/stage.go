@@ -20,6 +20,10 @@ type Stage struct {
 	plan *Plan
 	mem  memory.Allocator
 
+	// fp8 are the input weights that arrive coded (TakeFP8Coded); read-only
+	// while layers are processed.
+	fp8 map[string]quant.FP8Block
+
 	mu    sync.Mutex
 	notes []string
 }
@@ -68,11 +72,17 @@ func (s *Stage) Process(ctx context.Context, l *quantstream.Layer) (_ *quantstre
 	for _, t := range in {
 		ts.set(t.Name, t.Tensor)
 	}
+	if err := s.setCoded(ts, in); err != nil {
+		return nil, err
+	}
 	want, err := s.Plan(l.Info())
 	if err != nil {
 		return nil, err
 	}
 	if _, _, err := s.plan.run(ctx, ts, &LayerPlan{Index: l.Index(), Prefix: l.Prefix()}); err != nil {
+		return nil, err
+	}
+	if err := checkCodedDone(ts); err != nil {
 		return nil, err
 	}
 	if len(ts.notes) > 0 {

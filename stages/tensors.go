@@ -25,6 +25,9 @@ type tensorSet struct {
 	later map[string]laterOut
 	// notes are what the export did that a user should know (Stage.Notes).
 	notes []string
+	// fp8 are the coded block-FP8 weights not yet exported (fp8coded.go): their
+	// data is their codes, under their BF16 header.
+	fp8 map[string]quant.FP8Block
 }
 
 // rowJob computes one module's large outputs row range by row range, straight into
@@ -60,6 +63,9 @@ func (ts *tensorSet) planning() bool { return ts.data == nil }
 func (ts *tensorSet) has(name string) bool { _, ok := ts.hdr[name]; return ok }
 
 func (ts *tensorSet) get(name string) (quant.Tensor, error) {
+	if _, coded := ts.fp8[name]; coded {
+		return quant.Tensor{}, fmt.Errorf("%w: tensor %q is read as %s while it holds block-FP8 codes", ErrPlanMismatch, name, ts.hdr[name].DType)
+	}
 	t, ok := ts.data[name]
 	if !ok {
 		if _, later := ts.later[name]; later {
