@@ -51,7 +51,8 @@ const copyChunk = 8 << 20
 var chunkBufs = sync.Pool{New: func() any { b := make([]byte, copyChunk); return &b }}
 
 // copyRange copies n bytes at src's offset from to dst's offset at, in chunks,
-// watching ctx between them.
+// watching ctx between them and starting each chunk's writeback (startWriteback)
+// as soon as it is copied.
 func copyRange(ctx context.Context, dst *os.File, at int64, src io.ReaderAt, from, n int64) error {
 	if sf, ok := src.(*os.File); ok {
 		done, err := copyFileRange(ctx, dst, at, sf, from, n)
@@ -80,6 +81,7 @@ func copyRange(ctx context.Context, dst *os.File, at int64, src io.ReaderAt, fro
 		if _, err := dst.WriteAt(b, at); err != nil {
 			return err
 		}
+		startWriteback(dst, at, int64(len(b)))
 		k := int64(len(b))
 		at, from, n = at+k, from+k, n-k
 	}

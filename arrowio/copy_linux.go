@@ -51,6 +51,7 @@ func copyFileRange(ctx context.Context, dst *os.File, at int64, src *os.File, fr
 		case k <= 0:
 			return done, io.ErrUnexpectedEOF // the input is shorter than its header says
 		}
+		startWriteback(dst, at+done, int64(k))
 		done += int64(k)
 	}
 	return done, nil

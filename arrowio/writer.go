@@ -2,10 +2,9 @@ package arrowio
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -104,12 +103,19 @@ type Writer struct {
 	err    error // the first failure to complete a shard
 
 	// Shards whose tensors are all written go to a goroutine that completes them
-	// (sync, sha256, rename, record) while writes go on; drain waits for it.
+	// (sync, rename, record) while writes go on; drain waits for it.
 	complete  chan int
 	completed chan struct{}
 	draining  bool           // complete is closed (or about to be): no more sends
 	pending   sync.WaitGroup // shards handed to the completer and not completed yet
 	drainOnce sync.Once
+
+	// The hasher goroutine hashes each shard as its prefix is written (hash.go).
+	wake         chan struct{} // cap 1: dirty has something
+	dirty        []int         // shards whose written prefix grew (under mu)
+	hashStop     chan struct{} // closed to stop the hasher
+	hashExit     chan struct{} // closed when it has stopped
+	hashStopOnce sync.Once
 }
 
 type shardState struct {
@@ -117,6 +123,17 @@ type shardState struct {
 	done bool     // complete and recorded (before or by this writer)
 	left int      // tensors not written yet (mine && !done)
 	f    *os.File // the temporary file it is written to, then renamed
+
+	// Hashing while writing (hash.go); nil written: not hashed.
+	written []bool // by tensor in data order (under mu)
+	next    int    // the first tensor in data order not written yet (under mu)
+	// Owned by the goroutine hashing the shard; read by others after hashDone.
+	h         hash.Hash
+	hashed    int64 // bytes of the file in h
+	hashFinal bool  // sum or hashErr set, hashDone closed
+	sum       string
+	hashErr   error
+	hashDone  chan struct{}
 }
 
 // Status is what Create found and decided.
@@ -195,6 +212,13 @@ func Create(dir string, tensors []quantstream.TensorInfo, opts WriteOptions) (*W
 	w.complete = make(chan int, len(plan.Shards)) // never full: one send per shard
 	w.completed = make(chan struct{})
 	go w.completer()
+	if w.hashing {
+		w.wake = make(chan struct{}, 1)
+		w.hashStop = make(chan struct{})
+		w.hashExit = make(chan struct{})
+		w.wake <- struct{}{} // the headers
+		go w.hasher()
+	}
 	ok = true
 	return w, nil
 }
@@ -232,7 +256,7 @@ func (w *Writer) failed() error {
 }
 
 // drain waits until every shard handed to the completer is completed and stops
-// it; it returns the first failure. Safe to call more than once.
+// it, then the hasher; it returns the first failure. Safe to call more than once.
 func (w *Writer) drain() error {
 	w.drainOnce.Do(func() {
 		w.mu.Lock()
@@ -240,6 +264,7 @@ func (w *Writer) drain() error {
 		close(w.complete)
 		w.mu.Unlock()
 		<-w.completed
+		w.stopHasher()
 	})
 	return w.failed()
 }
@@ -348,6 +373,9 @@ func (w *Writer) openShards() error {
 		if err := f.Truncate(s.Size()); err != nil {
 			return fmt.Errorf("arrowio: %s: %w", f.Name(), err)
 		}
+		if w.hashing {
+			w.startHashing(k)
+		}
 	}
 	return nil
 }
@@ -430,7 +458,9 @@ func (w *Writer) finish(name string, err error) error {
 		return err
 	}
 	w.state[name] = written
-	k := w.shardOf(name)
+	loc := w.plan.loc[name]
+	k := loc.shard
+	w.markWritten(k, loc.i)
 	w.shards[k].left--
 	if w.shards[k].left == 0 && !w.draining {
 		w.pending.Add(1)
@@ -449,9 +479,16 @@ func (w *Writer) WriteTensor(name string, data []byte) error {
 	off := int64(len(w.plan.Shards[w.shardOf(name)].Header)) + t.Begin
 	if _, err = f.WriteAt(data, off); err != nil {
 		err = fmt.Errorf("arrowio: %s: tensor %q: %w", f.Name(), name, err)
+	} else {
+		startWriteback(f, off, int64(len(data)))
 	}
 	return w.finish(name, err)
 }
+
+// writebackMin is the smallest run of whole pages startWriteback starts writing:
+// smaller tensors (norms, scales) are left to the shard's fsync, not sent to the
+// disk as many small writes.
+const writebackMin = 1 << 20
 
 // WriteTensorFrom copies a planned tensor's bytes from r, which must yield at least
 // the planned length; only that many bytes are read. For tensors too large to hold.
@@ -468,6 +505,8 @@ func (w *Writer) WriteTensorFrom(name string, r io.Reader) error {
 		err = fmt.Errorf("%w: tensor %q for %s: source gave %d of %d bytes", ErrWrite, name, f.Name(), n, t.Size())
 	} else if err != nil {
 		err = fmt.Errorf("arrowio: %s: tensor %q: %w", f.Name(), name, err)
+	} else {
+		startWriteback(f, off, n)
 	}
 	return w.finish(name, err)
 }
@@ -507,24 +546,23 @@ func (w *Writer) Write(ctx context.Context, l *quantstream.Layer) error {
 func (w *Writer) shardOf(name string) int { return w.plan.loc[name].shard }
 
 // completeShard finishes shard k, whose tensors are all written: it syncs the
-// file, computes its sha256 (reading it back), moves it to its name and records it
-// in the journal, in that order, so that a record is only ever of a complete shard.
+// file, waits for its sha256 (the hasher reads the rest of it back meanwhile),
+// moves it to its name and records it in the journal, in that order, so that a
+// record is only ever of a complete shard.
 func (w *Writer) completeShard(k int) error {
 	s := w.plan.Shards[k]
-	f := w.shards[k].f
+	st := &w.shards[k]
+	f := st.f
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("arrowio: %s: %w", f.Name(), err)
 	}
 	sum := ""
 	if w.hashing {
-		h := sha256.New()
-		buf := copyBufs.Get().(*[]byte)
-		_, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, s.Size()), *buf)
-		copyBufs.Put(buf)
-		if err != nil {
-			return fmt.Errorf("arrowio: %s: reading back: %w", f.Name(), err)
+		<-st.hashDone
+		if st.hashErr != nil {
+			return st.hashErr
 		}
-		sum = hex.EncodeToString(h.Sum(nil))
+		sum = st.sum
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("arrowio: %s: %w", f.Name(), err)
@@ -619,6 +657,10 @@ func (w *Writer) missing() error {
 		}
 		if st.left == 0 {
 			// No tensors (an empty plan): nothing was ever written to complete it.
+			// The hasher has stopped: its header is hashed here, if it was not.
+			if w.hashing {
+				w.hashTo(k, s.Size(), make([]byte, len(s.Header)), nil)
+			}
 			if err := w.completeShard(k); err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -68,19 +69,46 @@ func (j *Job) newPlan(layers []quantstream.LayerInfo) (*pipeline.Plan, []bool, e
 	return plan, direct, nil
 }
 
-// copyDirect copies the tensors of the direct groups that w wants, in order,
-// telling pr after each group.
+// copyDirect copies the tensors of the direct groups that w wants, telling pr
+// after each group. They are copied in the order they lie in the output shards, not
+// group by group: the writer hashes each shard's written prefix as it grows
+// (arrowio.Writer), so copies in file order are hashed right behind the copy, on
+// the other core, instead of after the last one. The bytes do not depend on the
+// order.
 func (j *Job) copyDirect(ctx context.Context, groups []quantstream.LayerInfo, w *arrowio.Writer, pr *progress) error {
-	for _, li := range groups {
+	type task struct {
+		name  string
+		group int
+		shard int
+		at    int64
+	}
+	var tasks []task
+	left := make([]int, len(groups))
+	for g, li := range groups {
 		for _, t := range li.Tensors {
 			if !w.Wants(t.Name) {
 				continue
 			}
-			if err := j.ck.CopyTensor(ctx, w, t.Name); err != nil {
-				return err
-			}
+			k, h, _ := w.Plan().Lookup(t.Name)
+			tasks = append(tasks, task{name: t.Name, group: g, shard: k, at: h.Begin})
+			left[g]++
 		}
-		pr.copied(layerBytes(li))
+	}
+	slices.SortStableFunc(tasks, func(a, b task) int {
+		return cmp.Or(cmp.Compare(a.shard, b.shard), cmp.Compare(a.at, b.at))
+	})
+	for g, li := range groups {
+		if left[g] == 0 {
+			pr.copied(layerBytes(li))
+		}
+	}
+	for _, t := range tasks {
+		if err := j.ck.CopyTensor(ctx, w, t.name); err != nil {
+			return err
+		}
+		if left[t.group]--; left[t.group] == 0 {
+			pr.copied(layerBytes(groups[t.group]))
+		}
 	}
 	return nil
 }
