@@ -431,7 +431,7 @@ func (w *Writer) claim(name string, n int64) (*os.File, TensorHeader, error) {
 		return nil, t, fmt.Errorf("%w: tensor %q is not planned", ErrWrite, name)
 	}
 	file := filepath.Join(w.dir, w.plan.Shards[k].Name)
-	if st := w.shards[k]; !st.mine || st.done {
+	if st := &w.shards[k]; !st.mine || st.done {
 		why := "kept complete from an earlier run"
 		if !st.mine {
 			why = "not in share " + w.opts.Share.String()
@@ -755,7 +755,8 @@ func (w *Writer) release() int {
 	w.closeFiles()
 	w.removeTemps()
 	done := 0
-	for _, s := range w.shards {
+	for i := range w.shards {
+		s := &w.shards[i]
 		if s.done {
 			done++
 		}
@@ -787,7 +788,8 @@ func (w *Writer) Abort() error {
 
 func (w *Writer) closeFiles() error {
 	var errs []error
-	for _, s := range w.shards {
+	for i := range w.shards {
+		s := &w.shards[i]
 		if s.f == nil {
 			continue
 		}
@@ -800,7 +802,8 @@ func (w *Writer) closeFiles() error {
 
 // removeTemps removes the temporary files of the shards this writer was writing.
 func (w *Writer) removeTemps() {
-	for _, s := range w.shards {
+	for i := range w.shards {
+		s := &w.shards[i]
 		if s.f != nil && !s.done {
 			os.Remove(s.f.Name())
 		}
