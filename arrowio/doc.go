@@ -71,8 +71,9 @@
 //	                shared for the writers of shares; removed by the last holder
 //	<out>.partial/  job.json    fingerprint, shards (name, size, cost), provenance
 //	                out/        side files and the index from the start; each shard,
-//	                            written as out/.<shard>.tmp-*, synced, sha256 read
-//	                            back, renamed to out/<shard> when complete
+//	                            written as out/.<shard>.tmp-*, its sha256 read back
+//	                            as its prefix is written, synced, renamed to
+//	                            out/<shard> when complete
 //	                journal/    <shard>.json per complete shard: fingerprint, size,
 //	                            sha256; written under a temporary name, synced,
 //	                            renamed, directory synced — after the shard itself
@@ -116,9 +117,11 @@
 // concurrent use; Close them when done. ReadLayer returns a Layer the caller owns
 // and must Release; on error nothing stays allocated. Writer and DumpWriter never
 // retain the slices or Layers they are given. A Writer's data methods are safe for
-// concurrent use; Commit, Finish, Release and Abort must not race with them. The
-// last write of a shard completes it (sync, sha256, rename, record) in the calling
-// goroutine.
+// concurrent use; Commit, Finish, Release and Abort must not race with them. Two
+// goroutines of the Writer work beside the writes: the hasher hashes each shard's
+// written prefix (read back from the page cache) as it grows, and the completer
+// completes each shard whose last tensor is written (sync, waiting for its sha256,
+// rename, record); Flush waits for the completer.
 //
 // # Arrow IPC dump
 //
