@@ -110,7 +110,7 @@ func PrepareFP8BlockRowExport(m *Module, b FP8Block, codes []byte, dtype DType, 
 	}
 	half, nb := b.Cols/2, b.Cols/block
 	re = &RowExport{
-		Units: b.Rows, UnitBytes: int64(2 * b.Cols), // pieces sized as the BF16 route's
+		Units: b.Rows, UnitBytes: int64(2 * b.Cols), Align: b.BlockRows, // pieces sized as the BF16 route's, in whole bands
 		Outs:    []Tensor{{DType: U8, Shape: []int64{int64(b.Rows), int64(half)}}, {DType: F8E4M3, Shape: []int64{int64(b.Rows), int64(nb)}}},
 		outUnit: []int{half, nb},
 	}

@@ -20,6 +20,10 @@ type RowExport struct {
 	Units int
 	// UnitBytes is the input bytes one unit reads, to size the pieces.
 	UnitBytes int64
+	// Align, when above 1, is the number of units a piece should be a multiple
+	// of (the fused block-FP8 kernel builds its tables per band of FP8 block
+	// rows a piece touches); the bytes do not depend on it.
+	Align int
 
 	outUnit []int // bytes of Outs[k] per unit
 	fill    func(dst [][]byte, u0, u1 int) error

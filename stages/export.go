@@ -326,7 +326,7 @@ func placeRowExport(ts *tensorSet, m *Module, hdrs map[string]quantstream.Tensor
 			return false
 		}
 	}
-	job := &rowJob{rows: re.Units, rowBytes: re.UnitBytes, outs: outs, fill: re.Fill}
+	job := &rowJob{rows: re.Units, rowBytes: re.UnitBytes, align: re.Align, outs: outs, fill: re.Fill}
 	for k, o := range re.Outs {
 		n, _ := o.DType.ByteLen(quant.Numel(o.Shape))
 		job.outBytes = append(job.outBytes, n)

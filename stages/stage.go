@@ -182,7 +182,7 @@ func fillOutput(ctx context.Context, ts *tensorSet, got []quantstream.TensorInfo
 				return fmt.Errorf("%w: tensor %s has %d bytes, the plan %d", ErrPlanMismatch, name, j.outBytes[k], len(dst[k]))
 			}
 		}
-		tasks = append(tasks, parallel.Rows(j.rows, j.rowBytes, func(r0, r1 int) error { return j.fill(dst, r0, r1) })...)
+		tasks = append(tasks, parallel.RowsAligned(j.rows, j.rowBytes, j.align, func(r0, r1 int) error { return j.fill(dst, r0, r1) })...)
 	}
 	return parallel.Run(ctx, tasks)
 }

@@ -36,6 +36,7 @@ type tensorSet struct {
 // of rows where a format packs two rows into one (INT4).
 type rowJob struct {
 	rows     int   // units
+	align    int   // units a piece should be a multiple of (quant.RowExport.Align)
 	rowBytes int64 // input bytes per unit, to size the pieces
 	outs     []string
 	outBytes []int64 // each output's size

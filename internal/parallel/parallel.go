@@ -96,7 +96,16 @@ func Copy(dst, src []byte) []Task {
 // Rows splits rows [0, rows) into ranges of about ChunkBytes of input (rowBytes
 // each) and returns one task per range running fn(r0, r1).
 func Rows(rows int, rowBytes int64, fn func(r0, r1 int) error) []Task {
+	return RowsAligned(rows, rowBytes, 1, fn)
+}
+
+// RowsAligned is Rows with every range but the last a multiple of align rows
+// (at least align), for kernels that pay a cost per band of align rows a range
+// touches.
+func RowsAligned(rows int, rowBytes int64, align int, fn func(r0, r1 int) error) []Task {
+	align = max(align, 1)
 	per := max(1, int(int64(ChunkBytes)/max(rowBytes, 1)))
+	per = max(align, per/align*align)
 	var out []Task
 	for r0 := 0; r0 < rows; r0 += per {
 		r1 := min(r0+per, rows)
