@@ -53,6 +53,19 @@ func TestDenseGroupsMatchWholeLayers(t *testing.T) {
 					t.Fatalf("at budget %d layer %d is one group (%v)", budget, idx, groups)
 				}
 			}
+			// The fused gate_proj and up_proj go apart (stages.FusionGroup) unless
+			// a pre_quant_scale ties them (AWQ).
+			awq := strings.Contains(tc.name, "awq")
+			for _, lp := range p.Layers {
+				var gate, up bool
+				for _, ti := range lp.Steps[0] {
+					gate = gate || strings.HasSuffix(ti.Name, "mlp.gate_proj.weight")
+					up = up || strings.HasSuffix(ti.Name, "mlp.up_proj.weight")
+				}
+				if (gate || up) && (gate && up) != awq {
+					t.Fatalf("at budget %d group %q has gate_proj %v, up_proj %v (AWQ %v)", budget, lp.Prefix, gate, up, awq)
+				}
+			}
 			ref, want := convertMoE(t, opt, 0, 1)
 			for _, workers := range []int{1, 4} {
 				if workers > 1 {

@@ -101,22 +101,27 @@ func ExampleMakePlan() {
 	}
 	// Output:
 	// data-free INT8_WEIGHT_ONLY_CFG W8A16
-	// layer  0 "model.layers.0."  4 tensors in,  7 out,   65792 bytes in,  34048 out
+	// layer  0 "model.layers.0."  1 tensors in,  1 out,     256 bytes in,    256 out
 	// layer  0 "model.layers.0."  1 tensors in,  2 out,   90112 bytes in,  45568 out
-	// layer  0 "model.layers.0."  3 tensors in,  5 out,  180480 bytes in,  93184 out
-	// layer  0 "model.layers.0."  1 tensors in,  2 out,   32768 bytes in,  16896 out
-	// layer  1 "model.layers.1."  4 tensors in,  7 out,   65792 bytes in,  34048 out
+	// layer  0 "model.layers.0."  1 tensors in,  2 out,   90112 bytes in,  46464 out
+	// layer  0 "model.layers.0."  1 tensors in,  2 out,   90112 bytes in,  46464 out
+	// layer  0 "model.layers.0."  3 tensors in,  5 out,   49408 bytes in,  25600 out
+	// layer  0 "model.layers.0."  2 tensors in,  4 out,   49152 bytes in,  25344 out
+	// layer  1 "model.layers.1."  1 tensors in,  1 out,     256 bytes in,    256 out
 	// layer  1 "model.layers.1."  1 tensors in,  2 out,   90112 bytes in,  45568 out
-	// layer  1 "model.layers.1."  3 tensors in,  5 out,  180480 bytes in,  93184 out
-	// layer  1 "model.layers.1."  1 tensors in,  2 out,   32768 bytes in,  16896 out
-	// layer  2 "model.layers.2."  4 tensors in,  7 out,   65792 bytes in,  34048 out
+	// layer  1 "model.layers.1."  1 tensors in,  2 out,   90112 bytes in,  46464 out
+	// layer  1 "model.layers.1."  1 tensors in,  2 out,   90112 bytes in,  46464 out
+	// layer  1 "model.layers.1."  3 tensors in,  5 out,   49408 bytes in,  25600 out
+	// layer  1 "model.layers.1."  2 tensors in,  4 out,   49152 bytes in,  25344 out
+	// layer  2 "model.layers.2."  1 tensors in,  1 out,     256 bytes in,    256 out
 	// layer  2 "model.layers.2."  1 tensors in,  2 out,   90112 bytes in,  45568 out
-	// layer  2 "model.layers.2."  3 tensors in,  5 out,  180480 bytes in,  93184 out
-	// layer  2 "model.layers.2."  1 tensors in,  2 out,   32768 bytes in,  16896 out
+	// layer  2 "model.layers.2."  1 tensors in,  2 out,   90112 bytes in,  46464 out
+	// layer  2 "model.layers.2."  1 tensors in,  2 out,   90112 bytes in,  46464 out
+	// layer  2 "model.layers.2."  3 tensors in,  5 out,   49408 bytes in,  25600 out
+	// layer  2 "model.layers.2."  2 tensors in,  4 out,   49152 bytes in,  25344 out
 	// layer -1 ""                3 tensors in,  3 out,  262400 bytes in, 262400 out
 	// model.safetensors 51 tensors
-	// needs MaxMemory >= 275082
-	// problem: pipeline: layer exceeds memory budget: layer 0 (the group of 3 tensors model.layers.0.mlp.gate_proj.weight … model.layers.0.post_attention_layernorm.weight) needs 275072 bytes in flight (data bytes per step [180480 181888 93184]), over the memory budget of 262144 bytes; the largest layer needs 275072; the smallest memory budget that runs this conversion is 268.63 KiB: --max-memory 269KiB
+	// needs MaxMemory >= 137302
 }
 
 // Prepare a conversion, put a stage of your own into it just before the export,

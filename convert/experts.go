@@ -28,9 +28,12 @@ import (
 // whole, and the reason is kept for the budget error (explain); a layer without
 // experts is cut the same way into groups of the units stages.Plan.DenseSplit
 // gives (a fusion group with its norm, say), packed in order to at most maxMemory/4
-// bytes a group (a unit alone when it is larger). userStages > 0 keeps every layer
-// whole: a caller's stage may need one.
-func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int64) *grouping {
+// bytes a group (a unit alone when it is larger). A fusion group over that size
+// whose members share only some scalar buffers' maximum (stages.FusionGroup) is taken
+// apart when supply says each of those buffers can be had before the pipeline runs
+// (readFusedAmax). userStages > 0 keeps every layer whole: a caller's stage may need
+// one.
+func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int64, supply func(string) bool) *grouping {
 	if plan == nil || maxMemory <= 0 {
 		return s
 	}
@@ -51,7 +54,32 @@ func (s *grouping) splitExperts(plan *stages.Plan, userStages int, maxMemory int
 		case userStages > 0:
 			err = fmt.Errorf("%w: layer %d: the conversion has stages of its own, which may need whole layers", stages.ErrNoExpertSplit, li.Index)
 		case dense:
-			units, err = plan.DenseSplit(li.Index)
+			var shared []string
+			var kept []string
+			units, shared, err = plan.DenseSplit(li.Index, func(fg stages.FusionGroup) bool {
+				if fg.Bytes <= target {
+					return false
+				}
+				for _, n := range fg.Shared {
+					if !supply(n) {
+						kept = append(kept, fmt.Sprintf("%s (they share the maximum of %s, which is not known before the layer is read)", strings.Join(fg.Members, ", "), n))
+						return false
+					}
+				}
+				return true
+			})
+			if len(shared) > 0 {
+				if s.fused == nil {
+					s.fused = map[int][]string{}
+				}
+				s.fused[li.Index] = shared
+			}
+			if len(kept) > 0 {
+				if s.together == nil {
+					s.together = map[int][]string{}
+				}
+				s.together[li.Index] = kept
+			}
 		default:
 			preread, err = plan.ExpertSplit(li.Index)
 		}
@@ -231,6 +259,54 @@ func (s *grouping) readExpertFill(ctx context.Context, ck *arrowio.Checkpoint, m
 	return nil
 }
 
+// readFusedAmax gives each split layer whose fusion groups are exported apart the
+// buffers those groups share (stages.Plan.SetFusedAmax): a calibration state's
+// scalars read from the input, or weight amaxes the calibration stage cs computes in
+// a read-only pass over the weights (calibrateStage.passAmax), never holding one. It
+// runs before the pipeline starts.
+func (s *grouping) readFusedAmax(ctx context.Context, ck *arrowio.Checkpoint, mem memory.Allocator, plan *stages.Plan, cs *calibrateStage) error {
+	var buf []byte
+	for _, idx := range sortedIntKeys(s.fused) {
+		amax := map[string]quant.Tensor{}
+		li := quantstream.LayerInfo{Index: idx}
+		for _, n := range s.fused[idx] {
+			if t, ok := ck.Lookup(n); ok {
+				li.Tensors = append(li.Tensors, t.Info())
+				continue
+			}
+			if cs == nil {
+				return fmt.Errorf("convert: layer %d: %s, shared by a fusion group exported apart, is not in the input", idx, n)
+			}
+			if buf == nil {
+				buf = make([]byte, passChunk)
+			}
+			a, err := cs.passAmax(ctx, ck, n, buf)
+			if err != nil {
+				return fmt.Errorf("layer %d: %w", idx, err)
+			}
+			amax[n] = a
+		}
+		var l *quantstream.Layer
+		if len(li.Tensors) > 0 {
+			var err error
+			if l, err = ck.ReadLayer(ctx, mem, li); err != nil {
+				return err
+			}
+			for _, t := range l.Tensors() {
+				amax[t.Name] = t.Tensor
+			}
+		}
+		err := plan.SetFusedAmax(idx, amax)
+		if l != nil {
+			l.Release()
+		}
+		if err != nil {
+			return fmt.Errorf("layer %d: %w", idx, err)
+		}
+	}
+	return nil
+}
+
 // outputTensors is the output's tensor list in the order the writer lays shards out
 // from: each group's final tensors in source order, except that the groups of a split
 // layer give way to the whole layer's final tensors, planned through the same stages,
@@ -290,9 +366,17 @@ func (s *grouping) extraGroups() int {
 	return len(s.layers) - len(s.whole)
 }
 
-// explain adds to a budget error why layers over the budget were kept whole.
+// explain adds to a budget error why layers over the budget were kept whole, or
+// fusion groups kept together.
 func (s *grouping) explain(err error) error {
-	if err == nil || !errors.Is(err, pipeline.ErrOverBudget) || len(s.noSplit) == 0 {
+	if err == nil || !errors.Is(err, pipeline.ErrOverBudget) {
+		return err
+	}
+	if len(s.together) > 0 {
+		keys := sortedIntKeys(s.together)
+		err = fmt.Errorf("%w (fusion group kept together in layer %d: %s)", err, keys[0], s.together[keys[0]][0])
+	}
+	if len(s.noSplit) == 0 {
 		return err
 	}
 	keys := sortedIntKeys(s.noSplit)

@@ -20,6 +20,11 @@ type grouping struct {
 	preread map[int][]string
 	// noSplit says why a layer over a quarter of the budget was kept whole.
 	noSplit map[int]error
+	// fused names, per split layer, the buffers its fusion groups exported apart
+	// share (readFusedAmax); together why some fusion group over a quarter of the
+	// budget was kept together.
+	fused    map[int][]string
+	together map[int][]string
 }
 
 func newGrouping(ck *arrowio.Checkpoint) *grouping {

@@ -17,6 +17,7 @@ import (
 	"github.com/quantstream/quantstream/arrowio"
 	"github.com/quantstream/quantstream/internal/rss"
 	"github.com/quantstream/quantstream/pipeline"
+	"github.com/quantstream/quantstream/quant"
 	"github.com/quantstream/quantstream/quantsrc"
 	"github.com/quantstream/quantstream/stages"
 )
@@ -182,7 +183,29 @@ func (j *Job) grouping() *grouping { return j.groupingFor(j.opt.MaxMemory) }
 func (j *Job) groupingFor(maxMemory int64) *grouping {
 	j.markHead()
 	return newGrouping(j.ck).splitForBudget(len(j.chain), maxMemory).
-		splitExperts(j.export, j.added, maxMemory)
+		splitExperts(j.export, j.added, maxMemory, j.supplies)
+}
+
+// supplies reports whether buffer name of the export's input can be had before the
+// pipeline runs, for a fusion group exported apart (readFusedAmax): a scalar of the
+// input (a calibration state's amax), or a buffer the calibration stage can compute
+// in a pass of its own (calibrateStage.passable).
+func (j *Job) supplies(name string) bool {
+	if t, ok := j.ck.Lookup(name); ok {
+		return quant.Numel(t.Shape) == 1
+	}
+	cs := j.calibration()
+	return cs != nil && cs.passable(j.ck, name)
+}
+
+// calibration is the chain's calibration stage, or nil.
+func (j *Job) calibration() *calibrateStage {
+	for _, st := range j.chain {
+		if cs, ok := st.(*calibrateStage); ok {
+			return cs
+		}
+	}
+	return nil
 }
 
 // pipeline returns the pipeline over layers (g's, or some of them) with the job's
@@ -443,6 +466,9 @@ func (j *Job) write(ctx context.Context, g *grouping, todo, copies []quantstream
 			return nil
 		}
 		if err := g.readExpertFill(ctx, j.ck, j.mem, j.export); err != nil {
+			return err
+		}
+		if err := g.readFusedAmax(ctx, j.ck, j.mem, j.export, j.calibration()); err != nil {
 			return err
 		}
 		p := j.pipeline(todo, j.mem)

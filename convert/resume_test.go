@@ -341,13 +341,13 @@ func TestBudgetErrorNamesTheFlagAndTheMinimum(t *testing.T) {
 	opt := shardedTiny(out)
 	opt.MaxMemory = 64 << 10
 	_, err := Run(t.Context(), opt)
-	if err == nil || strings.Contains(err.Error(), "MaxMemory") || !strings.Contains(err.Error(), "--max-memory 227KiB") {
+	if err == nil || strings.Contains(err.Error(), "MaxMemory") || !strings.Contains(err.Error(), "--max-memory 113KiB") {
 		t.Fatalf("err = %v: want the smallest --max-memory that works, not the Go field", err)
 	}
 	if left, _ := os.ReadDir(parent); len(left) != 0 {
 		t.Fatalf("left behind: %v", left)
 	}
-	opt.MaxMemory = 227 << 10
+	opt.MaxMemory = 113 << 10
 	if _, err := Run(t.Context(), opt); err != nil {
 		t.Fatalf("the budget the error names: %v", err)
 	}

@@ -79,7 +79,7 @@ func (j *Job) minMemory(plan *pipeline.Plan) int64 {
 			break
 		}
 		fits := func(b int64) bool {
-			g := (&grouping{layers: layers[i : i+1]}).splitForBudget(len(j.chain), b).splitExperts(j.export, j.added, b)
+			g := (&grouping{layers: layers[i : i+1]}).splitForBudget(len(j.chain), b).splitExperts(j.export, j.added, b, j.supplies)
 			p, _, err := j.newPlan(g.layers)
 			return err == nil && p.Check(b) == nil
 		}

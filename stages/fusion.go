@@ -31,8 +31,20 @@ func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool, mo
 	if resmoothOnly {
 		return nil
 	}
-	// The buffers shared and whether each module has one are known from headers: the
-	// checks run while planning too, so that plan finds what convert would.
+	for _, buf := range fusedShares(ts, mods) {
+		if err := shareMax(ts, mods, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fusedShares are the scalar buffers of fused modules mods (their first module
+// decides, as preprocess_linear_fusion reads it) that become the group maximum:
+// per-tensor input amax, per-tensor weight amax, the global amax of static NVFP4
+// and the second stage of W4A8. They are known from headers: the checks run while
+// planning too, so that plan finds what convert would.
+func fusedShares(ts *tensorSet, mods []*Module) []func(*Module) string {
 	var shared []func(*Module) string
 	if hasQuant(mods[0].IQ) && mods[0].IAmax != "" {
 		shared = append(shared, func(m *Module) string { return m.IAmax })
@@ -52,12 +64,7 @@ func preprocessLinearFusion(ts *tensorSet, mods []*Module, resmoothOnly bool, mo
 	case hasQuant(wq) && mods[0].WAmax != "" && numel(ts.hdr[mods[0].WAmax].Shape) == 1:
 		shared = append(shared, func(m *Module) string { return m.WAmax })
 	}
-	for _, buf := range shared {
-		if err := shareMax(ts, mods, buf); err != nil {
-			return err
-		}
-	}
-	return nil
+	return shared
 }
 
 // shareMax sets a scalar buffer of every module to the group's maximum, keeping each
@@ -75,16 +82,9 @@ func shareMax(ts *tensorSet, mods []*Module, buf func(*Module) string) error {
 	if ts.planning() {
 		return nil
 	}
-	var best float32
-	for i, m := range mods {
-		name := buf(m)
-		v, err := ts.scalar(name)
-		if err != nil {
-			return err
-		}
-		if i == 0 || v > best || v != v {
-			best = v
-		}
+	best, err := groupMax(ts, mods, buf)
+	if err != nil {
+		return err
 	}
 	for _, m := range mods {
 		h := ts.hdr[buf(m)]
@@ -93,6 +93,22 @@ func shareMax(ts *tensorSet, mods []*Module, buf func(*Module) string) error {
 		}
 	}
 	return nil
+}
+
+// groupMax is the maximum shareMax gives every module's buffer: over mods in order,
+// a NaN winning.
+func groupMax(ts *tensorSet, mods []*Module, buf func(*Module) string) (float32, error) {
+	var best float32
+	for i, m := range mods {
+		v, err := ts.scalar(buf(m))
+		if err != nil {
+			return 0, err
+		}
+		if i == 0 || v > best || v != v {
+			best = v
+		}
+	}
+	return best, nil
 }
 
 // resmooth averages the group's pre_quant_scales (float32 sum, ÷scalar n, rounded to

@@ -38,6 +38,13 @@ type LayerPlan struct {
 	// (layer_utils.set_expert_quantizer_amax);
 	// an all-zero amax is refilled too, which only the data shows.
 	Filled []string
+
+	// fusedOf maps each quantized module of a decoder layer that is in a fusion
+	// group (fusionGroups) to the group's first module, fusedSize that module to the
+	// group's size: a group of a split layer holding fewer is exported apart
+	// (exportApart).
+	fusedOf   map[string]string
+	fusedSize map[string]int
 }
 
 // Plan is a whole export computed from tensor headers, config.json and the quantizer
@@ -63,8 +70,10 @@ type Plan struct {
 	qs       Quantizers
 	layers   map[int]*LayerPlan
 	// splits holds the decoder layers exported in groups of experts (ExpertSplit),
-	// set before any Process and read-only afterwards.
+	// apart the group maxima of fusion groups exported member by member
+	// (SetFusedAmax); both set before any Process and read-only afterwards.
 	splits map[int]*expertSplit
+	apart  map[int]*fusedApart
 }
 
 // NewPlan plans an export. inputs are the headers of every input tensor (all shards
@@ -170,6 +179,7 @@ func NewPlan(inputs []quantstream.TensorInfo, configJSON []byte, qs Quantizers, 
 		}
 		lp.Outputs = infos(ts)
 		lp.Filled = filled
+		p.noteFusion(lp, mods)
 		for _, m := range mods {
 			if m.Format != "" {
 				lp.Modules = append(lp.Modules, m)
@@ -374,6 +384,9 @@ func (p *Plan) run(ctx context.Context, ts *tensorSet, lp *LayerPlan) ([]*Module
 				errs = append(errs, preprocessLinearFusion(ts, batch, true, p.opts.Div))
 			}
 		}
+	}
+	if err := p.exportApart(ts, lp.Index, mods); err != nil {
+		return nil, nil, err
 	}
 	for _, prefix := range prefixes {
 		for _, g := range p.fusionGroups(prefix, byName) {

@@ -187,30 +187,34 @@ func (p *Plan) SetExpertFill(index int, amax map[string]quant.Tensor) error {
 //
 //   - a fusion group of the family (requantize_resmooth_fused_llm_layers: the shared
 //     amax maximum, AWQ resmoothing) with the norm it folds a pre_quant_scale into
-//     (fuse_prequant_layernorm), whatever the format, so that the rule does not
-//     depend on which steps a format happens to run;
+//     (fuse_prequant_layernorm), unless apart takes it apart (below);
 //   - a pre_quant_scale fold from one linear into another (fuse_prequant_to_linear,
 //     which run applies to nvfp4_awq exports);
 //   - a tensor of no module (a norm no fusion group names stands alone; any other,
 //     such as an attention BMM quantizer's amax, goes with every module under its
 //     parent).
 //
+// A fusion group whose members share only the maximum of some scalar buffers
+// (FusionGroup) is exported member by member, its norm alone, when apart (nil:
+// never) says so; shared then lists the buffers whose values SetFusedAmax must be
+// given before any group of the layer is processed.
+//
 // Units are sorted by their first tensor name, tensors within a unit by name. A
 // layer with experts, or whose modules cannot be found, is refused with an error
 // wrapping ErrNoExpertSplit (ExpertSplit handles experts).
-func (p *Plan) DenseSplit(index int) ([][]string, error) {
+func (p *Plan) DenseSplit(index int, apart func(FusionGroup) bool) (units [][]string, shared []string, err error) {
 	lp := p.layers[index]
 	if index == quantstream.NonDecoder || lp == nil {
-		return nil, fmt.Errorf("%w: no decoder layer %d", ErrNoExpertSplit, index)
+		return nil, nil, fmt.Errorf("%w: no decoder layer %d", ErrNoExpertSplit, index)
 	}
 	for _, t := range lp.Inputs {
 		if i := strings.Index(t.Name, "experts."); i >= 0 && (i == 0 || t.Name[i-1] == '.' || t.Name[i-1] == '_') {
-			return nil, fmt.Errorf("%w: layer %d: %s is an expert's", ErrNoExpertSplit, index, t.Name)
+			return nil, nil, fmt.Errorf("%w: layer %d: %s is an expert's", ErrNoExpertSplit, index, t.Name)
 		}
 	}
 	ts, mods, err := p.splitModules(index, lp.Inputs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	names := sortedKeys(ts.hdr)
 	// Union-find over tensor names.
@@ -233,7 +237,7 @@ func (p *Plan) DenseSplit(index int) ([][]string, error) {
 	modNames := make([]string, 0, len(mods))
 	for _, m := range mods {
 		if m.BMM || m.Expert >= 0 {
-			return nil, fmt.Errorf("%w: layer %d: module %s is an expert's", ErrNoExpertSplit, index, m.Name)
+			return nil, nil, fmt.Errorf("%w: layer %d: module %s is an expert's", ErrNoExpertSplit, index, m.Name)
 		}
 		modNames = append(modNames, m.Name)
 	}
@@ -258,10 +262,30 @@ func (p *Plan) DenseSplit(index int) ([][]string, error) {
 	var groups [][]string
 	// Fusion groups are taken over every module, quantized or not, of the family's
 	// rules: a superset of the groups any format fuses.
+	var fa map[string]*FusionGroup
+	if apart != nil {
+		fa = p.fusionApart(lp, ts, mods)
+	}
+	decided := map[*FusionGroup]bool{}
 	for _, g := range p.Arch.FusedGroups(lp.Prefix, modNames) {
-		members := slices.Clone(g.Members)
 		if g.Norm != "" {
 			norms[g.Norm] = true
+		}
+		if fg := fa[g.Members[0]]; fg != nil && slices.Equal(fg.Members, g.Members) {
+			a, ok := decided[fg]
+			if !ok {
+				a = apart(*fg)
+				decided[fg] = a
+				if a {
+					shared = append(shared, fg.Shared...)
+				}
+			}
+			if a {
+				continue // each member, and the norm, a unit of its own
+			}
+		}
+		members := slices.Clone(g.Members)
+		if g.Norm != "" {
 			members = append(members, "norm:"+g.Norm)
 		}
 		groups = append(groups, members)
@@ -323,23 +347,23 @@ func (p *Plan) DenseSplit(index int) ([][]string, error) {
 		}
 		if parent == "" {
 			// Nothing to attach it to: the layer is kept whole.
-			return nil, fmt.Errorf("%w: layer %d: tensor %s belongs to no module", ErrNoExpertSplit, index, t)
+			return nil, nil, fmt.Errorf("%w: layer %d: tensor %s belongs to no module", ErrNoExpertSplit, index, t)
 		}
 	}
-	units := map[string][]string{}
+	byRoot := map[string][]string{}
 	var roots []string
 	for _, t := range names {
 		r := find(t)
-		if _, ok := units[r]; !ok {
+		if _, ok := byRoot[r]; !ok {
 			roots = append(roots, r)
 		}
-		units[r] = append(units[r], t)
+		byRoot[r] = append(byRoot[r], t)
 	}
 	out := make([][]string, 0, len(roots))
 	for _, r := range roots {
-		out = append(out, units[r])
+		out = append(out, byRoot[r])
 	}
-	return out, nil
+	return out, shared, nil
 }
 
 // splitModules discovers the modules of one decoder layer's inputs for a split (by
