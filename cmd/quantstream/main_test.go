@@ -115,7 +115,7 @@ func TestRun(t *testing.T) {
 		{
 			// An export: a passthrough copies tensors file to file and runs under any budget.
 			name: "plan over memory", args: []string{"plan", "--in", tinyLlama, "--recipe", "W4A16_NVFP4_CFG", "--max-memory", "1KiB"}, code: 1,
-			stdout: []string{"1 problem(s):", "layer exceeds memory budget: layer 0 (the group of 4 tensors model.layers.0.input_layernorm.weight … model.layers.0.self_attn.v_proj.weight) needs 84498 bytes", "over the memory budget of 1024 bytes", "the smallest memory budget that runs this conversion is 226.03 KiB: --max-memory 227KiB"},
+			stdout: []string{"1 problem(s):", "layer exceeds memory budget: layer 0 (the group of 1 tensors model.layers.0.mlp.down_proj.weight … model.layers.0.mlp.down_proj.weight) needs 115462 bytes", "over the memory budget of 1024 bytes", "the smallest memory budget that runs this conversion is 112.76 KiB: --max-memory 113KiB"},
 			stderr: []string{"quantstream: the plan has 1 problem(s)"},
 		},
 		{

@@ -462,7 +462,7 @@ func TestFailuresMadeClear(t *testing.T) {
 			[]string{file + " is a regular file"}, []string{"not empty"}},
 		// An export: a passthrough copies tensors file to file and runs under any budget.
 		{"budget", []string{"convert", "--quiet", "--in", tinyLlama, "--out", out, "--recipe", "W4A16_NVFP4_CFG", "--max-memory", "1KiB"}, 1,
-			[]string{"over the memory budget of 1024 bytes", "the smallest memory budget that runs this conversion is 226.03 KiB: --max-memory 227KiB"}, []string{"MaxMemory"}},
+			[]string{"over the memory budget of 1024 bytes", "the smallest memory budget that runs this conversion is 112.76 KiB: --max-memory 113KiB"}, []string{"MaxMemory"}},
 		{"shard without out", []string{"plan", "--in", tinyLlama, "--shard", "1/4"}, 2, []string{"--shard needs --out"}, nil},
 		{"bad shard", []string{"convert", "--in", tinyLlama, "--out", out, "--shard", "4/4"}, 2, []string{"want I/N with 0 <= I < N"}, nil},
 	} {
