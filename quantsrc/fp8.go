@@ -170,10 +170,9 @@ func (s *Scheme) CodeFP8(weights []string) (map[string]quant.FP8Block, error) {
 	return out, nil
 }
 
-// fillFP8 decodes a block-FP8 weight into dst in bands of whole block rows (about
-// parallel.ChunkBytes of codes each), on all cores; each band reads its codes into
-// a buffer of its own, so a weight is never held twice.
-func fillFP8(ctx context.Context, dst []byte, b quant.FP8Block, weight, scale arrowio.TensorRef) error {
+// readFP8Scale reads a block-FP8 weight's weight_scale_inv into b.Scale and checks
+// it against the weight's shape (FP8Block.Check), naming the scale tensor.
+func readFP8Scale(b *quant.FP8Block, scale arrowio.TensorRef) error {
 	sb := make([]byte, scale.Size())
 	if err := scale.File.ReadInto(scale.TensorHeader, sb); err != nil {
 		return err
@@ -185,6 +184,16 @@ func fillFP8(ctx context.Context, dst []byte, b quant.FP8Block, weight, scale ar
 	b.Scale = sv
 	if err := b.Check(); err != nil {
 		return fmt.Errorf("%s: %w", scale.Name, err)
+	}
+	return nil
+}
+
+// fillFP8 decodes a block-FP8 weight into dst in bands of whole block rows (about
+// parallel.ChunkBytes of codes each), on all cores; each band reads its codes into
+// a buffer of its own, so a weight is never held twice.
+func fillFP8(ctx context.Context, dst []byte, b quant.FP8Block, weight, scale arrowio.TensorRef) error {
+	if err := readFP8Scale(&b, scale); err != nil {
+		return err
 	}
 	bandRows := max(1, parallel.ChunkBytes/max(1, b.Cols)/b.BlockRows) * b.BlockRows
 	sec := weight.Section()
@@ -207,23 +216,14 @@ func fillFP8(ctx context.Context, dst []byte, b quant.FP8Block, weight, scale ar
 // the codes read straight into place in bands (as fillFP8 reads them), each band
 // checked for NaN codes as DequantRows checks it, then the checked scales.
 func fillFP8Coded(ctx context.Context, dst []byte, b quant.FP8Block, weight, scale arrowio.TensorRef) error {
-	sb := make([]byte, scale.Size())
-	if err := scale.File.ReadInto(scale.TensorHeader, sb); err != nil {
+	if err := readFP8Scale(&b, scale); err != nil {
 		return err
-	}
-	sv, err := quant.Float32s(quant.Tensor{DType: quant.F32, Shape: scale.Shape, Data: sb})
-	if err != nil {
-		return err
-	}
-	b.Scale = sv
-	if err := b.Check(); err != nil {
-		return fmt.Errorf("%s: %w", scale.Name, err)
 	}
 	n := b.Rows * b.Cols
 	if len(dst) != 2*n || !b.Fits() {
 		return fmt.Errorf("quantsrc: %s: coded FP8 weight of %d bytes in a slot of %d", weight.Name, b.CodedBytes(), len(dst))
 	}
-	if err := b.PutCodedScales(dst[n : n+4*len(sv)]); err != nil {
+	if err := b.PutCodedScales(dst[n : n+4*len(b.Scale)]); err != nil {
 		return err
 	}
 	bandRows := max(1, parallel.ChunkBytes/max(1, b.Cols)/b.BlockRows) * b.BlockRows
